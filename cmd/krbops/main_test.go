@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/krbops/krbops/commands"
+	"github.com/krbops/krbops/internal/lab"
+)
+
+// TestMain lets testscript run this test binary as the real krbops: the
+// same run() that main calls, in its own process.
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"krbops": func() { os.Exit(run(os.Args[1:], commands.System())) },
+		// krbops-exit runs krbops and then prints its exact exit status to
+		// stderr and succeeds, so scripts can assert "exit status 3"
+		// rather than just "failed".
+		"krbops-exit": func() {
+			code := run(os.Args[1:], commands.System())
+			fmt.Fprintf(os.Stderr, "exit status %d\n", code)
+			os.Exit(0)
+		},
+	})
+}
+
+// TestScript runs testdata/script/*.txtar against one lab realm with a
+// normal KDC, a KDC 420 s ahead (libfaketime), a refused address and a
+// silent one.
+func TestScript(t *testing.T) {
+	r := lab.ForTest(t, lab.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	skewed, err := r.StartKDC(ctx, lab.KDCOptions{FakeTime: "+420s"})
+	if err != nil {
+		t.Fatalf("start skewed KDC: %v", err)
+	}
+	if err := r.AddPrincipal(ctx, "host/e2e.krbops.test", ""); err != nil {
+		t.Fatal(err)
+	}
+	silent := blackhole(t)
+	down := r.DownAddr()
+	normal := r.KDCs[0].Addr
+
+	confs := map[string][]string{
+		"normal.conf":    {normal},
+		"skewed.conf":    {skewed.Addr},
+		"downfirst.conf": {down, normal},
+		"alldown.conf":   {down},
+		"both.conf":      {normal, skewed.Addr},
+	}
+	confDir := t.TempDir()
+	for name, kdcs := range confs {
+		if err := r.WriteKrb5Conf(filepath.Join(confDir, name), kdcs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	testscript.Run(t, testscript.Params{
+		Dir: "testdata/script",
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("LAB_REALM", r.Name)
+			env.Setenv("LAB_KDC", normal)
+			env.Setenv("LAB_SKEWED_KDC", skewed.Addr)
+			env.Setenv("LAB_DOWN_KDC", down)
+			env.Setenv("LAB_SILENT_KDC", silent)
+			env.Setenv("LAB_CONF", confDir)
+			env.Setenv("LAB_KDC_LOG", r.KDCs[0].Log)
+			env.Setenv("KRB5_CONFIG", filepath.Join(confDir, "normal.conf"))
+			// A stray ccache of the developer must not pick the principal.
+			env.Setenv("KRB5CCNAME", "FILE:"+filepath.Join(env.WorkDir, "no-ccache"))
+			for _, k := range []string{"NO_COLOR", "CLICOLOR_FORCE"} {
+				env.Setenv(k, "")
+			}
+			env.Setenv("TERM", "xterm-256color")
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"json":  cmdJSON,
+			"junit": cmdJUnit,
+			"sleep": cmdSleep,
+		},
+		UpdateScripts: os.Getenv("UPDATE_GOLDEN") == "1",
+	})
+}
+
+// blackhole listens on UDP and TCP and never answers: a KDC that hangs,
+// unlike DownAddr, which refuses at once.
+func blackhole(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		ln.Close()
+		t.Skipf("udp port %d taken: %v", port, err)
+	}
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		pc.Close()
+	})
+	return ln.Addr().String()
+}
+
+// cmdJSON checks one value of a JSON document:
+//
+//	json FILE PATH == VALUE        string or number equality
+//	json FILE PATH within X TOL    |value - X| <= TOL
+//	json FILE PATH abs< X          |value| < X
+//	json FILE PATH len N           array length
+//
+// PATH is dotted; numeric parts index arrays; a part "id=X" picks the array
+// element whose id is X.
+func cmdJSON(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 4 {
+		ts.Fatalf("usage: json FILE PATH (==|within|abs<|len) VALUE [TOL]")
+	}
+	var doc any
+	if err := json.Unmarshal([]byte(ts.ReadFile(args[0])), &doc); err != nil {
+		ts.Fatalf("%s is not JSON: %v", args[0], err)
+	}
+	v := doc
+	for _, part := range strings.Split(args[1], ".") {
+		switch cur := v.(type) {
+		case map[string]any:
+			v = cur[part]
+		case []any:
+			if id, ok := strings.CutPrefix(part, "id="); ok {
+				v = nil
+				for _, el := range cur {
+					if m, ok := el.(map[string]any); ok && m["id"] == id {
+						v = m
+					}
+				}
+				break
+			}
+			i, err := strconv.Atoi(part)
+			if err != nil || i < 0 || i >= len(cur) {
+				ts.Fatalf("%s: no element %q", args[1], part)
+			}
+			v = cur[i]
+		default:
+			ts.Fatalf("%s: cannot descend into %v at %q", args[1], v, part)
+		}
+	}
+	num := func(s string) float64 {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			ts.Fatalf("%q is not a number", s)
+		}
+		return f
+	}
+	var ok bool
+	switch args[2] {
+	case "==":
+		ok = fmt.Sprint(v) == args[3]
+	case "within":
+		f, isNum := v.(float64)
+		ok = isNum && len(args) == 5 && math.Abs(f-num(args[3])) <= num(args[4])
+	case "abs<":
+		f, isNum := v.(float64)
+		ok = isNum && math.Abs(f) < num(args[3])
+	case "len":
+		a, isArr := v.([]any)
+		ok = isArr && strconv.Itoa(len(a)) == args[3]
+	default:
+		ts.Fatalf("unknown operator %q", args[2])
+	}
+	if ok == neg {
+		ts.Fatalf("json %s: got %v, want %s %s", args[1], v, args[2], strings.Join(args[3:], " "))
+	}
+}
+
+// cmdJUnit checks that FILE parses as JUnit XML with N testcases, each with
+// a non-empty classname and name.
+func cmdJUnit(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || neg {
+		ts.Fatalf("usage: junit FILE TESTCASES")
+	}
+	var doc struct {
+		Suites []struct {
+			Cases []struct {
+				Classname string `xml:"classname,attr"`
+				Name      string `xml:"name,attr"`
+			} `xml:"testcase"`
+		} `xml:"testsuite"`
+	}
+	if err := xml.Unmarshal([]byte(ts.ReadFile(args[0])), &doc); err != nil {
+		ts.Fatalf("%s is not XML: %v", args[0], err)
+	}
+	n := 0
+	for _, s := range doc.Suites {
+		for _, c := range s.Cases {
+			if c.Classname == "" || c.Name == "" {
+				ts.Fatalf("testcase without classname or name: %+v", c)
+			}
+			n++
+		}
+	}
+	if strconv.Itoa(n) != args[1] {
+		ts.Fatalf("got %d testcases, want %s", n, args[1])
+	}
+}
+
+func cmdSleep(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: sleep DURATION")
+	}
+	d, err := time.ParseDuration(args[0])
+	if err != nil {
+		ts.Fatalf("sleep: %v", err)
+	}
+	time.Sleep(d)
+}

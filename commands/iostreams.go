@@ -1,0 +1,32 @@
+package commands
+
+import (
+	"io"
+	"os"
+
+	"github.com/krbops/krbops/output"
+)
+
+// IOStreams is every stream a command may use. Results go to Out;
+// progress, hints and warnings go to ErrOut. Nothing in krbops writes to
+// os.Stdout directly, so tests can capture everything.
+type IOStreams struct {
+	In     io.Reader
+	Out    io.Writer
+	ErrOut io.Writer
+	OutTTY bool
+	ErrTTY bool
+	Getenv func(string) string
+}
+
+// System returns the process's streams.
+func System() *IOStreams {
+	return &IOStreams{
+		In:     os.Stdin,
+		Out:    os.Stdout,
+		ErrOut: os.Stderr,
+		OutTTY: output.IsTerminal(os.Stdout),
+		ErrTTY: output.IsTerminal(os.Stderr),
+		Getenv: os.Getenv,
+	}
+}

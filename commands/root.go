@@ -1,0 +1,235 @@
+// Package commands holds krbops' cobra commands: one file per subcommand,
+// each with an Options struct (flag values and dependencies), a NewCmdX
+// constructor whose RunE only parses and validates, and an xRun function
+// that builds the runbook, runs it and renders the report.
+//
+// Commands never talk to the network themselves; the runbook steps (and
+// the kdcops package beneath them) do.
+package commands
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/krbops/krbops/output"
+	"github.com/krbops/krbops/runbook"
+)
+
+// BuildInfo is set from ldflags by the release build.
+type BuildInfo struct {
+	Version string
+	Commit  string
+	Date    string
+}
+
+// Globals are the persistent flags and the resources they open, shared by
+// every subcommand.
+type Globals struct {
+	IO    *IOStreams
+	Build BuildInfo
+
+	Krb5Config    string
+	Output        string
+	NoColor       bool
+	Strict        bool
+	Timeout       time.Duration
+	CorrelationID string
+	LogFile       string
+	Quiet         bool
+	Verbose       bool
+
+	// Log is the forensic log: JSON lines to --log-file, text to stderr
+	// with -v, discarded otherwise. Every record carries the correlation id.
+	Log     *slog.Logger
+	logFile *os.File
+}
+
+// NewRootCmd builds the krbops command tree.
+func NewRootCmd(io *IOStreams, build BuildInfo) *cobra.Command {
+	g := &Globals{IO: io, Build: build}
+	root := &cobra.Command{
+		Use:   "krbops",
+		Short: "Kerberos runbooks and keytab rotation for operators",
+		Long: `krbops runs Kerberos runbook checklists against the KDC, the secret store
+and DynamoDB, in a fixed order, and prints a structured result: a table for
+people, plain/JSON/JUnit/markdown for scripts, CI and incident docs, and a
+documented exit code.
+
+Start with "krbops clock-check" when Kerberos errors mention clock skew or
+tickets are "not yet valid".` + exitStatusHelp,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return g.setup()
+		},
+		PersistentPostRun: func(*cobra.Command, []string) { g.close() },
+	}
+	root.SetOut(io.Out)
+	root.SetErr(io.ErrOut)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return runbook.UsageError(err, "run with --help to see the flags")
+	})
+
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.Krb5Config, "krb5-config", "", "krb5.conf to use (default $KRB5_CONFIG, then /etc/krb5.conf)")
+	pf.StringVarP(&g.Output, "output", "o", "", "output format: "+strings.Join(output.Names(), "|")+" (default table on a terminal, plain when piped)")
+	pf.BoolVar(&g.NoColor, "no-color", false, "never color output (NO_COLOR, CLICOLOR_FORCE and TERM=dumb are honoured too)")
+	pf.BoolVar(&g.Strict, "strict", false, "treat warnings as failures (exit 1)")
+	pf.DurationVar(&g.Timeout, "timeout", 5*time.Second, "timeout for each network call")
+	pf.StringVar(&g.CorrelationID, "correlation-id", "", "id stamped on the report and every log line (default: random)")
+	pf.StringVar(&g.LogFile, "log-file", "", "append a JSON-lines forensic log of every request, reply and error (mode 0600; never secrets)")
+	pf.BoolVarP(&g.Quiet, "quiet", "q", false, "no progress lines; table/plain/markdown show only steps that did not pass")
+	pf.BoolVarP(&g.Verbose, "verbose", "v", false, "also write the forensic log, as text, to stderr")
+
+	root.AddCommand(NewCmdVersion(g), NewCmdClockCheck(g, nil))
+	for _, c := range root.Commands() {
+		wrapArgsErrors(c)
+	}
+	return root
+}
+
+// wrapArgsErrors turns cobra's positional-argument errors into usage errors
+// (exit 2) like flag errors.
+func wrapArgsErrors(c *cobra.Command) {
+	if c.Args == nil {
+		return
+	}
+	orig := c.Args
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		if err := orig(cmd, args); err != nil {
+			return runbook.UsageError(err, "run \""+cmd.CommandPath()+" --help\" to see the usage")
+		}
+		return nil
+	}
+}
+
+func (g *Globals) setup() error {
+	if g.Output != "" {
+		if _, err := output.Get(g.Output); err != nil {
+			return runbook.UsageError(fmt.Errorf("--output: %w", err), "pick one of "+strings.Join(output.Names(), ", "))
+		}
+	}
+	if g.Timeout <= 0 {
+		return runbook.UsageError(errors.New("--timeout must be positive"), "for example --timeout 5s")
+	}
+	if g.CorrelationID == "" {
+		g.CorrelationID = newCorrelationID()
+	}
+	var handlers []slog.Handler
+	if g.LogFile != "" {
+		f, err := os.OpenFile(g.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return runbook.UsageError(fmt.Errorf("--log-file %s: %s", g.LogFile, describeFileError(err)), "pick a writable path")
+		}
+		g.logFile = f
+		handlers = append(handlers, slog.NewJSONHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if g.Verbose {
+		handlers = append(handlers, slog.NewTextHandler(g.IO.ErrOut, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	var h slog.Handler = slog.DiscardHandler
+	if len(handlers) > 0 {
+		h = slog.NewMultiHandler(handlers...)
+	}
+	g.Log = slog.New(h).With(slog.String("correlation_id", g.CorrelationID))
+	return nil
+}
+
+func (g *Globals) close() {
+	if g.logFile != nil {
+		g.logFile.Sync()
+		g.logFile.Close()
+		g.logFile = nil
+	}
+}
+
+func newCorrelationID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func describeFileError(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// format is the output format in effect.
+func (g *Globals) format() string {
+	if g.Output != "" {
+		return g.Output
+	}
+	return output.DefaultFormat(g.IO.OutTTY)
+}
+
+// machineReadable formats get no progress lines and no quiet filtering.
+func (g *Globals) machineReadable() bool {
+	switch g.format() {
+	case "json", "junit", "prometheus":
+		return true
+	}
+	return false
+}
+
+// runReport runs rb and renders the report, returning an error that
+// carries the report's exit code.
+func (g *Globals) runReport(ctx context.Context, rb runbook.Runbook) error {
+	g.Log.Info("run start", slog.String("command", rb.Command), slog.Int("steps", len(rb.Steps)))
+	opts := runbook.Options{CorrelationID: g.CorrelationID, Strict: g.Strict}
+	if g.IO.ErrTTY && !g.Quiet && !g.machineReadable() {
+		opts.OnStep = func(sr runbook.StepResult) { progressLine(g.IO.ErrOut, sr) }
+	}
+	rep := runbook.Run(ctx, rb, opts)
+	g.Log.Info("run end", slog.String("command", rb.Command), slog.String("status", rep.Status), slog.Int("exit_code", rep.ExitCode))
+	if err := g.render(rep); err != nil {
+		return &runbook.ExitError{Code: runbook.ExitIncomplete, Err: fmt.Errorf("writing the report: %w", err)}
+	}
+	if rep.ExitCode != runbook.ExitOK {
+		return &runbook.ExitError{Code: rep.ExitCode}
+	}
+	return nil
+}
+
+func (g *Globals) render(rep *runbook.Report) error {
+	r, err := output.Get(g.format())
+	if err != nil {
+		return err
+	}
+	if g.Quiet && !g.machineReadable() {
+		rep = onlyProblems(rep)
+	}
+	return r.Render(g.IO.Out, rep, output.Options{
+		Color: output.ColorEnabled(g.IO.OutTTY, g.NoColor, g.IO.Getenv),
+	})
+}
+
+func onlyProblems(rep *runbook.Report) *runbook.Report {
+	cp := *rep
+	cp.Steps = nil
+	for _, s := range rep.Steps {
+		if s.Status != runbook.Pass {
+			cp.Steps = append(cp.Steps, s)
+		}
+	}
+	return &cp
+}
+
+// progressLine is the one-line-per-step trace an on-call sees on a
+// terminal while a slow runbook runs; it goes to stderr so stdout stays the
+// report.
+func progressLine(w io.Writer, sr runbook.StepResult) {
+	fmt.Fprintf(w, "  %-5s %s (%s)\n", sr.Status, sr.ID, sr.Duration.Round(time.Millisecond))
+}

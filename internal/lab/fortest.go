@@ -1,0 +1,50 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ForTest starts a realm for t in t.TempDir and closes it in t.Cleanup.
+// When the MIT binaries are missing it skips t with the install command,
+// except under CI=true, where a missing KDC fails the test: CI must never
+// silently skip the Kerberos tests.
+func ForTest(t testing.TB, opts Options) *Realm {
+	t.Helper()
+	if miss := Missing(); len(miss) > 0 {
+		msg := fmt.Sprintf("lab: MIT Kerberos lab needs %s; install with: sudo %s", strings.Join(miss, ", "), InstallCommand)
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s (CI=true: a missing KDC is a failure, not a skip)", msg)
+		}
+		t.Skip(msg)
+	}
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
+	if opts.Logf == nil {
+		opts.Logf = t.Logf
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("lab: start realm: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, k := range r.KDCList() {
+				if s := tail(k.Log, 2048); s != "" {
+					t.Logf("lab: %s (tail):\n%s", k.Log, s)
+				}
+			}
+		}
+		if err := r.Close(); err != nil {
+			t.Errorf("lab: close realm: %v", err)
+		}
+	})
+	return r
+}

@@ -1,0 +1,554 @@
+// Package lab runs a throwaway MIT Kerberos realm on loopback: the one
+// harness behind krbops' Go tests ([ForTest]) and `make demo`
+// (cmd/krbops-lab). There is no other copy; extend this one.
+//
+// [Start] creates a database with kdb5_util in a private directory, writes
+// kdc.conf, kadm5.acl and krb5.conf there, and runs krb5kdc and kadmind in
+// the foreground on free loopback ports. Every MIT tool the lab spawns gets
+// KRB5_CONFIG and KRB5_KDC_PROFILE pointing into that directory, so the
+// host's /etc/krb5.conf and /etc/krb5kdc are never read or written.
+//
+// [Realm.StartKDC] adds more KDCs for the same database, optionally with a
+// clock shifted by libfaketime; [Realm.DownAddr] gives an address where no
+// KDC answers; [Realm.WriteKrb5Conf] writes a krb5.conf listing any of them
+// in any order.
+//
+// Daemons run in their own process group with a parent-death signal
+// (Linux), so even a test binary that panics or is killed leaves no KDC
+// behind; [Realm.Close] stops them with SIGTERM, then SIGKILL.
+package lab
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// DefaultRealm is the realm name when Options.Realm is empty.
+const DefaultRealm = "KRBOPS.TEST"
+
+// readyTimeout bounds how long a daemon may take to answer after it starts.
+const readyTimeout = 15 * time.Second
+
+// Options configure Start.
+type Options struct {
+	// Realm is the realm name; DefaultRealm when empty.
+	Realm string
+	// Dir holds the database, configuration, logs and keytabs. When empty a
+	// temporary directory is created and Close removes it.
+	Dir string
+	// Logf, when set, receives the harness's progress messages.
+	Logf func(format string, a ...any)
+}
+
+// KDCOptions configure one extra KDC.
+type KDCOptions struct {
+	// FakeTime shifts the KDC's clock with libfaketime (LD_PRELOAD), in
+	// libfaketime's FAKETIME syntax: "+420s", "-10m", "+2h", "+1d". A
+	// relative offset is verified after start-up: StartKDC fails unless the
+	// KDC's clock really is off by that much.
+	FakeTime string
+}
+
+// Realm is a running lab realm. Its fields are read-only for callers.
+type Realm struct {
+	Name       string // realm name, e.g. "KRBOPS.TEST"
+	Dir        string // everything lives here
+	Krb5Conf   string // krb5.conf listing the primary KDC (KDCs[0])
+	KDCProfile string // kdc.conf of the primary KDC, also used by kadmind and kadmin.local
+	CCache     string // "FILE:<Dir>/ccache", the default ccache of Env
+	KDCs       []*KDC // started KDCs, primary first; see Realm.KDCList for concurrent use
+
+	// AdminPrincipal ("admin/admin@REALM") may do anything over kadmind
+	// (kadm5.acl grants "*/admin@REALM *"); its keys are in AdminKeytab.
+	AdminPrincipal string
+	AdminKeytab    string
+	KadminAddr     string // kadmind, TCP
+	KpasswdAddr    string // kpasswd, UDP and TCP
+
+	logf      func(string, ...any)
+	ownDir    bool
+	mu        sync.Mutex
+	procs     []*proc
+	kadmind   *proc
+	closed    bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// KDC is one running krb5kdc of a Realm.
+type KDC struct {
+	Addr     string        // 127.0.0.1:port, UDP and TCP
+	FakeTime string        // FAKETIME given to libfaketime, "" for the real clock
+	Offset   time.Duration // the KDC's clock minus ours, measured at start-up
+	Log      string        // this KDC's own log file (AS_REQ/TGS_REQ lines)
+	Profile  string        // its kdc.conf
+	Output   string        // its stdout/stderr
+
+	p *proc
+}
+
+// PID is the krb5kdc process id.
+func (k *KDC) PID() int { return k.p.pid() }
+
+// Running reports whether the krb5kdc process has not exited.
+func (k *KDC) Running() bool { return !k.p.exited() }
+
+// Stop stops this KDC (SIGTERM, then SIGKILL); its address then refuses
+// requests. Close stops it anyway; calling both is fine.
+func (k *KDC) Stop() error { return k.p.stop() }
+
+// Start creates and starts a realm: database, primary KDC, kadmind (with
+// kpasswd) and an admin principal with a keytab. It returns once every
+// daemon answers. ctx bounds start-up only; the daemons run until Close.
+func Start(ctx context.Context, opts Options) (_ *Realm, err error) {
+	began := time.Now()
+	for _, b := range []string{"kdb5_util", "kadmin.local", "krb5kdc", "kadmind"} {
+		if _, err := lookBin(b); err != nil {
+			return nil, err
+		}
+	}
+	name := opts.Realm
+	if name == "" {
+		name = DefaultRealm
+	}
+	if strings.ContainsAny(name, " \t\n{}=\"'@/") {
+		return nil, fmt.Errorf("lab: bad realm name %q", name)
+	}
+	r := &Realm{Name: name, logf: opts.Logf}
+	if r.logf == nil {
+		r.logf = func(string, ...any) {}
+	}
+	if opts.Dir == "" {
+		d, err := os.MkdirTemp("", "krbops-lab-")
+		if err != nil {
+			return nil, err
+		}
+		r.Dir, r.ownDir = d, true
+	} else {
+		d, err := filepath.Abs(opts.Dir)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+		r.Dir = d
+	}
+	defer func() {
+		if err != nil {
+			if out := tail(r.KDCLog(), 1024); out != "" {
+				r.logf("lab: kdc.log:\n%s", out)
+			}
+			r.Close()
+		}
+	}()
+
+	r.Krb5Conf = filepath.Join(r.Dir, "krb5.conf")
+	r.KDCProfile = filepath.Join(r.Dir, "kdc.conf")
+	r.CCache = "FILE:" + filepath.Join(r.Dir, "ccache")
+	r.AdminPrincipal = "admin/admin@" + r.Name
+	r.AdminKeytab = filepath.Join(r.Dir, "admin.keytab")
+	if err := r.pickAdminPorts(); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(r.Dir, "kadm5.acl"), []byte("*/admin@"+r.Name+" *\n"), 0o600); err != nil {
+		return nil, err
+	}
+	// The primary KDC's port is only known once it runs; until then the
+	// profile carries a placeholder (kdb5_util and kadmin.local ignore it).
+	if err := os.WriteFile(r.KDCProfile, []byte(r.kdcConf(0, filepath.Join(r.Dir, "kdc.log"))), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(r.Krb5Conf, []byte(r.krb5Conf([]string{"127.0.0.1:88"})), 0o644); err != nil {
+		return nil, err
+	}
+
+	master := make([]byte, 16)
+	if _, err := rand.Read(master); err != nil {
+		return nil, err
+	}
+	args := []string{"-r", r.Name, "create", "-s", "-P", hex.EncodeToString(master), "-W"}
+	if _, _, err := runTool(ctx, r.env(r.KDCProfile), r.Dir, "", "kdb5_util", args...); err != nil {
+		return nil, err
+	}
+	if err := r.AddPrincipal(ctx, r.AdminPrincipal, ""); err != nil {
+		return nil, err
+	}
+	if err := r.KeytabWith(ctx, r.AdminPrincipal, r.AdminKeytab, KeytabOptions{}); err != nil {
+		return nil, err
+	}
+	r.logf("lab: realm %s: database created in %s", r.Name, r.Dir)
+
+	if _, err := r.startKDC(ctx, KDCOptions{}); err != nil {
+		return nil, err
+	}
+	if err := r.WriteKrb5Conf(r.Krb5Conf, r.KDCs[0].Addr); err != nil {
+		return nil, err
+	}
+	if err := r.startKadmind(ctx); err != nil {
+		return nil, err
+	}
+	r.logf("lab: realm %s up in %v: KDC %s, kadmind %s, kpasswd %s",
+		r.Name, time.Since(began).Round(time.Millisecond), r.KDCs[0].Addr, r.KadminAddr, r.KpasswdAddr)
+	return r, nil
+}
+
+func (r *Realm) pickAdminPorts() error {
+	ka, err := freePort()
+	if err != nil {
+		return err
+	}
+	kp, err := freePort()
+	if err != nil {
+		return err
+	}
+	r.KadminAddr, r.KpasswdAddr = loopback(ka), loopback(kp)
+	return nil
+}
+
+// env is the full environment for an MIT tool or daemon of this realm.
+func (r *Realm) env(profile string, extra ...string) []string {
+	e := r.Env()
+	for i, kv := range e {
+		if strings.HasPrefix(kv, "KRB5_KDC_PROFILE=") {
+			e[i] = "KRB5_KDC_PROFILE=" + profile
+		}
+	}
+	return labEnv(append(e, extra...)...)
+}
+
+// Env returns the variables that point MIT tools (kinit, klist, kvno, kadmin,
+// ...) at this realm: KRB5_CONFIG, KRB5_KDC_PROFILE, KRB5CCNAME=FILE:<Dir>/ccache
+// and a default keytab and replay-cache directory inside Dir. It holds only
+// those; use append(os.Environ(), r.Env()...) for a child's cmd.Env (later
+// entries win), or Command.
+func (r *Realm) Env() []string {
+	return []string{
+		"KRB5_CONFIG=" + r.Krb5Conf,
+		"KRB5_KDC_PROFILE=" + r.KDCProfile,
+		"KRB5CCNAME=" + r.CCache,
+		"KRB5_KTNAME=FILE:" + filepath.Join(r.Dir, "default.keytab"),
+		"KRB5_CLIENT_KTNAME=FILE:" + filepath.Join(r.Dir, "client.keytab"),
+		"KRB5RCACHEDIR=" + r.Dir,
+	}
+}
+
+// Command returns an *exec.Cmd running the MIT tool name (looked up in
+// $PATH and the sbin directories) against this realm: the caller's
+// environment stripped of Kerberos variables plus Env, its own process
+// group, killed with that group when ctx ends.
+func (r *Realm) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	bin, err := lookBin(name)
+	if err != nil {
+		bin = name // Run reports the error
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = r.env(r.KDCProfile)
+	cmd.Dir = r.Dir
+	cmd.SysProcAttr = sysProcAttr()
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 2 * time.Second
+	return cmd
+}
+
+// KDCLog is the log file of the primary KDC ([logging] kdc = FILE:...).
+// Each KDC has its own; see KDC.Log.
+func (r *Realm) KDCLog() string { return filepath.Join(r.Dir, "kdc.log") }
+
+// KDCList returns a snapshot of the started KDCs, safe to call while
+// another goroutine runs StartKDC.
+func (r *Realm) KDCList() []*KDC {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*KDC(nil), r.KDCs...)
+}
+
+// PIDs lists the process ids of every daemon this realm started.
+func (r *Realm) PIDs() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var pids []int
+	for _, p := range r.procs {
+		pids = append(pids, p.pid())
+	}
+	return pids
+}
+
+// StartKDC starts one more krb5kdc for this realm's database on its own free
+// port and log file. With o.FakeTime its clock is shifted by libfaketime
+// (LD_PRELOAD; the faketime wrapper does not daemonize cleanly) and the
+// shift is measured before StartKDC returns.
+func (r *Realm) StartKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
+	return r.startKDC(ctx, o)
+}
+
+func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
+	bin, err := lookBin("krb5kdc")
+	if err != nil {
+		return nil, err
+	}
+	var fakeEnv []string
+	if o.FakeTime != "" {
+		lib := LibFaketime()
+		if lib == "" {
+			return nil, fmt.Errorf("lab: FakeTime %q needs libfaketime (install: %s)", o.FakeTime, InstallCommand)
+		}
+		fakeEnv = []string{
+			"LD_PRELOAD=" + lib,
+			"FAKETIME=" + o.FakeTime,
+			// Leave CLOCK_MONOTONIC alone: krb5kdc's event loop times out
+			// with it, not with the wall clock Kerberos messages carry.
+			"DONT_FAKE_MONOTONIC=1",
+			"FAKETIME_DONT_FAKE_MONOTONIC=1",
+			"FAKETIME_DONT_RESET=1",
+		}
+	}
+
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, errors.New("lab: realm is closed")
+	}
+	n := len(r.KDCs) + 1
+	r.mu.Unlock()
+	base := "kdc"
+	if n > 1 {
+		base = "kdc-" + strconv.Itoa(n)
+	}
+	k := &KDC{
+		FakeTime: o.FakeTime,
+		Log:      filepath.Join(r.Dir, base+".log"),
+		Profile:  filepath.Join(r.Dir, base+".conf"),
+		Output:   filepath.Join(r.Dir, base+".out"),
+	}
+
+	for attempt := 1; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		k.Addr = loopback(port)
+		if err := os.WriteFile(k.Profile, []byte(r.kdcConf(port, k.Log)), 0o600); err != nil {
+			return nil, err
+		}
+		p, err := startProc(base, bin, []string{"-n", "-r", r.Name}, r.env(k.Profile, fakeEnv...), r.Dir, k.Output)
+		if err != nil {
+			return nil, err
+		}
+		r.track(p)
+		k.p = p
+		err = r.waitKDC(ctx, k)
+		if err == nil {
+			break
+		}
+		_ = p.stop()
+		if attempt < 3 && addrInUse(p, k.Log) {
+			r.logf("lab: %s: port %d taken meanwhile, retrying", base, port)
+			continue
+		}
+		return nil, err
+	}
+
+	if o.FakeTime != "" {
+		_, off, err := KDCTime(ctx, k.Addr, r.Name)
+		if err != nil {
+			_ = k.p.stop()
+			return nil, fmt.Errorf("lab: %s: measuring its clock: %w", base, err)
+		}
+		k.Offset = off
+		if want, ok := parseFakeTime(o.FakeTime); ok && absDur(off-want) > 3*time.Second {
+			_ = k.p.stop()
+			return nil, fmt.Errorf("lab: %s: FAKETIME=%s did not take: its clock is off by %v, want %v", base, o.FakeTime, off.Round(time.Millisecond), want)
+		}
+	}
+
+	r.mu.Lock()
+	r.KDCs = append(r.KDCs, k)
+	r.mu.Unlock()
+	if o.FakeTime != "" {
+		r.logf("lab: %s on %s (pid %d), FAKETIME=%s, clock offset %v", base, k.Addr, k.PID(), o.FakeTime, k.Offset.Round(time.Millisecond))
+	} else {
+		r.logf("lab: %s on %s (pid %d)", base, k.Addr, k.PID())
+	}
+	return k, nil
+}
+
+func (r *Realm) track(p *proc) {
+	r.mu.Lock()
+	r.procs = append(r.procs, p)
+	r.mu.Unlock()
+}
+
+// waitKDC polls until k answers an AS-REQ over UDP and over TCP.
+func (r *Realm) waitKDC(ctx context.Context, k *KDC) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	var last error
+	for {
+		if k.p.exited() {
+			return fmt.Errorf("lab: krb5kdc for %s exited during start-up (%v): %s\n%s", k.Addr, k.p.waitErr, k.p.output(), tail(k.Log, 1024))
+		}
+		pctx, pcancel := context.WithTimeout(ctx, 250*time.Millisecond)
+		_, err := Probe(pctx, "udp", k.Addr, r.Name, "")
+		if err == nil {
+			_, err = Probe(pctx, "tcp", k.Addr, r.Name, "")
+		}
+		pcancel()
+		if err == nil {
+			return nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("lab: krb5kdc on %s did not answer: %v (last probe: %v)\n%s", k.Addr, ctx.Err(), last, tail(k.Log, 1024))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (r *Realm) startKadmind(ctx context.Context) error {
+	bin, err := lookBin("kadmind")
+	if err != nil {
+		return err
+	}
+	out := filepath.Join(r.Dir, "kadmind.out")
+	for attempt := 1; ; attempt++ {
+		p, err := startProc("kadmind", bin, []string{"-nofork", "-r", r.Name}, r.env(r.KDCProfile), r.Dir, out)
+		if err != nil {
+			return err
+		}
+		r.track(p)
+		err = r.waitTCP(ctx, p, r.KadminAddr, r.KpasswdAddr)
+		if err == nil {
+			r.mu.Lock()
+			r.kadmind = p
+			r.mu.Unlock()
+			return nil
+		}
+		_ = p.stop()
+		if attempt < 3 && addrInUse(p, filepath.Join(r.Dir, "kadmind.log")) {
+			r.logf("lab: kadmind ports taken meanwhile, retrying")
+			if err := r.pickAdminPorts(); err != nil {
+				return err
+			}
+			if err := os.WriteFile(r.KDCProfile, []byte(r.kdcConf(portOf(r.KDCs[0].Addr), r.KDCs[0].Log)), 0o600); err != nil {
+				return err
+			}
+			if err := r.WriteKrb5Conf(r.Krb5Conf, r.KDCs[0].Addr); err != nil {
+				return err
+			}
+			continue
+		}
+		return err
+	}
+}
+
+func (r *Realm) waitTCP(ctx context.Context, p *proc, addrs ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	for _, a := range addrs {
+		for {
+			if p.exited() {
+				return fmt.Errorf("lab: %s exited during start-up (%v): %s\n%s", p.name, p.waitErr, p.output(), tail(filepath.Join(r.Dir, p.name+".log"), 1024))
+			}
+			var d net.Dialer
+			dctx, dcancel := context.WithTimeout(ctx, 250*time.Millisecond)
+			c, err := d.DialContext(dctx, "tcp", a)
+			dcancel()
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("lab: %s did not listen on %s: %v", p.name, a, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func addrInUse(p *proc, log string) bool {
+	return strings.Contains(p.output()+tail(log, 2048), "in use")
+}
+
+func portOf(addr string) int {
+	_, ps, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(ps)
+	return n
+}
+
+// parseFakeTime turns a relative FAKETIME ("+420s", "-2h", "+1.5d", "30")
+// into a duration; ok is false for absolute or unknown forms.
+func parseFakeTime(s string) (time.Duration, bool) {
+	s = strings.TrimSpace(s)
+	if s == "" || (s[0] != '+' && s[0] != '-') {
+		return 0, false
+	}
+	unit := time.Second
+	num := s
+	switch s[len(s)-1] {
+	case 's':
+		num = s[:len(s)-1]
+	case 'm':
+		unit, num = time.Minute, s[:len(s)-1]
+	case 'h':
+		unit, num = time.Hour, s[:len(s)-1]
+	case 'd':
+		unit, num = 24*time.Hour, s[:len(s)-1]
+	case 'y':
+		unit, num = 365*24*time.Hour, s[:len(s)-1]
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		return 0, false
+	}
+	return time.Duration(f * float64(unit)), true
+}
+
+func absDur(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
+// Close stops every process the realm started (SIGTERM, then SIGKILL after
+// a few seconds) and removes Dir if Start created it. It is idempotent and
+// safe to call on a partly started realm.
+func (r *Realm) Close() error {
+	r.closeOnce.Do(func() {
+		r.mu.Lock()
+		r.closed = true
+		procs := append([]*proc(nil), r.procs...)
+		r.mu.Unlock()
+		var errs []error
+		for i := len(procs) - 1; i >= 0; i-- {
+			if err := procs[i].stop(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if r.ownDir && r.Dir != "" {
+			if err := os.RemoveAll(r.Dir); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		r.closeErr = errors.Join(errs...)
+		r.logf("lab: realm %s closed", r.Name)
+	})
+	return r.closeErr
+}

@@ -1,0 +1,265 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// InstallCommand installs every binary the lab needs on Debian and Ubuntu.
+const InstallCommand = "apt-get install -y krb5-kdc krb5-admin-server krb5-user faketime"
+
+// stopTimeout is how long Close waits after SIGTERM before SIGKILL.
+const stopTimeout = 3 * time.Second
+
+var requiredBins = []string{"krb5kdc", "kadmind", "kdb5_util", "kadmin.local", "kinit", "klist", "kvno", "kadmin"}
+
+// sbinDirs are searched after $PATH: non-root PATHs often lack the sbin
+// directories where krb5kdc, kadmind and kdb5_util live.
+var sbinDirs = []string{"/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin", "/usr/local/bin"}
+
+// lookBin finds an MIT tool by name.
+func lookBin(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, d := range sbinDirs {
+		p := filepath.Join(d, name)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("lab: %s not found (install: %s)", name, InstallCommand)
+}
+
+// LibFaketime returns the path of libfaketime.so.1, or "" when it is not
+// installed. $KRBOPS_LIBFAKETIME overrides the search.
+func LibFaketime() string {
+	if p := os.Getenv("KRBOPS_LIBFAKETIME"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return ""
+		}
+		return p
+	}
+	cands := []string{
+		"/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+		"/usr/lib/faketime/libfaketime.so.1",
+		"/usr/lib64/faketime/libfaketime.so.1",
+		"/usr/local/lib/faketime/libfaketime.so.1",
+	}
+	if m, _ := filepath.Glob("/usr/lib/*/faketime/libfaketime.so.1"); len(m) > 0 {
+		cands = append(cands, m...)
+	}
+	for _, c := range cands {
+		if _, err := os.Stat(c); err == nil {
+			return c
+		}
+	}
+	return ""
+}
+
+// Missing reports which of the lab's required programs are not installed
+// (the MIT KDC, admin server and client tools, and libfaketime). Print
+// InstallCommand when it is not empty.
+func Missing() []string {
+	var miss []string
+	for _, b := range requiredBins {
+		if _, err := lookBin(b); err != nil {
+			miss = append(miss, b)
+		}
+	}
+	if LibFaketime() == "" {
+		miss = append(miss, "libfaketime.so.1")
+	}
+	return miss
+}
+
+// labEnv returns the environment for every MIT tool the lab runs: the
+// caller's environment without any Kerberos settings, plus extra, so the
+// host's /etc/krb5.conf, /etc/krb5kdc and default keytab are never used.
+func labEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(k, "KRB5"), k == "KPROP_PORT",
+			k == "LD_PRELOAD", strings.HasPrefix(k, "FAKETIME"), k == "DONT_FAKE_MONOTONIC":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, extra...)
+}
+
+var (
+	spawnOnce sync.Once
+	spawnCh   chan func()
+)
+
+// startOnSpawnThread starts cmd from one OS thread that never exits. Linux
+// delivers Pdeathsig when the *thread* that forked a child dies, not the
+// process; Go may retire threads (a goroutine that exits while locked to
+// its thread takes it along), which would kill a daemon mid-test.
+func startOnSpawnThread(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnCh = make(chan func())
+		go func() {
+			runtime.LockOSThread() // never unlocked: this thread lives as long as the process
+			for f := range spawnCh {
+				f()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	spawnCh <- func() { errc <- cmd.Start() }
+	return <-errc
+}
+
+// proc is a long-running daemon (krb5kdc, kadmind) owned by a Realm.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	outPath string
+	done    chan struct{}
+	waitErr error
+}
+
+func startProc(name, bin string, args, env []string, dir, outPath string) (*proc, error) {
+	out, err := os.OpenFile(outPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer out.Close() // the child holds its own descriptor
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	cmd.Dir = dir
+	cmd.Stdout = out
+	cmd.Stderr = out
+	cmd.SysProcAttr = sysProcAttr()
+	if err := startOnSpawnThread(cmd); err != nil {
+		return nil, fmt.Errorf("lab: start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, outPath: outPath, done: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// output returns the tail of the daemon's stdout/stderr file.
+func (p *proc) output() string { return tail(p.outPath, 2048) }
+
+// stop sends SIGTERM to the daemon's process group, waits, then SIGKILLs.
+// It returns an error only when the process could not be made to exit.
+func (p *proc) stop() error {
+	if p.exited() {
+		return nil
+	}
+	pgid := p.pid() // Setpgid: the group id is the leader's pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+		_ = syscall.Kill(-pgid, syscall.SIGKILL) // stragglers in the group
+		return nil
+	case <-time.After(stopTimeout):
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(stopTimeout):
+		return fmt.Errorf("lab: %s (pid %d) did not exit after SIGKILL", p.name, p.pid())
+	}
+}
+
+// runTool runs a short-lived MIT tool to completion. stdin may be nil. The
+// tool is killed (with its process group) when ctx ends.
+func runTool(ctx context.Context, env []string, dir string, stdin string, name string, args ...string) (stdout, stderr string, err error) {
+	bin, err := lookBin(name)
+	if err != nil {
+		return "", "", err
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
+	cmd.Dir = dir
+	cmd.SysProcAttr = sysProcAttr()
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 2 * time.Second
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var o, e bytes.Buffer
+	cmd.Stdout = &o
+	cmd.Stderr = &e
+	err = startOnSpawnThread(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if err != nil {
+		err = fmt.Errorf("lab: %s %s: %w: %s", name, strings.Join(redactArgs(args), " "), err, strings.TrimSpace(e.String()))
+	}
+	return o.String(), e.String(), err
+}
+
+// redactArgs hides the value after -P/-pw in error messages.
+func redactArgs(args []string) []string {
+	out := append([]string(nil), args...)
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] == "-P" || out[i] == "-pw" {
+			out[i+1] = "<redacted>"
+		}
+	}
+	return out
+}
+
+func tail(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > n {
+		_, _ = f.Seek(-n, io.SeekEnd)
+	}
+	b, _ := io.ReadAll(f)
+	return strings.TrimSpace(string(b))
+}
+
+// alive reports whether pid still names a process that is not a zombie.
+func alive(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return !os.IsNotExist(err)
+	}
+	// /proc/pid/stat: "pid (comm) S ..."; comm may contain spaces or ')'.
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] != 'Z'
+	}
+	return true
+}

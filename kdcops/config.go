@@ -1,0 +1,245 @@
+// Package kdcops holds krbops' Kerberos operations: loading krb5.conf,
+// resolving a realm's KDCs, talking to a KDC over its own small UDP/TCP
+// transport (gokrb5 exports none), and the clock probe. Start with
+// [LoadConfig] and [ProbeClock].
+//
+// Nothing here prints or reads flags; callers get results and typed errors.
+package kdcops
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jcmturner/gokrb5/v8/config"
+)
+
+// DefaultConfigPath is where MIT and Heimdal look when KRB5_CONFIG is unset.
+const DefaultConfigPath = "/etc/krb5.conf"
+
+// ConfigPath returns the krb5.conf to use: the flag value, then
+// $KRB5_CONFIG (its first entry: MIT allows a colon-separated list), then
+// /etc/krb5.conf.
+func ConfigPath(flagValue string, getenv func(string) string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if env := getenv("KRB5_CONFIG"); env != "" {
+		return strings.Split(env, ":")[0]
+	}
+	return DefaultConfigPath
+}
+
+// ConfigError is a krb5.conf that cannot be used. Line is 1-based, 0 when
+// the problem is not tied to a line.
+type ConfigError struct {
+	Path string
+	Line int
+	Msg  string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("krb5.conf %s: line %d: %s", e.Path, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("krb5.conf %s: %s", e.Path, e.Msg)
+}
+
+// Config is a parsed krb5.conf with the facts gokrb5 does not keep.
+type Config struct {
+	*config.Config
+	Path string
+	// Warnings are directives gokrb5 does not support; MIT tools would still
+	// honour them, so they are reported, not fatal.
+	Warnings []string
+}
+
+// LoadConfig reads and validates krb5.conf at path, following include and
+// includedir directives as MIT does.
+//
+// gokrb5's parser accepts almost anything (an unclosed section header or a
+// stray line is silently dropped), which would let a broken file look like
+// "no KDCs". So the profile syntax is checked here first, with line numbers.
+func LoadConfig(path string) (*Config, error) {
+	var buf bytes.Buffer
+	if err := expandProfile(path, &buf, 0); err != nil {
+		return nil, err
+	}
+	cfg, err := config.NewFromString(buf.String())
+	var warnings []string
+	if err != nil {
+		var unsupported config.UnsupportedDirective
+		if !errors.As(err, &unsupported) {
+			return nil, &ConfigError{Path: path, Msg: lowerFirst(err.Error())}
+		}
+		warnings = append(warnings, unsupported.Error())
+	}
+	return &Config{Config: cfg, Path: path, Warnings: warnings}, nil
+}
+
+// expandProfile appends the file's lines to out after validating them and
+// splicing include/includedir targets in place.
+func expandProfile(path string, out *bytes.Buffer, depth int) error {
+	if depth > 8 {
+		return &ConfigError{Path: path, Msg: "include nesting deeper than 8 (an include loop?)"}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return &ConfigError{Path: path, Msg: describeOpenError(err)}
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	inSection := false
+	depthBraces := 0
+	lineNo := 0
+	for sc.Scan() {
+		lineNo++
+		raw := sc.Text()
+		line := strings.TrimSpace(raw)
+		switch {
+		case line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, ";"):
+			continue
+		case strings.HasPrefix(line, "include ") || strings.HasPrefix(line, "includedir "):
+			if depthBraces > 0 {
+				return &ConfigError{Path: path, Line: lineNo, Msg: "include inside a { } block"}
+			}
+			fields := strings.Fields(line)
+			if len(fields) != 2 {
+				return &ConfigError{Path: path, Line: lineNo, Msg: fmt.Sprintf("%s needs exactly one path", fields[0])}
+			}
+			if err := expandInclude(path, lineNo, fields[0], fields[1], out, depth); err != nil {
+				return err
+			}
+			inSection = false
+			continue
+		case strings.HasPrefix(line, "["):
+			if !strings.HasSuffix(strings.TrimRight(line, "*"), "]") || len(line) < 3 {
+				return &ConfigError{Path: path, Line: lineNo, Msg: fmt.Sprintf("malformed section header %q", line)}
+			}
+			if depthBraces > 0 {
+				return &ConfigError{Path: path, Line: lineNo, Msg: fmt.Sprintf("section %s starts before the previous { was closed", line)}
+			}
+			inSection = true
+		case line == "}":
+			if depthBraces == 0 {
+				return &ConfigError{Path: path, Line: lineNo, Msg: "} without a matching {"}
+			}
+			depthBraces--
+		default:
+			if !inSection {
+				return &ConfigError{Path: path, Line: lineNo, Msg: fmt.Sprintf("%q is outside any [section]", truncate(line, 40))}
+			}
+			tag, value, ok := strings.Cut(line, "=")
+			if !ok || strings.TrimSpace(tag) == "" {
+				return &ConfigError{Path: path, Line: lineNo, Msg: fmt.Sprintf("expected \"name = value\", got %q", truncate(line, 40))}
+			}
+			if strings.TrimSpace(value) == "{" {
+				depthBraces++
+			}
+		}
+		out.WriteString(raw)
+		out.WriteByte('\n')
+	}
+	if err := sc.Err(); err != nil {
+		return &ConfigError{Path: path, Line: lineNo + 1, Msg: "line too long or unreadable: " + err.Error()}
+	}
+	if depthBraces > 0 {
+		return &ConfigError{Path: path, Line: lineNo, Msg: fmt.Sprintf("%d unclosed { at end of file", depthBraces)}
+	}
+	return nil
+}
+
+func expandInclude(from string, lineNo int, directive, target string, out *bytes.Buffer, depth int) error {
+	if !filepath.IsAbs(target) {
+		return &ConfigError{Path: from, Line: lineNo, Msg: directive + " path must be absolute: " + target}
+	}
+	if directive == "include" {
+		return expandProfile(target, out, depth+1)
+	}
+	entries, err := os.ReadDir(target)
+	if err != nil {
+		return &ConfigError{Path: from, Line: lineNo, Msg: "includedir " + describeOpenError(err)}
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		// MIT reads only names made of alphanumerics, dashes and
+		// underscores, or ending in .conf; editor backups are skipped.
+		if e.IsDir() || !includedirName(e.Name()) {
+			continue
+		}
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := expandProfile(filepath.Join(target, n), out, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func includedirName(name string) bool {
+	if strings.HasSuffix(name, ".conf") {
+		return true
+	}
+	for _, r := range name {
+		if !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return name != ""
+}
+
+func describeOpenError(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			return "no such file"
+		case errors.Is(err, os.ErrPermission):
+			return "permission denied"
+		}
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// DefaultRealm returns the realm to use: the flag, then default_realm.
+func (c *Config) DefaultRealm(flagValue string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if c.LibDefaults.DefaultRealm != "" {
+		return c.LibDefaults.DefaultRealm, nil
+	}
+	return "", &ConfigError{Path: c.Path, Msg: "no default_realm in [libdefaults] and no --realm given"}
+}
+
+// ClockSkew is the tolerance the KDC and clients apply (libdefaults
+// clockskew, default 300 s).
+func (c *Config) ClockSkew() time.Duration {
+	if c.LibDefaults.Clockskew <= 0 {
+		return 300 * time.Second
+	}
+	return c.LibDefaults.Clockskew
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func lowerFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToLower(s[:1]) + s[1:]
+}

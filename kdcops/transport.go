@@ -1,0 +1,142 @@
+package kdcops
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// maxTCPReply bounds a KDC reply read over TCP; a real reply is a few KiB,
+// so anything larger is a wrong service on that port.
+const maxTCPReply = 1 << 20
+
+// UnreachableError means no reply came from a KDC: refused, timed out, no
+// route, or the name did not resolve. It is the "could not complete" class.
+type UnreachableError struct {
+	KDC       string
+	Transport Transport
+	// Tried lists every transport attempted when a client falls back from
+	// one to the other; the last one's error is Err.
+	Tried []Transport
+	Err   error
+}
+
+func (e *UnreachableError) Error() string {
+	tried := []string{string(e.Transport)}
+	if len(e.Tried) > 0 {
+		tried = tried[:0]
+		for _, t := range e.Tried {
+			tried = append(tried, string(t))
+		}
+	}
+	return fmt.Sprintf("kdc %s unreachable over %s: %s", e.KDC, strings.Join(tried, " and "), describeNetError(e.Err))
+}
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+func describeNetError(err error) string {
+	var ne net.Error
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.As(err, &dnsErr):
+		return "cannot resolve " + dnsErr.Name
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "no reply before the timeout"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "no reply before the timeout"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed before a full reply"
+	}
+	return err.Error()
+}
+
+// Exchange sends one Kerberos message to a KDC and returns the raw reply,
+// with the wall-clock send and receive times and the round trip measured on
+// the monotonic clock (a wall-clock step during the exchange must not
+// distort the probe).
+type Exchange struct {
+	Reply []byte
+	Sent  time.Time
+	RTT   time.Duration
+}
+
+// SendRecv performs one request/reply over the given transport. timeout
+// bounds this call; ctx cancels it (SIGINT).
+func SendRecv(ctx context.Context, k KDC, t Transport, req []byte, timeout time.Duration) (*Exchange, error) {
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, string(t), k.Addr())
+	if err != nil {
+		return nil, &UnreachableError{KDC: k.Entry, Transport: t, Err: err}
+	}
+	defer conn.Close()
+	// Close the socket when ctx ends so a blocked read returns at once on
+	// SIGINT instead of waiting for the deadline.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+
+	var ex Exchange
+	ex.Sent = time.Now()
+	if t == TCP {
+		ex.Reply, err = tcpRoundTrip(conn, req)
+	} else {
+		ex.Reply, err = udpRoundTrip(conn, req)
+	}
+	ex.RTT = time.Since(ex.Sent)
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
+			return nil, context.Canceled
+		}
+		return nil, &UnreachableError{KDC: k.Entry, Transport: t, Err: err}
+	}
+	return &ex, nil
+}
+
+func udpRoundTrip(conn net.Conn, req []byte) ([]byte, error) {
+	if _, err := conn.Write(req); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 65535)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+func tcpRoundTrip(conn net.Conn, req []byte) ([]byte, error) {
+	msg := make([]byte, 4+len(req))
+	binary.BigEndian.PutUint32(msg, uint32(len(req)))
+	copy(msg[4:], req)
+	if _, err := conn.Write(msg); err != nil {
+		return nil, err
+	}
+	var hdr [4]byte
+	if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 || n > maxTCPReply {
+		return nil, fmt.Errorf("reply length %d out of range (is this port a KDC?)", n)
+	}
+	reply := make([]byte, n)
+	if _, err := io.ReadFull(conn, reply); err != nil {
+		return nil, err
+	}
+	return reply, nil
+}
