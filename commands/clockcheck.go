@@ -34,11 +34,14 @@ func NewCmdClockCheck(g *Globals, runF func(context.Context, *ClockCheckOptions)
 		Long: `Measure the clock offset between this host and every KDC of the realm,
 without credentials.
 
-krbops sends each KDC an AS-REQ without pre-authentication for --principal
+krbops sends each KDC AS-REQs without pre-authentication for --principal
 and reads the server time (stime, susec) from the KRB-ERROR it answers with.
-offset = KDC time - the midpoint of send and receive; the uncertainty is
-half the round trip. The probe appears in the KDC log as an AS_REQ for the
-principal (usually answered NEEDED_PREAUTH or CLIENT_NOT_FOUND).
+Because MIT KDCs return susec as a per-second counter, not a clock, one
+reply can be up to a second off: krbops sends a few probes around one of
+the KDC's second boundaries and intersects what each reply proves, so the
+offset comes with an honest uncertainty (typically ±0.1s) after about one
+second. All KDCs are probed at once. Each probe appears in the KDC log as an
+AS_REQ for the principal (answered NEEDED_PREAUTH or CLIENT_NOT_FOUND).
 
 Steps, in order:
   clock.kdc-offset:<kdc>  one per KDC: fail beyond krb5.conf clockskew

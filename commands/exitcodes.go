@@ -3,6 +3,7 @@ package commands
 // exitStatusHelp is appended to every command's help: scripts branch on
 // these codes, so they are part of the interface.
 const exitStatusHelp = `
+
 EXIT STATUS
   0    every check passed (warnings allowed unless --strict)
   1    a check failed (or warned, with --strict)

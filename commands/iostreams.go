@@ -4,6 +4,8 @@ import (
 	"io"
 	"os"
 
+	"golang.org/x/term"
+
 	"github.com/krbops/krbops/output"
 )
 
@@ -16,12 +18,15 @@ type IOStreams struct {
 	ErrOut io.Writer
 	OutTTY bool
 	ErrTTY bool
-	Getenv func(string) string
+	// OutWidth is the terminal width of Out, 0 when Out is not a terminal
+	// (then the table is not wrapped).
+	OutWidth int
+	Getenv   func(string) string
 }
 
 // System returns the process's streams.
 func System() *IOStreams {
-	return &IOStreams{
+	s := &IOStreams{
 		In:     os.Stdin,
 		Out:    os.Stdout,
 		ErrOut: os.Stderr,
@@ -29,4 +34,10 @@ func System() *IOStreams {
 		ErrTTY: output.IsTerminal(os.Stderr),
 		Getenv: os.Getenv,
 	}
+	if s.OutTTY {
+		if w, _, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
+			s.OutWidth = w
+		}
+	}
+	return s
 }

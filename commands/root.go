@@ -213,6 +213,7 @@ func (g *Globals) render(rep *runbook.Report) error {
 	}
 	return r.Render(g.IO.Out, rep, output.Options{
 		Color: output.ColorEnabled(g.IO.OutTTY, g.NoColor, g.IO.Getenv),
+		Width: g.IO.OutWidth,
 	})
 }
 

@@ -102,7 +102,7 @@ func ProbeClock(ctx context.Context, cfg *Config, k KDC, realm, principal string
 	p.k.Transport, p.k.Forced = first.transport, true
 	est := newBounds(first)
 	if opts.Refine > 0 && est.width()/2 > opts.Target {
-		if err := p.refine(ctx, &est, opts.Refine); err != nil {
+		if err := p.refine(ctx, &est, opts.Refine, opts.Target); err != nil {
 			return nil, err
 		}
 	}
@@ -171,9 +171,12 @@ func (b *bounds) add(r reading) {
 
 func (b bounds) width() time.Duration { return b.hi - b.lo }
 
-// refine sends n probes spread over the local window in which the KDC's
-// next whole second begins, each landing on one side of it.
-func (p *prober) refine(ctx context.Context, b *bounds, n int) error {
+// refine sends up to n probes spread over the local window in which the
+// KDC's next whole second begins. The first probe that sees the new second
+// ends it: the one before bounds the offset from above, this one (the
+// first reply of its KDC second, so its susec is exact) from below, and
+// later probes would only repeat that.
+func (p *prober) refine(ctx context.Context, b *bounds, n int, target time.Duration) error {
 	const margin = 20 * time.Millisecond
 	// The KDC's clock now lies in [now+lo, now+hi]; pick the first whole
 	// KDC second that starts after we can get a probe there.
@@ -190,6 +193,9 @@ func (p *prober) refine(ctx context.Context, b *bounds, n int) error {
 			return err
 		}
 		b.add(r)
+		if !r.stime.Before(boundary) || b.width()/2 <= target {
+			return nil
+		}
 	}
 	return nil
 }

@@ -71,7 +71,7 @@ func LoadConfig(path string) (*Config, error) {
 	if err := expandProfile(path, &buf, 0); err != nil {
 		return nil, err
 	}
-	cfg, err := config.NewFromString(buf.String())
+	cfg, err := config.NewFromString(mergeSections(buf.String()))
 	var warnings []string
 	if err != nil {
 		var unsupported config.UnsupportedDirective
@@ -160,11 +160,15 @@ func expandInclude(from string, lineNo int, directive, target string, out *bytes
 		return &ConfigError{Path: from, Line: lineNo, Msg: directive + " path must be absolute: " + target}
 	}
 	if directive == "include" {
+		// A missing target is a problem of this line, not of that file.
+		if _, err := os.Stat(target); err != nil {
+			return &ConfigError{Path: from, Line: lineNo, Msg: "include " + target + ": " + describeOpenError(err)}
+		}
 		return expandProfile(target, out, depth+1)
 	}
 	entries, err := os.ReadDir(target)
 	if err != nil {
-		return &ConfigError{Path: from, Line: lineNo, Msg: "includedir " + describeOpenError(err)}
+		return &ConfigError{Path: from, Line: lineNo, Msg: "includedir " + target + ": " + describeOpenError(err)}
 	}
 	names := make([]string, 0, len(entries))
 	for _, e := range entries {
@@ -182,6 +186,36 @@ func expandInclude(from string, lineNo int, directive, target string, out *bytes
 		}
 	}
 	return nil
+}
+
+// mergeSections puts all lines of a section under its first header, in
+// order of first appearance. MIT merges a section that appears more than
+// once (krb5.conf and each includedir file with its own [realms]); gokrb5
+// keeps only the last [realms], so the other realms would vanish. The text
+// is already validated: every line after the first header is in a section.
+func mergeSections(text string) string {
+	var order []string
+	bodies := map[string]*strings.Builder{}
+	cur := ""
+	for _, line := range strings.SplitAfter(text, "\n") {
+		if t := strings.TrimSpace(line); strings.HasPrefix(t, "[") {
+			cur, _, _ = strings.Cut(t[1:], "]")
+			if bodies[cur] == nil {
+				order = append(order, cur)
+				bodies[cur] = &strings.Builder{}
+			}
+			continue
+		}
+		if b := bodies[cur]; b != nil {
+			b.WriteString(line)
+		}
+	}
+	var out strings.Builder
+	for _, name := range order {
+		out.WriteString("[" + name + "]\n")
+		out.WriteString(bodies[name].String())
+	}
+	return out.String()
 }
 
 func includedirName(name string) bool {

@@ -1,6 +1,7 @@
 package kdcops
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"strings"
@@ -44,8 +45,16 @@ func CCachePrincipal(path string) (principal string, err error) {
 	if err != nil {
 		return "", fmt.Errorf("credential cache %s: %s", path, describeOpenError(err))
 	}
+	// gokrb5 also parses the credentials, sizing slices from counts in the
+	// file: a corrupt count makes it allocate tens of GiB and the runtime
+	// abort, which no recover catches. Only the header and the default
+	// principal are needed, so only they are handed over.
+	n, ok := ccacheHeadLen(data)
+	if !ok {
+		return "", fmt.Errorf("credential cache %s: corrupt or truncated", path)
+	}
 	var cc credentials.CCache
-	if err := cc.Unmarshal(data); err != nil {
+	if err := cc.Unmarshal(data[:n]); err != nil {
 		return "", fmt.Errorf("credential cache %s: corrupt (%s)", path, lowerFirst(err.Error()))
 	}
 	name := cc.DefaultPrincipal.PrincipalName.PrincipalNameString()
@@ -53,6 +62,69 @@ func CCachePrincipal(path string) (principal string, err error) {
 		return "", fmt.Errorf("credential cache %s: no default principal", path)
 	}
 	return name + "@" + cc.DefaultPrincipal.Realm, nil
+}
+
+// ccacheHeadLen returns the length of a FILE ccache's header and default
+// principal (MIT ccache_file_format), or false when the data ends inside
+// them. Data without the 0x05 0x01..0x04 magic is returned whole: gokrb5
+// rejects it before parsing anything.
+func ccacheHeadLen(b []byte) (int, bool) {
+	if len(b) < 2 || b[0] != 5 || b[1] < 1 || b[1] > 4 {
+		return len(b), true
+	}
+	version := b[1]
+	var order binary.ByteOrder = binary.BigEndian
+	if version <= 2 {
+		order = binary.NativeEndian // as gokrb5 reads versions 1 and 2
+	}
+	p := 2
+	skip := func(n uint64) bool {
+		if n > uint64(len(b)-p) {
+			return false
+		}
+		p += int(n)
+		return true
+	}
+	u32 := func() (uint32, bool) {
+		if len(b)-p < 4 {
+			return 0, false
+		}
+		v := order.Uint32(b[p:])
+		p += 4
+		return v, true
+	}
+	if version == 4 {
+		if len(b)-p < 2 {
+			return 0, false
+		}
+		hlen := binary.BigEndian.Uint16(b[p:])
+		p += 2
+		if !skip(uint64(hlen)) {
+			return 0, false
+		}
+	}
+	if version != 1 {
+		if _, ok := u32(); !ok { // name type
+			return 0, false
+		}
+	}
+	count, ok := u32()
+	if !ok {
+		return 0, false
+	}
+	components := uint64(count)
+	if version == 1 {
+		components-- // the count includes the realm; wraps to huge for 0 and fails below
+	}
+	// The realm, then the components; each string costs at least four
+	// bytes, so a bogus count fails after len(b)/4 rounds.
+	for i := uint64(0); i <= components; i++ {
+		l, ok := u32()
+		if !ok || !skip(uint64(l)) {
+			return 0, false
+		}
+	}
+	return p, true
 }
 
 // HostPrincipal is host/<fqdn>, the principal a host's keytab usually holds.

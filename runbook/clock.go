@@ -331,8 +331,8 @@ func (c ClockCheck) verdict(_ context.Context, st *State) Result {
 		return Warnf("KDC %s is %s this host: within clockskew %s, past --warn-skew %s", worst.KDC, describeOffset(worst.Offset), c.MaxSkew, c.WarnSkew).
 			With(ev).WithHint("%s", c.blame(st, worst))
 	case missing > 0:
-		return Warnf("%d of %d KDCs answered; those within %.3fs of this host", len(m), len(c.KDCs), off.Seconds()).
-			With(ev).WithHint("clients that try the silent KDC first wait for its timeout: see its step above")
+		return Warnf("%d of %d KDCs answered, all within %.3fs of this host", len(m), len(c.KDCs), off.Seconds()).
+			With(ev).WithHint("clients that try the unreachable KDC first lose time failing over: see its step above")
 	}
 	return Passf("all %d KDCs within %.3fs of this host (limit %s)", len(m), off.Seconds(), c.MaxSkew).With(ev)
 }
