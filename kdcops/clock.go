@@ -38,7 +38,7 @@ type ClockSample struct {
 	Uncertainty time.Duration
 	// RTT is the shortest round trip seen.
 	RTT       time.Duration
-	Probes    int       // AS-REQs sent (each is one AS_REQ line in the KDC log)
+	Probes    int       // replies used; an extra AS-REQ is sent when the principal needs no preauth
 	KDCTime   time.Time // the KDC's time as last reported
 	ErrorCode int32     // the KRB-ERROR code the KDC answered with
 	ErrorName string    // e.g. KDC_ERR_PREAUTH_REQUIRED
@@ -177,24 +177,37 @@ func (b bounds) width() time.Duration { return b.hi - b.lo }
 // first reply of its KDC second, so its susec is exact) from below, and
 // later probes would only repeat that.
 func (p *prober) refine(ctx context.Context, b *bounds, n int, target time.Duration) error {
-	const margin = 20 * time.Millisecond
-	// The KDC's clock now lies in [now+lo, now+hi]; pick the first whole
-	// KDC second that starts after we can get a probe there.
-	boundary := time.Now().Add(b.hi + margin).Truncate(time.Second).Add(time.Second)
-	start := boundary.Add(-b.hi) // earliest local moment of the boundary
-	span := b.width()
-	for i := 1; i <= n; i++ {
-		at := start.Add(span*time.Duration(i)/time.Duration(n+1) - b.minRTT/2)
-		if err := sleepUntil(ctx, at); err != nil {
-			return err
+	const margin = 10 * time.Millisecond
+	sent := 0
+	// Normally one pass suffices; a second covers a boundary that passed
+	// while the first pass's earliest probes were already late.
+	for pass := 0; pass < 2 && sent < n && b.width()/2 > target; pass++ {
+		// The KDC's clock now lies in [now+lo, now+hi]. Take the first
+		// whole KDC second that may still lie ahead, and spread the probes
+		// over the local window in which it can begin; the part of that
+		// window already past is skipped.
+		now := time.Now()
+		boundary := now.Add(b.lo + margin).Truncate(time.Second).Add(time.Second)
+		start, end := boundary.Add(-b.hi), boundary.Add(-b.lo)
+		if start.Before(now) {
+			start = now
 		}
-		r, err := p.probe(ctx)
-		if err != nil {
-			return err
-		}
-		b.add(r)
-		if !r.stime.Before(boundary) || b.width()/2 <= target {
-			return nil
+		span := end.Sub(start)
+		per := n - sent
+		for i := 1; i <= per; i++ {
+			at := start.Add(span*time.Duration(i)/time.Duration(per+1) - b.minRTT/2)
+			if err := sleepUntil(ctx, at); err != nil {
+				return err
+			}
+			r, err := p.probe(ctx)
+			if err != nil {
+				return err
+			}
+			sent++
+			b.add(r)
+			if !r.stime.Before(boundary) || b.width()/2 <= target {
+				break
+			}
 		}
 	}
 	return nil

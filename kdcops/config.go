@@ -96,6 +96,7 @@ func expandProfile(path string, out *bytes.Buffer, depth int) error {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	inSection := false
+	section := "" // the current section header, re-emitted after an include
 	depthBraces := 0
 	lineNo := 0
 	for sc.Scan() {
@@ -116,7 +117,13 @@ func expandProfile(path string, out *bytes.Buffer, depth int) error {
 			if err := expandInclude(path, lineNo, fields[0], fields[1], out, depth); err != nil {
 				return err
 			}
-			inSection = false
+			// MIT parses an included file on its own, and the including
+			// file stays in its section; repeating the header keeps the
+			// lines that follow in it once the texts are spliced.
+			if section != "" {
+				out.WriteString(section)
+				out.WriteByte('\n')
+			}
 			continue
 		case strings.HasPrefix(line, "["):
 			if !strings.HasSuffix(strings.TrimRight(line, "*"), "]") || len(line) < 3 {
@@ -126,6 +133,7 @@ func expandProfile(path string, out *bytes.Buffer, depth int) error {
 				return &ConfigError{Path: path, Line: lineNo, Msg: fmt.Sprintf("section %s starts before the previous { was closed", line)}
 			}
 			inSection = true
+			section = line
 		case line == "}":
 			if depthBraces == 0 {
 				return &ConfigError{Path: path, Line: lineNo, Msg: "} without a matching {"}

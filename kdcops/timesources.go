@@ -32,13 +32,19 @@ func NTPOffset(ctx context.Context, host string, timeout time.Duration, log *slo
 	}
 	// beevik/ntp takes no context; its dialer hook lets SIGINT close the
 	// socket so a blocked read returns at once.
+	var stops []func() bool
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
 	dialer := func(local, remote string) (net.Conn, error) {
 		var d net.Dialer
 		conn, err := d.DialContext(ctx, "udp", remote)
 		if err != nil {
 			return nil, err
 		}
-		context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+		stops = append(stops, context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) }))
 		return conn, nil
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "ntp request", slog.String("server", host))

@@ -102,6 +102,11 @@ func SendRecv(ctx context.Context, k KDC, t Transport, req []byte, timeout time.
 		if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
 			return nil, context.Canceled
 		}
+		var bad *BadReplyError
+		if errors.As(err, &bad) {
+			bad.KDC = k.Entry
+			return nil, bad
+		}
 		return nil, &UnreachableError{KDC: k.Entry, Transport: t, Err: err}
 	}
 	return &ex, nil
@@ -132,7 +137,8 @@ func tcpRoundTrip(conn net.Conn, req []byte) ([]byte, error) {
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
 	if n == 0 || n > maxTCPReply {
-		return nil, fmt.Errorf("reply length %d out of range (is this port a KDC?)", n)
+		// Something answered, just not a KDC: not an unreachable class.
+		return nil, &BadReplyError{Msg: fmt.Sprintf("tcp reply length %d out of range (is this port a KDC?)", n)}
 	}
 	reply := make([]byte, n)
 	if _, err := io.ReadFull(conn, reply); err != nil {

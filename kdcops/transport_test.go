@@ -80,6 +80,11 @@ func TestSendRecvTCPBadLength(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
+			// Something answered: a wrong service, not an unreachable KDC.
+			var bad *kdcops.BadReplyError
+			if !errors.As(err, &bad) {
+				t.Errorf("error %T, want *kdcops.BadReplyError", err)
+			}
 			if time.Since(begin) > time.Second {
 				t.Errorf("took %v: a bad length must fail at once, not wait for the body", time.Since(begin))
 			}
@@ -120,6 +125,7 @@ func TestSendRecvTCPShortReply(t *testing.T) {
 }
 
 func TestSendRecvTimeout(t *testing.T) {
+	t.Parallel()
 	f := startFakeKDC(t, true, false, func(int, kdcops.Transport, []byte) []byte { return nil })
 	begin := time.Now()
 	_, err := kdcops.SendRecv(context.Background(), f.KDC(t, ""), kdcops.UDP, []byte("req"), 150*time.Millisecond)
@@ -158,6 +164,7 @@ func TestSendRecvRefused(t *testing.T) {
 }
 
 func TestSendRecvCancelled(t *testing.T) {
+	t.Parallel()
 	for _, tr := range []kdcops.Transport{kdcops.UDP, kdcops.TCP} {
 		t.Run(string(tr), func(t *testing.T) {
 			f := startFakeKDC(t, true, true, func(int, kdcops.Transport, []byte) []byte { return nil })
