@@ -67,6 +67,7 @@ func TestHTTPDateOffset(t *testing.T) {
 }
 
 func TestHTTPDateOffsetErrors(t *testing.T) {
+	t.Parallel()
 	t.Run("no Date header", func(t *testing.T) {
 		srv := dateServer(t, func() []string { return nil })
 		_, err := kdcops.HTTPDateOffset(context.Background(), srv.URL, 2*time.Second, nil)
@@ -217,6 +218,7 @@ func TestNTPOffsetErrors(t *testing.T) {
 }
 
 func TestNTPOffsetNoReply(t *testing.T) {
+	t.Parallel()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
