@@ -1,0 +1,447 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// DefaultTimeout is how long an operation waits for another process that
+// has the ledger file open.
+const DefaultTimeout = 5 * time.Second
+
+// Options configure OpenFile.
+type Options struct {
+	// Timeout bounds the wait for the file lock; DefaultTimeout when zero.
+	Timeout time.Duration
+	// Now is the ledger's clock (lock expiry, stamps); time.Now when nil.
+	Now func() time.Time
+}
+
+// Buckets of the file ledger. Rotations are keyed by an 8-byte big-endian
+// sequence number; the ID is its decimal form.
+var (
+	bucketRotations = []byte("rotations")
+	// bucketDomain indexes rotations by cluster NUL role NUL start(8) seq(8)
+	// so CountSince seeks to the window instead of reading every record.
+	bucketDomain = []byte("by-domain")
+	// bucketOpen holds the sequence numbers of open rotations.
+	bucketOpen  = []byte("open")
+	bucketLocks = []byte("locks")
+	bucketMeta  = []byte("meta")
+	keyFormat   = []byte("format")
+)
+
+const fileFormat = "1"
+
+// File is the embedded ledger: one bbolt file. bbolt lets one process
+// open a file at a time, so File opens it for each operation and closes it
+// right after; two operators' processes take turns instead of the second
+// one failing for as long as the first runs.
+type File struct {
+	path    string
+	timeout time.Duration
+	now     func() time.Time
+
+	mu     sync.Mutex // one open at a time within this process
+	closed bool
+}
+
+var _ Ledger = (*File)(nil)
+
+// OpenFile opens the ledger at path, creating it (0600, in a 0700
+// directory if that is missing too) when it does not exist.
+func OpenFile(path string, opts Options) (*File, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %s: %w", path, err)
+	}
+	f := &File{path: abs, timeout: opts.Timeout, now: opts.Now}
+	if f.timeout <= 0 {
+		f.timeout = DefaultTimeout
+	}
+	if f.now == nil {
+		f.now = time.Now
+	}
+	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	err = f.update(context.Background(), func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketRotations, bucketDomain, bucketOpen, bucketLocks, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		switch v := meta.Get(keyFormat); {
+		case v == nil:
+			return meta.Put(keyFormat, []byte(fileFormat))
+		case string(v) != fileFormat:
+			return fmt.Errorf("ledger %s has format %s, this krbops reads %s", abs, v, fileFormat)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// Path is the ledger file.
+func (f *File) Path() string { return f.path }
+
+// Close makes later calls fail; the file is already closed between calls.
+func (f *File) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	return nil
+}
+
+func (f *File) update(ctx context.Context, fn func(*bolt.Tx) error) error {
+	return f.with(ctx, false, func(db *bolt.DB) error { return db.Update(fn) })
+}
+
+func (f *File) view(ctx context.Context, fn func(*bolt.Tx) error) error {
+	return f.with(ctx, true, func(db *bolt.DB) error { return db.View(fn) })
+}
+
+// with opens the file, runs fn and closes the file. Readers take a shared
+// lock, writers an exclusive one; either waits at most the timeout (or
+// what is left of ctx) and then reports ErrBusy naming the file, rather
+// than hanging behind a stuck process.
+func (f *File) with(ctx context.Context, readOnly bool, fn func(*bolt.DB) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return ErrClosed
+	}
+	wait := f.timeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+		wait = max(time.Until(dl), time.Millisecond)
+	}
+	db, err := bolt.Open(f.path, 0o600, &bolt.Options{Timeout: wait, ReadOnly: readOnly})
+	if errors.Is(err, berrors.ErrTimeout) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w: %s stayed locked for %s; another krbops is using it (wait for it to finish)", ErrBusy, f.path, wait)
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: open %s: %w", f.path, err)
+	}
+	defer db.Close()
+	if err := fn(db); err != nil {
+		return err
+	}
+	return db.Close()
+}
+
+func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+func idKey(id string) ([]byte, bool) {
+	n, err := strconv.ParseUint(id, 10, 64)
+	if err != nil || n == 0 {
+		return nil, false
+	}
+	return seqKey(n), true
+}
+
+func domainPrefix(cluster, role string) []byte {
+	return []byte(cluster + "\x00" + role + "\x00")
+}
+
+func domainKey(r *Rotation, seq []byte) []byte {
+	k := binary.BigEndian.AppendUint64(domainPrefix(r.Cluster, r.Role), uint64(r.Started.UnixNano()))
+	return append(k, seq...)
+}
+
+func getRotation(b *bolt.Bucket, key []byte) (*Rotation, error) {
+	v := b.Get(key)
+	if v == nil {
+		return nil, nil
+	}
+	var r Rotation
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("ledger: record %d does not parse: %w", binary.BigEndian.Uint64(key), err)
+	}
+	return &r, nil
+}
+
+func putRotation(tx *bolt.Tx, key []byte, r *Rotation) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketRotations).Put(key, b); err != nil {
+		return err
+	}
+	if r.Outcome.Open() {
+		return tx.Bucket(bucketOpen).Put(key, nil)
+	}
+	return tx.Bucket(bucketOpen).Delete(key)
+}
+
+func (f *File) Start(ctx context.Context, r Rotation) (Rotation, error) {
+	if r.Outcome == "" {
+		r.Outcome = InProgress
+	}
+	if r.Started.IsZero() {
+		r.Started = f.now()
+	}
+	r.Started = r.Started.UTC()
+	if err := r.validate(); err != nil {
+		return Rotation{}, err
+	}
+	err := f.update(ctx, func(tx *bolt.Tx) error {
+		rots := tx.Bucket(bucketRotations)
+		c := tx.Bucket(bucketOpen).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			o, err := getRotation(rots, k)
+			if err != nil {
+				return err
+			}
+			if o != nil && o.Principal == r.Principal {
+				return fmt.Errorf("%w: principal %s already has open rotation %s (%s, started %s by %s); resume or finish it first",
+					ErrConflict, r.Principal, o.ID, o.Outcome, o.Started.Format(time.RFC3339), o.Operator)
+			}
+		}
+		seq, err := rots.NextSequence()
+		if err != nil {
+			return err
+		}
+		key := seqKey(seq)
+		r.ID = strconv.FormatUint(seq, 10)
+		if err := putRotation(tx, key, &r); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketDomain).Put(domainKey(&r, key), nil)
+	})
+	if err != nil {
+		return Rotation{}, err
+	}
+	return r, nil
+}
+
+func (f *File) Update(ctx context.Context, id string, fn func(*Rotation) error) (Rotation, error) {
+	key, ok := idKey(id)
+	if !ok {
+		return Rotation{}, fmt.Errorf("%w: rotation %q", ErrNotFound, id)
+	}
+	var out Rotation
+	err := f.update(ctx, func(tx *bolt.Tx) error {
+		cur, err := getRotation(tx.Bucket(bucketRotations), key)
+		if err != nil {
+			return err
+		}
+		if cur == nil {
+			return fmt.Errorf("%w: rotation %s", ErrNotFound, id)
+		}
+		next := *cur
+		if err := fn(&next); err != nil {
+			return err
+		}
+		if err := checkUpdate(*cur, &next, f.now().UTC()); err != nil {
+			return err
+		}
+		out = next
+		return putRotation(tx, key, &next)
+	})
+	if err != nil {
+		return Rotation{}, err
+	}
+	return out, nil
+}
+
+func (f *File) Get(ctx context.Context, id string) (Rotation, error) {
+	key, ok := idKey(id)
+	if !ok {
+		return Rotation{}, fmt.Errorf("%w: rotation %q", ErrNotFound, id)
+	}
+	var out *Rotation
+	err := f.view(ctx, func(tx *bolt.Tx) error {
+		var err error
+		out, err = getRotation(tx.Bucket(bucketRotations), key)
+		return err
+	})
+	if err != nil {
+		return Rotation{}, err
+	}
+	if out == nil {
+		return Rotation{}, fmt.Errorf("%w: rotation %s", ErrNotFound, id)
+	}
+	return *out, nil
+}
+
+func (f *File) List(ctx context.Context, flt Filter) ([]Rotation, error) {
+	var out []Rotation
+	err := f.view(ctx, func(tx *bolt.Tx) error {
+		rots := tx.Bucket(bucketRotations)
+		c := rots.Cursor()
+		for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
+			r, err := getRotation(rots, k)
+			if err != nil {
+				return err
+			}
+			if flt.match(r) {
+				out = append(out, *r)
+				if flt.Limit > 0 && len(out) == flt.Limit {
+					return nil
+				}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (f *File) Pending(ctx context.Context) ([]Rotation, error) {
+	var out []Rotation
+	err := f.view(ctx, func(tx *bolt.Tx) error {
+		rots := tx.Bucket(bucketRotations)
+		c := tx.Bucket(bucketOpen).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			r, err := getRotation(rots, k)
+			if err != nil {
+				return err
+			}
+			if r != nil {
+				out = append(out, *r)
+			}
+		}
+		return nil
+	})
+	slices.SortStableFunc(out, func(a, b Rotation) int { return a.Started.Compare(b.Started) })
+	return out, err
+}
+
+func (f *File) CountSince(ctx context.Context, cluster, role string, since time.Time) (int, error) {
+	n := 0
+	prefix := domainPrefix(cluster, role)
+	from := bytes.Clone(prefix)
+	if since.After(time.Unix(0, 0)) { // UnixNano is undefined far from 1970
+		from = binary.BigEndian.AppendUint64(from, uint64(since.UnixNano()))
+	}
+	err := f.view(ctx, func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketDomain).Cursor()
+		for k, _ := c.Seek(from); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+func (f *File) Lock(ctx context.Context, principal, holder string, ttl time.Duration) (Lock, error) {
+	if principal == "" || holder == "" || ttl <= 0 {
+		return Lock{}, fmt.Errorf("ledger: lock needs a principal, a holder and a positive ttl (got %q, %q, %s)", principal, holder, ttl)
+	}
+	var out Lock
+	err := f.update(ctx, func(tx *bolt.Tx) error {
+		now := f.now().UTC()
+		b := tx.Bucket(bucketLocks)
+		cur, err := getLock(b, principal)
+		if err != nil {
+			return err
+		}
+		if cur != nil && cur.Holder != holder {
+			return &LockedError{Lock: *cur, Stale: cur.Stale(now)}
+		}
+		out = Lock{Principal: principal, Holder: holder, Acquired: now, Expires: now.Add(ttl)}
+		if cur != nil {
+			out.Acquired = cur.Acquired // an extension, not a new lock
+		}
+		return putLock(b, out)
+	})
+	if err != nil {
+		return Lock{}, err
+	}
+	return out, nil
+}
+
+func (f *File) Unlock(ctx context.Context, principal, holder string) error {
+	return f.update(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLocks)
+		cur, err := getLock(b, principal)
+		if err != nil || cur == nil {
+			return err
+		}
+		if cur.Holder != holder {
+			return &LockedError{Lock: *cur, Stale: cur.Stale(f.now())}
+		}
+		return b.Delete([]byte(principal))
+	})
+}
+
+func (f *File) BreakLock(ctx context.Context, principal string) (Lock, error) {
+	var out Lock
+	err := f.update(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLocks)
+		cur, err := getLock(b, principal)
+		if err != nil {
+			return err
+		}
+		if cur == nil {
+			return fmt.Errorf("%w: no lock on %s", ErrNotFound, principal)
+		}
+		if !cur.Stale(f.now()) {
+			return &LockedError{Lock: *cur}
+		}
+		out = *cur
+		return b.Delete([]byte(principal))
+	})
+	if err != nil {
+		return Lock{}, err
+	}
+	return out, nil
+}
+
+func (f *File) Locks(ctx context.Context) ([]Lock, error) {
+	var out []Lock
+	err := f.view(ctx, func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLocks).ForEach(func(k, v []byte) error {
+			var l Lock
+			if err := json.Unmarshal(v, &l); err != nil {
+				return fmt.Errorf("ledger: lock of %s does not parse: %w", k, err)
+			}
+			out = append(out, l)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func getLock(b *bolt.Bucket, principal string) (*Lock, error) {
+	v := b.Get([]byte(principal))
+	if v == nil {
+		return nil, nil
+	}
+	var l Lock
+	if err := json.Unmarshal(v, &l); err != nil {
+		return nil, fmt.Errorf("ledger: lock of %s does not parse: %w", principal, err)
+	}
+	return &l, nil
+}
+
+func putLock(b *bolt.Bucket, l Lock) error {
+	v, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(l.Principal), v)
+}

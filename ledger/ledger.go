@@ -1,0 +1,232 @@
+// Package ledger records keytab rotations: who rotated which principal, in
+// which cluster and role, from which kvno to which, and how it ended. The
+// rotate command reads it back for its pre-checks and its status:
+//
+//   - rate limits: [Ledger.CountSince] counts rotations per (cluster, role)
+//     fault domain in a window;
+//   - one rotation per principal: [Ledger.Lock] / [Ledger.Unlock], and
+//     [Ledger.Start] refuses a principal whose last rotation is still open;
+//   - rotate status: [Ledger.Pending] lists rotations in progress and
+//     server rotations waiting for phase 2;
+//   - audit: [Ledger.List].
+//
+// Start with [OpenFile], the embedded default: one bbolt file (0600) on the
+// operator's machine. The [Ledger] interface is what callers hold, so a
+// shared store (a DynamoDB table for several operators) can replace it.
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Outcome is where a rotation stands.
+type Outcome string
+
+// Outcomes. InProgress and AwaitingPhase2 are open; the rest are final.
+const (
+	InProgress     Outcome = "in-progress"
+	AwaitingPhase2 Outcome = "awaiting-phase2" // a server keytab holds old and new kvno
+	Succeeded      Outcome = "succeeded"
+	Failed         Outcome = "failed"
+	Aborted        Outcome = "aborted" // stopped before the KDC changed anything
+)
+
+// Open reports whether a rotation with this outcome is still under way.
+func (o Outcome) Open() bool { return o == InProgress || o == AwaitingPhase2 }
+
+func (o Outcome) valid() bool {
+	switch o {
+	case InProgress, AwaitingPhase2, Succeeded, Failed, Aborted:
+		return true
+	}
+	return false
+}
+
+// Phase is the step of a two-phase server rotation; clients have none.
+type Phase string
+
+// Phases of a server rotation (DESIGN.md, rotation hazards): phase 1
+// publishes old and new kvno, phase 2 (after the maximum service-ticket
+// lifetime) only the new one.
+const (
+	NoPhase Phase = ""
+	Phase1  Phase = "phase1"
+	Phase2  Phase = "phase2"
+)
+
+// Rotation is one rotation of one principal's key.
+type Rotation struct {
+	ID            string  `json:"id"` // assigned by Start
+	Principal     string  `json:"principal"`
+	Cluster       string  `json:"cluster"`
+	Role          string  `json:"role"`
+	Tier          string  `json:"tier,omitempty"`
+	Operator      string  `json:"operator"` // who ran it
+	CorrelationID string  `json:"correlation_id,omitempty"`
+	OldKVNO       uint32  `json:"old_kvno"`
+	NewKVNO       uint32  `json:"new_kvno,omitempty"`
+	Phase         Phase   `json:"phase,omitempty"`
+	Outcome       Outcome `json:"outcome"`
+	// Message is a one-line reason for a failure or an abort. It must
+	// never hold a password or key.
+	Message    string    `json:"message,omitempty"`
+	Started    time.Time `json:"started"`
+	Phase1Done time.Time `json:"phase1_done,omitzero"` // set when the outcome becomes AwaitingPhase2
+	Finished   time.Time `json:"finished,omitzero"`    // set when the outcome becomes final
+}
+
+// Filter selects rotations for List; zero fields match everything.
+type Filter struct {
+	Principal string
+	Cluster   string
+	Role      string
+	Outcome   Outcome
+	Since     time.Time // started at or after
+	Until     time.Time // started before
+	Limit     int       // newest first; 0 for all
+}
+
+func (f Filter) match(r *Rotation) bool {
+	return (f.Principal == "" || r.Principal == f.Principal) &&
+		(f.Cluster == "" || r.Cluster == f.Cluster) &&
+		(f.Role == "" || r.Role == f.Role) &&
+		(f.Outcome == "" || r.Outcome == f.Outcome) &&
+		(f.Since.IsZero() || !r.Started.Before(f.Since)) &&
+		(f.Until.IsZero() || r.Started.Before(f.Until))
+}
+
+// Lock reserves a principal for one rotation.
+type Lock struct {
+	Principal string    `json:"principal"`
+	Holder    string    `json:"holder"` // e.g. "alice@host pid 4242 corr 7f3a…"
+	Acquired  time.Time `json:"acquired"`
+	Expires   time.Time `json:"expires"`
+}
+
+// Stale reports whether the lock outlived its ttl at now. A stale lock
+// still holds: only BreakLock removes it, because a rotation that crashed
+// mid-way must be resumed or inspected, not silently overtaken.
+func (l Lock) Stale(now time.Time) bool { return now.After(l.Expires) }
+
+// Ledger is the rotation ledger. Every method is safe for concurrent use,
+// from goroutines and, for the file ledger, from processes.
+type Ledger interface {
+	// Start records a new rotation with outcome InProgress (unless r says
+	// otherwise) and returns it with its ID and Started set. ErrConflict
+	// when the principal already has an open rotation.
+	Start(ctx context.Context, r Rotation) (Rotation, error)
+	// Update applies fn to the stored rotation and stores the result, in
+	// one transaction. ID, Principal, Cluster, Role, Operator and Started
+	// cannot change, nor can a final outcome; Phase1Done and Finished are
+	// stamped when the outcome reaches AwaitingPhase2 or a final one.
+	// An error from fn aborts the update and is returned as is.
+	Update(ctx context.Context, id string, fn func(*Rotation) error) (Rotation, error)
+	// Get returns one rotation; ErrNotFound when there is none.
+	Get(ctx context.Context, id string) (Rotation, error)
+	// List returns the rotations f selects, newest first.
+	List(ctx context.Context, f Filter) ([]Rotation, error)
+	// Pending returns the open rotations (in progress, or waiting for
+	// phase 2), oldest first.
+	Pending(ctx context.Context) ([]Rotation, error)
+	// CountSince counts the rotations of (cluster, role) started at or
+	// after since, whatever their outcome: a failed rotation may have
+	// changed a key too, so it spends the window's budget.
+	CountSince(ctx context.Context, cluster, role string, since time.Time) (int, error)
+	// Lock reserves principal for holder until ttl from now. Locking again
+	// with the same holder extends it (a resumed rotation keeps its lock).
+	// A lock of another holder, stale or not, is a *LockedError.
+	Lock(ctx context.Context, principal, holder string, ttl time.Duration) (Lock, error)
+	// Unlock releases holder's lock; no lock is fine, another holder's
+	// lock is a *LockedError.
+	Unlock(ctx context.Context, principal, holder string) error
+	// BreakLock removes a stale lock and returns it for the audit trail;
+	// a live lock is a *LockedError, no lock ErrNotFound.
+	BreakLock(ctx context.Context, principal string) (Lock, error)
+	// Locks lists every lock, stale ones included.
+	Locks(ctx context.Context) ([]Lock, error)
+	// Close releases the ledger; later calls fail.
+	Close() error
+}
+
+// Errors callers can match with errors.Is.
+var (
+	ErrNotFound = errors.New("ledger: not found")
+	// ErrLocked: another holder has the principal (see LockedError).
+	ErrLocked = errors.New("ledger: principal locked by another rotation")
+	// ErrBusy: the ledger file stayed locked by another krbops process
+	// for the whole timeout.
+	ErrBusy = errors.New("ledger: locked by another krbops")
+	// ErrConflict: the change would break the ledger's rules (a second
+	// open rotation of a principal, rewriting a finished rotation).
+	ErrConflict = errors.New("ledger: conflict")
+	// ErrClosed: the ledger was closed.
+	ErrClosed = errors.New("ledger: closed")
+)
+
+// LockedError is a refused Lock, Unlock or BreakLock: it tells who holds
+// the principal and whether that lock is stale.
+type LockedError struct {
+	Lock  Lock
+	Stale bool
+}
+
+func (e *LockedError) Error() string {
+	state := "expires " + e.Lock.Expires.UTC().Format(time.RFC3339)
+	if e.Stale {
+		state = "stale since " + e.Lock.Expires.UTC().Format(time.RFC3339) + "; break it explicitly once its rotation is resumed or inspected"
+	}
+	return fmt.Sprintf("ledger: principal %s is locked by %q since %s (%s)",
+		e.Lock.Principal, e.Lock.Holder, e.Lock.Acquired.UTC().Format(time.RFC3339), state)
+}
+
+// Is makes errors.Is(err, ErrLocked) true.
+func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+
+// validate checks what Start needs. Cluster and role are index keys, so
+// they may not hold the NUL that separates them there.
+func (r *Rotation) validate() error {
+	for _, f := range []struct{ name, v string }{
+		{"principal", r.Principal}, {"cluster", r.Cluster}, {"role", r.Role}, {"operator", r.Operator},
+	} {
+		if strings.TrimSpace(f.v) == "" {
+			return fmt.Errorf("ledger: rotation without %s", f.name)
+		}
+		if strings.ContainsRune(f.v, 0) {
+			return fmt.Errorf("ledger: %s %q contains NUL", f.name, f.v)
+		}
+	}
+	if !r.Outcome.valid() {
+		return fmt.Errorf("ledger: unknown outcome %q", r.Outcome)
+	}
+	switch r.Phase {
+	case NoPhase, Phase1, Phase2:
+	default:
+		return fmt.Errorf("ledger: unknown phase %q", r.Phase)
+	}
+	return nil
+}
+
+// checkUpdate enforces Update's rules on before → after and stamps times.
+func checkUpdate(before Rotation, after *Rotation, now time.Time) error {
+	if after.ID != before.ID || after.Principal != before.Principal || after.Cluster != before.Cluster ||
+		after.Role != before.Role || after.Operator != before.Operator || !after.Started.Equal(before.Started) {
+		return fmt.Errorf("%w: rotation %s: id, principal, cluster, role, operator and start time are fixed", ErrConflict, before.ID)
+	}
+	if err := after.validate(); err != nil {
+		return err
+	}
+	if !before.Outcome.Open() && *after != before {
+		return fmt.Errorf("%w: rotation %s of %s already ended (%s)", ErrConflict, before.ID, before.Principal, before.Outcome)
+	}
+	if after.Outcome == AwaitingPhase2 && after.Phase1Done.IsZero() {
+		after.Phase1Done = now
+	}
+	if !after.Outcome.Open() && after.Finished.IsZero() {
+		after.Finished = now
+	}
+	return nil
+}
