@@ -44,7 +44,7 @@ vet:
 # lab realm; with CI=true a missing KDC binary fails them instead of
 # skipping.
 unit:
-	$(GO) test -race -count=1 ./runbook/... ./kdcops/... ./output/... ./commands/...
+	$(GO) test -race -count=1 ./runbook/... ./kdcops/... ./output/... ./commands/... ./secretstore/... ./ledger/...
 
 integration:
 	$(GO) test -count=1 ./internal/... ./test/integration/...
@@ -64,8 +64,25 @@ cross:
 		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/krbops_$${os}_$${arch}$$ext ./cmd/krbops || exit 1; \
 	done
 
+# bench prints figures against peers measured in the same run; lintbench
+# (100,000 keytabs) is separate because it builds a large tree.
 bench: build
 	$(GO) run ./bench/clockbench --krbops $(BIN)
+	$(GO) run ./bench/verifybench --krbops $(BIN)
 
 clean:
 	rm -rf bin dist
+
+# fuzz runs each parser fuzz target for FUZZTIME; it is not part of `make
+# test`. A crasher is written to kdcops/testdata/fuzz/<target>/ and from
+# then on replays in every `go test ./kdcops`.
+FUZZTIME ?= 60s
+.PHONY: fuzz lintbench
+fuzz:
+	$(GO) test ./kdcops -run '^$$' -fuzz '^FuzzParseKeytab$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./kdcops -run '^$$' -fuzz '^FuzzParseCCache$$' -fuzztime $(FUZZTIME)
+
+# lintbench builds a tree of 100,000 keytabs and times `krbops klist-lint
+# --dir` on it next to a `klist -k -t -e` loop over a sample.
+lintbench: build
+	$(GO) run ./bench/lintbench --krbops $(BIN)

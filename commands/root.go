@@ -91,7 +91,7 @@ tickets are "not yet valid".` + exitStatusHelp,
 	pf.BoolVarP(&g.Quiet, "quiet", "q", false, "no progress lines; table/plain/markdown show only steps that did not pass")
 	pf.BoolVarP(&g.Verbose, "verbose", "v", false, "also write the forensic log, as text, to stderr")
 
-	root.AddCommand(NewCmdVersion(g), NewCmdClockCheck(g, nil))
+	root.AddCommand(NewCmdVersion(g), NewCmdClockCheck(g, nil), NewCmdVerify(g, nil), NewCmdKlistLint(g, nil))
 	for _, c := range root.Commands() {
 		wrapArgsErrors(c)
 	}
@@ -192,8 +192,13 @@ func (g *Globals) runReport(ctx context.Context, rb runbook.Runbook) error {
 	if g.IO.ErrTTY && !g.Quiet && !g.machineReadable() {
 		opts.OnStep = func(sr runbook.StepResult) { progressLine(g.IO.ErrOut, sr) }
 	}
-	rep := runbook.Run(ctx, rb, opts)
-	g.Log.Info("run end", slog.String("command", rb.Command), slog.String("status", rep.Status), slog.Int("exit_code", rep.ExitCode))
+	return g.renderReport(runbook.Run(ctx, rb, opts))
+}
+
+// renderReport writes a finished report and returns an error carrying its
+// exit code.
+func (g *Globals) renderReport(rep *runbook.Report) error {
+	g.Log.Info("run end", slog.String("command", rep.Command), slog.String("status", rep.Status), slog.Int("exit_code", rep.ExitCode))
 	if err := g.render(rep); err != nil {
 		return &runbook.ExitError{Code: runbook.ExitIncomplete, Err: fmt.Errorf("writing the report: %w", err)}
 	}

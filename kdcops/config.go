@@ -58,6 +58,22 @@ type Config struct {
 	// Warnings are directives gokrb5 does not support; MIT tools would still
 	// honour them, so they are reported, not fatal.
 	Warnings []string
+	// text is the expanded, validated profile, kept so each goroutine can
+	// parse its own gokrb5 config (GetKDCs shuffles a config in place).
+	text string
+}
+
+// Clone parses a fresh gokrb5 config from the same text, for a gokrb5
+// client that must not share its config with another goroutine.
+func (c *Config) Clone() (*config.Config, error) {
+	cfg, err := config.NewFromString(c.text)
+	if err != nil {
+		var unsupported config.UnsupportedDirective
+		if !errors.As(err, &unsupported) {
+			return nil, &ConfigError{Path: c.Path, Msg: lowerFirst(err.Error())}
+		}
+	}
+	return cfg, nil
 }
 
 // LoadConfig reads and validates krb5.conf at path, following include and
@@ -71,7 +87,8 @@ func LoadConfig(path string) (*Config, error) {
 	if err := expandProfile(path, &buf, 0); err != nil {
 		return nil, err
 	}
-	cfg, err := config.NewFromString(mergeSections(buf.String()))
+	text := mergeSections(buf.String())
+	cfg, err := config.NewFromString(text)
 	var warnings []string
 	if err != nil {
 		var unsupported config.UnsupportedDirective
@@ -80,7 +97,7 @@ func LoadConfig(path string) (*Config, error) {
 		}
 		warnings = append(warnings, unsupported.Error())
 	}
-	return &Config{Config: cfg, Path: path, Warnings: warnings}, nil
+	return &Config{Config: cfg, Path: path, Warnings: warnings, text: text}, nil
 }
 
 // expandProfile appends the file's lines to out after validating them and

@@ -36,6 +36,19 @@ type JSONReport struct {
 	Strict        bool        `json:"strict"`
 	Steps         []JSONStep  `json:"steps"` // never null
 	Summary       JSONSummary `json:"summary"`
+	// Findings are lint findings (klist-lint); [] for other commands.
+	Findings []JSONFinding `json:"findings"` // never null
+}
+
+// JSONFinding is one lint finding of a [JSONReport].
+type JSONFinding struct {
+	Rule      string         `json:"rule"`
+	Severity  string         `json:"severity"`
+	File      string         `json:"file"`
+	Principal string         `json:"principal"`
+	Message   string         `json:"message"`
+	Hint      string         `json:"hint"`
+	Evidence  map[string]any `json:"evidence"` // never null
 }
 
 // JSONStep is one step of a [JSONReport].
@@ -83,10 +96,6 @@ func ToJSON(rep *runbook.Report) JSONReport {
 		},
 	}
 	for _, sr := range rep.Steps {
-		ev := make(map[string]any, len(sr.Evidence))
-		for k, v := range sr.Evidence {
-			ev[k] = jsonValue(v)
-		}
 		out.Steps = append(out.Steps, JSONStep{
 			ID:         sr.ID,
 			Title:      sr.Title,
@@ -94,11 +103,31 @@ func ToJSON(rep *runbook.Report) JSONReport {
 			Status:     sr.Status,
 			Message:    sr.Message,
 			Hint:       sr.Hint,
-			Evidence:   ev,
+			Evidence:   jsonEvidence(sr.Evidence),
 			DurationMS: durationMS(sr.Duration),
 		})
 	}
+	out.Findings = make([]JSONFinding, 0, len(rep.Findings))
+	for _, f := range rep.Findings {
+		out.Findings = append(out.Findings, JSONFinding{
+			Rule:      f.Rule,
+			Severity:  string(f.Severity),
+			File:      f.File,
+			Principal: f.Principal,
+			Message:   f.Message,
+			Hint:      f.Hint,
+			Evidence:  jsonEvidence(f.Evidence),
+		})
+	}
 	return out
+}
+
+func jsonEvidence(e runbook.Evidence) map[string]any {
+	ev := make(map[string]any, len(e))
+	for k, v := range e {
+		ev[k] = jsonValue(v)
+	}
+	return ev
 }
 
 // EncodeJSON writes v as krbops JSON: two-space indent, trailing newline,

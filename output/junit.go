@@ -79,6 +79,9 @@ type junitText struct {
 // Failure and error bodies hold the hint and evidence; every testcase's
 // system-out holds "STATUS: message", the hint and the evidence as sorted
 // key=value lines.
+//
+// Lint findings go to a second <testsuite> named krbops.<command>.findings,
+// one testcase per finding (see junitFindings).
 func renderJUnit(w io.Writer, rep *runbook.Report, _ Options) error {
 	if rep == nil {
 		return errNilReport
@@ -134,6 +137,12 @@ func renderJUnit(w io.Writer, rep *runbook.Report, _ Options) error {
 		Time:     suite.Time,
 		Suites:   []junitSuite{suite},
 	}
+	if len(rep.Findings) > 0 {
+		fsuite := junitFindings(rep, suite)
+		doc.Tests += fsuite.Tests
+		doc.Failures += fsuite.Failures
+		doc.Suites = append(doc.Suites, fsuite)
+	}
 
 	var b strings.Builder
 	b.WriteString(xml.Header)
@@ -185,4 +194,58 @@ func xmlSafe(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// junitFindings makes one testcase per lint finding, in a suite of its own
+// so CI shows "what the linter found" apart from "which steps ran":
+//
+//	classname  krbops.<command>.<RULE>   CI groups the findings by rule
+//	name       <file> or <file> <principal>, with " #2", " #3" added for
+//	           repeats (GitLab drops duplicate classname+name pairs)
+//	fail       <failure type="fail">
+//	warn       <failure type="warn"> under --strict, else a passed
+//	           testcase whose system-out starts "WARN: "
+//	info       a passed testcase whose system-out starts "INFO: "
+func junitFindings(rep *runbook.Report, steps junitSuite) junitSuite {
+	suite := junitSuite{
+		Name:       "krbops." + rep.Command + ".findings",
+		Tests:      len(rep.Findings),
+		Time:       "0.000",
+		Timestamp:  steps.Timestamp,
+		Properties: steps.Properties,
+	}
+	seen := map[string]int{}
+	for _, f := range rep.Findings {
+		class := "krbops." + rep.Command + "." + f.Rule
+		name := f.File
+		if f.Principal != "" {
+			name += " " + f.Principal
+		}
+		seen[class+"\x00"+name]++
+		if n := seen[class+"\x00"+name]; n > 1 {
+			name += fmt.Sprintf(" #%d", n)
+		}
+		var lines []string
+		if f.Hint != "" {
+			lines = append(lines, "hint: "+oneLine(f.Hint))
+		}
+		lines = append(lines, evidencePairs(f.Evidence)...)
+		detail := xmlSafe(strings.Join(lines, "\n"))
+		tc := junitCase{
+			Name:      xmlSafe(oneLine(name)),
+			Classname: xmlSafe(oneLine(class)),
+			Time:      "0.000",
+		}
+		out := strings.ToUpper(string(f.Severity)) + ": " + oneLine(f.Message)
+		if detail != "" {
+			out += "\n" + detail
+		}
+		tc.SystemOut = &junitText{Text: xmlSafe(out)}
+		if f.Severity == runbook.SeverityFail || f.Severity == runbook.SeverityWarn && rep.Strict {
+			suite.Failures++
+			tc.Failure = &junitOutcome{Message: xmlSafe(oneLine(f.Message)), Type: string(f.Severity), Body: detail}
+		}
+		suite.Cases = append(suite.Cases, tc)
+	}
+	return suite
 }

@@ -24,7 +24,9 @@ func init() { Register("markdown", RendererFunc(renderMarkdown)) }
 //	0 pass, 1 fail, 0 warn, 0 skip, 0 error
 //
 // A passing step is ticked; every other status is left open with its status
-// word so the list reads as what is still to do.
+// word so the list reads as what is still to do. Lint findings follow under
+// "#### Findings", each an open item with its rule id, severity, file,
+// principal, message, evidence and hint.
 func renderMarkdown(w io.Writer, rep *runbook.Report, _ Options) error {
 	if rep == nil {
 		return errNilReport
@@ -67,7 +69,33 @@ func renderMarkdown(w io.Writer, rep *runbook.Report, _ Options) error {
 	if len(rep.Steps) > 0 {
 		bw.WriteByte('\n')
 	}
-	bw.WriteString(summaryCounts(rep.Summary) + "\n")
+	if len(rep.Findings) > 0 {
+		bw.WriteString("#### Findings\n\n")
+		for _, f := range rep.Findings {
+			bw.WriteString("- [ ] **" + mdText(f.Rule) + "** " + strings.ToUpper(string(f.Severity)) + " " + codeSpan(f.File))
+			if f.Principal != "" {
+				bw.WriteString(" " + mdText(f.Principal))
+			}
+			bw.WriteString(" — " + mdText(f.Message))
+			if pairs := evidencePairs(f.Evidence); len(pairs) > 0 {
+				spans := make([]string, len(pairs))
+				for i, p := range pairs {
+					spans[i] = codeSpan(p)
+				}
+				bw.WriteString(" (" + strings.Join(spans, " ") + ")")
+			}
+			bw.WriteByte('\n')
+			if f.Hint != "" {
+				bw.WriteString("  - hint: " + mdText(f.Hint) + "\n")
+			}
+		}
+		bw.WriteByte('\n')
+	}
+	summary := summaryCounts(rep.Summary)
+	if len(rep.Findings) > 0 {
+		summary += " · " + findingCounts(rep.Findings)
+	}
+	bw.WriteString(summary + "\n")
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("write markdown report: %w", err)
 	}

@@ -1,8 +1,8 @@
 // Package output renders a [runbook.Report] for people and machines.
 //
 // Each format is a [Renderer] registered under a name ("table", "plain",
-// "json", "junit", "markdown"); commands look one up with [Get] and list
-// them for --output help with [Names]. Renderers only write to the
+// "json", "junit", "markdown", "prometheus"); commands look one up with
+// [Get] and list them for --output help with [Names]. Renderers only write to the
 // io.Writer they are given and never touch process-wide terminal state, so
 // one process can render the same report to a terminal and to a file.
 //

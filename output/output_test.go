@@ -140,12 +140,23 @@ func TestGolden(t *testing.T) {
 		{"json.golden", "json", Options{}},
 		{"junit.golden", "junit", Options{}},
 		{"markdown.golden", "markdown", Options{}},
+		{"prometheus.golden", "prometheus", Options{}},
 	}
 	covered := map[string]bool{}
 	for _, c := range cases {
 		covered[c.format] = true
 		t.Run(c.file, func(t *testing.T) {
 			checkGolden(t, c.file, render(t, c.format, fixtureReport(), c.opts))
+		})
+	}
+	// The lint fixture adds findings and metrics, which every format shows.
+	for _, c := range cases {
+		if c.opts.Color {
+			continue
+		}
+		file := strings.TrimSuffix(c.file, ".golden") + "_lint.golden"
+		t.Run(file, func(t *testing.T) {
+			checkGolden(t, file, render(t, c.format, lintFixtureReport(), c.opts))
 		})
 	}
 	for _, name := range Names() {
@@ -158,9 +169,9 @@ func TestGolden(t *testing.T) {
 // Machine formats must not change with terminal settings, or a script's
 // output would depend on where it ran.
 func TestMachineFormatsIgnoreOptions(t *testing.T) {
-	for _, name := range []string{"plain", "json", "junit", "markdown"} {
-		a := render(t, name, fixtureReport(), Options{})
-		b := render(t, name, fixtureReport(), Options{Color: true, Width: 20})
+	for _, name := range []string{"plain", "json", "junit", "markdown", "prometheus"} {
+		a := render(t, name, lintFixtureReport(), Options{})
+		b := render(t, name, lintFixtureReport(), Options{Color: true, Width: 20})
 		if !bytes.Equal(a, b) {
 			t.Errorf("%s output changes with Options", name)
 		}
@@ -198,7 +209,7 @@ func TestEmptyReport(t *testing.T) {
 }
 
 func TestRegistry(t *testing.T) {
-	want := []string{"json", "junit", "markdown", "plain", "table"}
+	want := []string{"json", "junit", "markdown", "plain", "prometheus", "table"}
 	if got := Names(); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("Names() = %v, want %v", got, want)
 	}
@@ -206,7 +217,7 @@ func TestRegistry(t *testing.T) {
 	if err == nil {
 		t.Fatal("Get(xml) succeeded")
 	}
-	if !strings.Contains(err.Error(), "json, junit, markdown, plain, table") {
+	if !strings.Contains(err.Error(), "json, junit, markdown, plain, prometheus, table") {
 		t.Errorf("error does not list valid formats: %v", err)
 	}
 	for _, bad := range []struct {

@@ -15,7 +15,12 @@ func init() { Register("plain", RendererFunc(renderPlain)) }
 //
 //	group  id  status  duration_ms  message  hint
 //
-// There is no header line, so `cut -f2` yields step ids and nothing else.
+// Lint findings follow the steps, one line each, with "finding" where a
+// step line has its id:
+//
+//	file  finding  severity  rule  [principal: ]message  hint
+//
+// There is no header line, so `cut -f2` yields step ids and "finding".
 // Empty fields are "-" so every line has six non-empty columns. The last
 // line starts with "#" (grep -v '^#' drops it) and carries the verdict:
 //
@@ -38,14 +43,30 @@ func renderPlain(w io.Writer, rep *runbook.Report, _ Options) error {
 			sr.Hint,
 		)
 	}
+	for _, f := range rep.Findings {
+		writeFields(bw,
+			f.File,
+			"finding",
+			string(f.Severity),
+			f.Rule,
+			findingText(f),
+			f.Hint,
+		)
+	}
 	s := rep.Summary
+	counts := fmt.Sprintf("exit_code=%d pass=%d fail=%d warn=%d skip=%d error=%d",
+		rep.ExitCode, s.Pass, s.Fail, s.Warn, s.Skip, s.Error)
+	if len(rep.Findings) > 0 {
+		fc := runbook.CountFindings(rep.Findings)
+		counts += fmt.Sprintf(" findings=%d findings_fail=%d findings_warn=%d findings_info=%d",
+			fc.Total(), fc.Fail, fc.Warn, fc.Info)
+	}
 	writeFields(bw,
 		"#",
 		"summary",
 		rep.Status,
 		formatMS(rep.Duration),
-		fmt.Sprintf("exit_code=%d pass=%d fail=%d warn=%d skip=%d error=%d",
-			rep.ExitCode, s.Pass, s.Fail, s.Warn, s.Skip, s.Error),
+		counts,
 		fmt.Sprintf("command=%s correlation_id=%s strict=%t",
 			quoteIfNeeded(rep.Command), quoteIfNeeded(rep.CorrelationID), rep.Strict),
 	)

@@ -116,11 +116,19 @@ func renderTable(w io.Writer, rep *runbook.Report, opts Options) error {
 			return s
 		})
 
+	findingsTable := ""
+	if len(rep.Findings) > 0 {
+		findingsTable = renderFindingsTable(st, rep.Findings, opts.Width, hintLabel)
+	}
+
 	header := fmt.Sprintf("krbops %s · correlation id %s · started %s",
 		oneLine(rep.Command), orDash(oneLine(rep.CorrelationID)), humanTime(rep.StartedAt))
 	verdict := statusStyle(st, rep.Status).Render(strings.ToUpper(orDash(rep.Status)))
 	footer := fmt.Sprintf("%s · exit %d · %s · %s",
 		verdict, rep.ExitCode, summaryCounts(rep.Summary), humanDuration(rep.Duration))
+	if len(rep.Findings) > 0 {
+		footer += " · " + findingCounts(rep.Findings)
+	}
 	if rep.Strict {
 		footer += " · strict: warnings fail"
 	}
@@ -130,6 +138,10 @@ func renderTable(w io.Writer, rep *runbook.Report, opts Options) error {
 	b.WriteByte('\n')
 	b.WriteString(t.Render())
 	b.WriteByte('\n')
+	if findingsTable != "" {
+		b.WriteString(findingsTable)
+		b.WriteByte('\n')
+	}
 	b.WriteString(footer)
 	b.WriteByte('\n')
 	if _, err := io.WriteString(w, b.String()); err != nil {
@@ -158,4 +170,69 @@ func wrapText(s string, width int, indent string) string {
 		return s
 	}
 	return strings.ReplaceAll(ansi.Wrap(s, width, ""), "\n", "\n"+indent)
+}
+
+// renderFindingsTable draws lint findings under the steps, one row each:
+//
+//	│ SEVERITY │ RULE  │ FILE             │ MESSAGE                       │
+//	│ FAIL     │ KT002 │ /etc/krb5.keytab │ keytab mode 0640 gives access │
+//	│          │       │                  │ hint: chmod 600 ...           │
+//
+// As in the steps table only MESSAGE wraps; the principal leads the
+// message because a PRINCIPAL column would leave little room for it.
+func renderFindingsTable(st *lipgloss.Renderer, fs []runbook.Finding, width int, hintLabel string) string {
+	headers := []string{"SEVERITY", "RULE", "FILE", "MESSAGE"}
+	fixedCells := make([][]string, len(fs))
+	for i, f := range fs {
+		fixedCells[i] = []string{
+			statusStyle(st, severityStatus(f.Severity)).Render(strings.ToUpper(string(f.Severity))),
+			oneLine(f.Rule),
+			oneLine(f.File),
+		}
+	}
+	msgWidth := 0
+	if width > 0 {
+		fixed := len(headers) + 1
+		for col := 0; col < 3; col++ {
+			w := lipgloss.Width(headers[col])
+			for _, cells := range fixedCells {
+				w = max(w, lipgloss.Width(cells[col]))
+			}
+			fixed += w + 2
+		}
+		msgWidth = max(width-fixed-2, minMessageWidth)
+	}
+	rows := make([][]string, len(fs))
+	for i, f := range fs {
+		msg := wrapText(oneLine(findingText(f)), msgWidth, "")
+		if f.Hint != "" {
+			msg += "\n" + hintLabel + " " + wrapText(oneLine(f.Hint), msgWidth-len("hint: "), strings.Repeat(" ", len("hint: ")))
+		}
+		rows[i] = append(fixedCells[i], msg)
+	}
+	cell := st.NewStyle().Padding(0, 1)
+	return table.New().
+		Border(lipgloss.RoundedBorder()).
+		BorderStyle(st.NewStyle()).
+		Headers(headers...).
+		Rows(rows...).
+		StyleFunc(func(row, col int) lipgloss.Style {
+			if row == table.HeaderRow {
+				return cell.Bold(true)
+			}
+			return cell
+		}).
+		Render()
+}
+
+// severityStatus maps a severity to the status whose color it shares
+// (info is shown like a pass: nothing to act on).
+func severityStatus(s runbook.Severity) string {
+	switch s {
+	case runbook.SeverityFail:
+		return string(runbook.Fail)
+	case runbook.SeverityWarn:
+		return string(runbook.Warn)
+	}
+	return string(runbook.Pass)
 }

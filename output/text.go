@@ -167,3 +167,22 @@ func quoteIfNeeded(s string) string {
 	}
 	return s
 }
+
+// findingText is a finding's message led by its principal, for the
+// one-line formats that have no principal column.
+func findingText(f runbook.Finding) string {
+	if f.Principal == "" {
+		return f.Message
+	}
+	return f.Principal + ": " + f.Message
+}
+
+// findingCounts says "3 findings (1 fail, 2 warn, 0 info)".
+func findingCounts(fs []runbook.Finding) string {
+	c := runbook.CountFindings(fs)
+	noun := "findings"
+	if c.Total() == 1 {
+		noun = "finding"
+	}
+	return fmt.Sprintf("%d %s (%d fail, %d warn, %d info)", c.Total(), noun, c.Fail, c.Warn, c.Info)
+}

@@ -17,15 +17,6 @@ import (
 // goroutines). onDone, when set, is called after each target finishes,
 // from that target's goroutine.
 func RunGroups(ctx context.Context, command string, groups []Runbook, concurrency int, opts Options, onDone func(done, total int)) *Report {
-	now := opts.Now
-	if now == nil {
-		now = time.Now
-	}
-	since := opts.Since
-	if since == nil {
-		since = time.Since
-	}
-	started := now()
 	if concurrency < 1 {
 		concurrency = 1
 	}
@@ -65,21 +56,37 @@ feed:
 	close(jobs)
 	wg.Wait()
 
+	return Merge(command, opts, reports...)
+}
+
+// Merge combines reports of one command into one, in order: steps,
+// findings and summaries add up, and the exit code is chosen by the same
+// verdict as a single run. StartedAt is the first report's; Duration spans
+// to the end of the last.
+func Merge(command string, opts Options, reports ...*Report) *Report {
 	rep := &Report{
 		Schema:        Schema,
 		Command:       command,
 		CorrelationID: opts.CorrelationID,
-		StartedAt:     started,
 		Strict:        opts.Strict,
 	}
-	for _, r := range reports {
+	var end time.Time
+	for i, r := range reports {
+		if i == 0 || r.StartedAt.Before(rep.StartedAt) {
+			rep.StartedAt = r.StartedAt
+		}
+		if e := r.StartedAt.Add(r.Duration); e.After(end) {
+			end = e
+		}
 		rep.Cancelled = rep.Cancelled || r.Cancelled
 		rep.Steps = append(rep.Steps, r.Steps...)
+		rep.Findings = append(rep.Findings, r.Findings...)
+		rep.Metrics = append(rep.Metrics, r.Metrics...)
 		for _, s := range r.Steps {
 			rep.Summary.add(s.Status)
 		}
 	}
-	rep.Duration = since(started)
+	rep.Duration = end.Sub(rep.StartedAt)
 	rep.Status, rep.ExitCode = verdict(rep)
 	return rep
 }

@@ -65,6 +65,10 @@ type Result struct {
 	Message  string // one line, lower-case start is fine; says what was found
 	Hint     string // what the on-call should do next; empty when nothing to do
 	Evidence Evidence
+	// Findings and Metrics are what a lint step found and measured; Run
+	// moves them to the Report (see findings.go).
+	Findings []Finding
+	Metrics  []Metric
 }
 
 // Passf, Warnf, Failf and Errorf build results with a formatted message.
@@ -89,9 +93,13 @@ func (r Result) WithHint(format string, a ...any) Result {
 
 // With returns r with evidence added (later keys win).
 func (r Result) With(ev Evidence) Result {
-	if r.Evidence == nil {
-		r.Evidence = Evidence{}
+	// Copy, so a result used as a template is never changed through the
+	// map its copies share.
+	merged := make(Evidence, len(r.Evidence)+len(ev))
+	for k, v := range r.Evidence {
+		merged[k] = v
 	}
+	r.Evidence = merged
 	for k, v := range ev {
 		r.Evidence[k] = v
 	}
@@ -122,8 +130,9 @@ type Runbook struct {
 // State carries values from earlier steps to later ones (a loaded config, a
 // probe's offset). It is not safe for concurrent use: steps run in order.
 type State struct {
-	values  map[string]any
-	results map[string]StepResult
+	values   map[string]any
+	results  map[string]StepResult
+	findings []Finding
 }
 
 // NewState returns an empty state.
@@ -198,6 +207,11 @@ type Report struct {
 	Cancelled     bool
 	Steps         []StepResult
 	Summary       Summary
+	// Findings are the lint findings of every step, in step order; Metrics
+	// the samples for the prometheus output. Both are empty for commands
+	// that do not lint.
+	Findings []Finding
+	Metrics  []Metric
 	// Status is the overall verdict: pass, warn, fail, error or cancelled.
 	Status   string
 	ExitCode int
@@ -255,6 +269,11 @@ func Run(ctx context.Context, rb Runbook, opts Options) *Report {
 			sr.Status = Error
 			sr.Message = "step returned no status (bug in krbops)"
 		}
+		// Findings and metrics live in the report only, so a run over many
+		// files holds one copy of each.
+		st.findings = append(st.findings, sr.Findings...)
+		rep.Metrics = append(rep.Metrics, sr.Metrics...)
+		sr.Findings, sr.Metrics = nil, nil
 		st.results[step.ID] = sr
 		rep.Steps = append(rep.Steps, sr)
 		rep.Summary.add(sr.Status)
@@ -262,6 +281,7 @@ func Run(ctx context.Context, rb Runbook, opts Options) *Report {
 			opts.OnStep(sr)
 		}
 	}
+	rep.Findings = st.findings
 	rep.Duration = since(rep.StartedAt)
 	rep.Status, rep.ExitCode = verdict(rep)
 	return rep
@@ -313,7 +333,8 @@ func counts(rep *Report, sr StepResult) bool {
 // verdict is the one place an exit code is chosen from step results.
 // Precedence: cancelled (130) > a failed check (1) > incomplete (3) > ok (0).
 // A definite failure outranks "could not check" because it is what the
-// on-call must act on first.
+// on-call must act on first. A fail finding counts as a failed check and a
+// warn finding as a warning, whatever its step's status.
 func verdict(rep *Report) (string, int) {
 	if rep.Cancelled {
 		return "cancelled", ExitCancelled
@@ -332,6 +353,9 @@ func verdict(rep *Report) (string, int) {
 			warn = true
 		}
 	}
+	fc := CountFindings(rep.Findings)
+	fail = fail || fc.Fail > 0
+	warn = warn || fc.Warn > 0
 	switch {
 	case fail, warn && rep.Strict:
 		return "fail", ExitFail

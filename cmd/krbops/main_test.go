@@ -87,11 +87,20 @@ func TestScript(t *testing.T) {
 			env.Setenv("TERM", "xterm-256color")
 			return nil
 		},
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"json":  cmdJSON,
-			"junit": cmdJUnit,
-			"sleep": cmdSleep,
-		},
+		Cmds: func() map[string]func(ts *testscript.TestScript, neg bool, args []string) {
+			cmds := map[string]func(ts *testscript.TestScript, neg bool, args []string){
+				"json":        cmdJSON,
+				"junit":       cmdJUnit,
+				"sleep":       cmdSleep,
+				"gen-corrupt": cmdGenCorrupt,
+				"findings":    cmdFindings,
+				"truncate":    cmdTruncate,
+			}
+			for name, c := range labCmds(r) {
+				cmds[name] = c
+			}
+			return cmds
+		}(),
 		UpdateScripts: os.Getenv("UPDATE_GOLDEN") == "1",
 	})
 }
@@ -142,8 +151,9 @@ func blackhole(t *testing.T) string {
 //	json FILE PATH abs< X          |value| < X
 //	json FILE PATH len N           array length
 //
-// PATH is dotted; numeric parts index arrays; a part "id=X" picks the array
-// element whose id is X.
+// PATH is dotted; numeric parts index arrays; a part "KEY=X" picks the
+// first array element whose field KEY is X (e.g. id=clock.verdict,
+// rule=ON001).
 func cmdJSON(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) < 4 {
 		ts.Fatalf("usage: json FILE PATH (==|within|abs<|len) VALUE [TOL]")
@@ -158,11 +168,12 @@ func cmdJSON(ts *testscript.TestScript, neg bool, args []string) {
 		case map[string]any:
 			v = cur[part]
 		case []any:
-			if id, ok := strings.CutPrefix(part, "id="); ok {
+			if key, want, ok := strings.Cut(part, "="); ok {
 				v = nil
 				for _, el := range cur {
-					if m, ok := el.(map[string]any); ok && m["id"] == id {
+					if m, ok := el.(map[string]any); ok && m[key] == want {
 						v = m
+						break
 					}
 				}
 				break
