@@ -70,7 +70,7 @@ Steps, in order (each grouped by its file):
   keytab.dir     every keytab under --dir             KT001-KT013
   lint.summary   findings by rule
 
-Rules (docs/klist-lint.md explains each and what to do):
+Rules (docs/lint-rules.md explains each and what to do):
 ` + ruleTable() + `
 Findings are in every output format; -o json lists them under "findings",
 -o prometheus writes a node_exporter textfile.` + exitStatusHelp + `

@@ -20,7 +20,7 @@ const (
 	SeverityFail Severity = "fail"
 )
 
-// Rule is one lint rule. docs/klist-lint.md has a paragraph per rule; the
+// Rule is one lint rule. docs/lint-rules.md has a paragraph per rule; the
 // ids are a contract: never renumber, never reuse a retired id.
 type Rule struct {
 	ID       string

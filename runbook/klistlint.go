@@ -451,10 +451,10 @@ func (l KlistLint) summary(_ context.Context, st *State) Result {
 	switch {
 	case c.Fail > 0:
 		res.Status = Fail
-		res.Hint = "fix the fail findings first; each carries its own hint (docs/klist-lint.md explains every rule)"
+		res.Hint = "fix the fail findings first; each carries its own hint (docs/lint-rules.md explains every rule)"
 	case c.Warn > 0:
 		res.Status = Warn
-		res.Hint = "each finding carries its own hint (docs/klist-lint.md explains every rule)"
+		res.Hint = "each finding carries its own hint (docs/lint-rules.md explains every rule)"
 	}
 	return res
 }

@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/krbops/krbops/internal/durable"
 )
 
 // File layout under the store directory (see docs/secret-store.md):
@@ -29,7 +31,6 @@ import (
 const (
 	manifestFile   = "manifest.json"
 	lockFile       = "lock"
-	tempPrefix     = ".tmp-"
 	versionPrefix  = "v"
 	versionSuffix  = ".keytab"
 	manifestFormat = 1
@@ -407,7 +408,7 @@ func (s *fileStore) check(ctx context.Context, name string) error {
 		return err
 	}
 	defer f.Close()
-	busy, err := tryLock(f)
+	busy, err := durable.TryLock(f)
 	if err != nil {
 		return fmt.Errorf("lock %s: %w", f.Name(), err)
 	}
@@ -419,7 +420,7 @@ func (s *fileStore) check(ctx context.Context, name string) error {
 
 // probeWrite proves dir takes a new, synced file, then removes it.
 func probeWrite(dir string) error {
-	f, err := os.CreateTemp(dir, tempPrefix+"check-")
+	f, err := os.CreateTemp(dir, durable.TempPrefix+"check-")
 	if err != nil {
 		return err
 	}
@@ -456,7 +457,7 @@ func (s *fileStore) mkdirs(dir string) error {
 	if err != nil {
 		return err
 	}
-	return syncDir(s.root)
+	return durable.SyncDir(s.root)
 }
 
 // lock takes the secret's write lock, waiting up to lockTimeout. The lock
@@ -470,7 +471,7 @@ func (s *fileStore) lock(ctx context.Context, dir string) (unlock func(), err er
 	}
 	deadline := time.Now().Add(s.lockTimeout)
 	for {
-		busy, err := tryLock(f)
+		busy, err := durable.TryLock(f)
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", p, err)
@@ -520,64 +521,14 @@ func (s *fileStore) writeManifest(dir string, m *manifest) error {
 	return s.writeAtomic(dir, manifestFile, "manifest", append(b, '\n'))
 }
 
-// writeAtomic writes dir/name so that a crash at any point leaves the old
-// file or the new one, never a mix: temp file in the same directory, write,
-// fsync, close, rename, fsync the directory. The temp file is removed on
-// any error before the rename; a crash leaves it for cleanDir.
-func (s *fileStore) writeAtomic(dir, name, label string, data []byte) (err error) {
-	fault := func(step string) error {
-		if s.fault == nil {
-			return nil
-		}
-		return s.fault(label + ":" + step)
+// writeAtomic writes dir/name crash-safely (durable.WriteFile); label
+// names the file in injected faults ("manifest:rename").
+func (s *fileStore) writeAtomic(dir, name, label string, data []byte) error {
+	var fault durable.Fault
+	if s.fault != nil {
+		fault = func(step string) error { return s.fault(label + ":" + step) }
 	}
-	if err := fault("create"); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, tempPrefix+name+"-") // mode 0600
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	renamed := false
-	defer func() {
-		if err != nil && !renamed {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err = fault("write"); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = fault("sync"); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = fault("close"); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = fault("rename"); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	renamed = true
-	if err = fault("sync-dir"); err != nil {
-		return err
-	}
-	if err = syncDir(dir); err != nil {
-		return err
-	}
-	return fault("done")
+	return durable.WriteFile(filepath.Join(dir, name), data, 0o600, fault)
 }
 
 // cleanDir removes what a crashed writer left behind: temp files, and
@@ -592,7 +543,7 @@ func cleanDir(dir string, m *manifest) error {
 		n := e.Name()
 		orphan := strings.HasPrefix(n, versionPrefix) && strings.HasSuffix(n, versionSuffix) &&
 			!slices.ContainsFunc(m.Versions, func(fv fileVersion) bool { return versionFile(fv.ID) == n })
-		if strings.HasPrefix(n, tempPrefix) || orphan {
+		if durable.IsTemp(n) || orphan {
 			if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/krbops/krbops/internal/durable"
 	"net/url"
 	"os"
 	"os/exec"
@@ -273,7 +274,7 @@ func assertTidy(t *testing.T, s *fileStore, name string) *manifest {
 	}
 	for _, e := range entries {
 		fi, _ := e.Info()
-		if strings.HasPrefix(e.Name(), tempPrefix) {
+		if durable.IsTemp(e.Name()) {
 			t.Errorf("temp file %s left behind", e.Name())
 		}
 		if fi.Mode().Perm() != 0o600 {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/krbops/krbops/internal/spawn"
 )
 
 // ForTest starts a realm for t in t.TempDir and closes it in t.Cleanup.
@@ -37,7 +39,7 @@ func ForTest(t testing.TB, opts Options) *Realm {
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, k := range r.KDCList() {
-				if s := tail(k.Log, 2048); s != "" {
+				if s := spawn.Tail(k.Log, 2048); s != "" {
 					t.Logf("lab: %s (tail):\n%s", k.Log, s)
 				}
 			}

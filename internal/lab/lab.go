@@ -34,6 +34,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/krbops/krbops/internal/spawn"
 )
 
 // DefaultRealm is the realm name when Options.Realm is empty.
@@ -149,7 +151,7 @@ func Start(ctx context.Context, opts Options) (_ *Realm, err error) {
 	}
 	defer func() {
 		if err != nil {
-			if out := tail(r.KDCLog(), 1024); out != "" {
+			if out := spawn.Tail(r.KDCLog(), 1024); out != "" {
 				r.logf("lab: kdc.log:\n%s", out)
 			}
 			r.Close()
@@ -258,7 +260,7 @@ func (r *Realm) Command(ctx context.Context, name string, args ...string) *exec.
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = r.env(r.KDCProfile)
 	cmd.Dir = r.Dir
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = spawn.SysProcAttr()
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 2 * time.Second
 	return cmd
@@ -399,7 +401,7 @@ func (r *Realm) waitKDC(ctx context.Context, k *KDC) error {
 	var last error
 	for {
 		if k.p.exited() {
-			return fmt.Errorf("lab: krb5kdc for %s exited during start-up (%v): %s\n%s", k.Addr, k.p.waitErr, k.p.output(), tail(k.Log, 1024))
+			return fmt.Errorf("lab: krb5kdc for %s exited during start-up (%v): %s\n%s", k.Addr, k.p.waitErr, k.p.output(), spawn.Tail(k.Log, 1024))
 		}
 		pctx, pcancel := context.WithTimeout(ctx, 250*time.Millisecond)
 		_, err := Probe(pctx, "udp", k.Addr, r.Name, "")
@@ -413,7 +415,7 @@ func (r *Realm) waitKDC(ctx context.Context, k *KDC) error {
 		last = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("lab: krb5kdc on %s did not answer: %v (last probe: %v)\n%s", k.Addr, ctx.Err(), last, tail(k.Log, 1024))
+			return fmt.Errorf("lab: krb5kdc on %s did not answer: %v (last probe: %v)\n%s", k.Addr, ctx.Err(), last, spawn.Tail(k.Log, 1024))
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -462,7 +464,7 @@ func (r *Realm) waitTCP(ctx context.Context, p *proc, addrs ...string) error {
 	for _, a := range addrs {
 		for {
 			if p.exited() {
-				return fmt.Errorf("lab: %s exited during start-up (%v): %s\n%s", p.name, p.waitErr, p.output(), tail(filepath.Join(r.Dir, p.name+".log"), 1024))
+				return fmt.Errorf("lab: %s exited during start-up (%v): %s\n%s", p.name, p.waitErr, p.output(), spawn.Tail(filepath.Join(r.Dir, p.name+".log"), 1024))
 			}
 			var d net.Dialer
 			dctx, dcancel := context.WithTimeout(ctx, 250*time.Millisecond)
@@ -483,7 +485,7 @@ func (r *Realm) waitTCP(ctx context.Context, p *proc, addrs ...string) error {
 }
 
 func addrInUse(p *proc, log string) bool {
-	return strings.Contains(p.output()+tail(log, 2048), "in use")
+	return strings.Contains(p.output()+spawn.Tail(log, 2048), "in use")
 }
 
 func portOf(addr string) int {

@@ -5,15 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/krbops/krbops/internal/spawn"
 )
 
 // InstallCommand installs every binary the lab needs on Debian and Ubuntu.
@@ -101,30 +100,6 @@ func labEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-var (
-	spawnOnce sync.Once
-	spawnCh   chan func()
-)
-
-// startOnSpawnThread starts cmd from one OS thread that never exits. Linux
-// delivers Pdeathsig when the *thread* that forked a child dies, not the
-// process; Go may retire threads (a goroutine that exits while locked to
-// its thread takes it along), which would kill a daemon mid-test.
-func startOnSpawnThread(cmd *exec.Cmd) error {
-	spawnOnce.Do(func() {
-		spawnCh = make(chan func())
-		go func() {
-			runtime.LockOSThread() // never unlocked: this thread lives as long as the process
-			for f := range spawnCh {
-				f()
-			}
-		}()
-	})
-	errc := make(chan error, 1)
-	spawnCh <- func() { errc <- cmd.Start() }
-	return <-errc
-}
-
 // proc is a long-running daemon (krb5kdc, kadmind) owned by a Realm.
 type proc struct {
 	name    string
@@ -145,8 +120,7 @@ func startProc(name, bin string, args, env []string, dir, outPath string) (*proc
 	cmd.Dir = dir
 	cmd.Stdout = out
 	cmd.Stderr = out
-	cmd.SysProcAttr = sysProcAttr()
-	if err := startOnSpawnThread(cmd); err != nil {
+	if err := spawn.Start(cmd); err != nil {
 		return nil, fmt.Errorf("lab: start %s: %w", name, err)
 	}
 	p := &proc{name: name, cmd: cmd, outPath: outPath, done: make(chan struct{})}
@@ -169,7 +143,7 @@ func (p *proc) exited() bool {
 }
 
 // output returns the tail of the daemon's stdout/stderr file.
-func (p *proc) output() string { return tail(p.outPath, 2048) }
+func (p *proc) output() string { return spawn.Tail(p.outPath, 2048) }
 
 // stop sends SIGTERM to the daemon's process group, waits, then SIGKILLs.
 // It returns an error only when the process could not be made to exit.
@@ -204,7 +178,6 @@ func runTool(ctx context.Context, env []string, dir string, stdin string, name s
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = env
 	cmd.Dir = dir
-	cmd.SysProcAttr = sysProcAttr()
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 2 * time.Second
 	if stdin != "" {
@@ -213,7 +186,7 @@ func runTool(ctx context.Context, env []string, dir string, stdin string, name s
 	var o, e bytes.Buffer
 	cmd.Stdout = &o
 	cmd.Stderr = &e
-	err = startOnSpawnThread(cmd)
+	err = spawn.Start(cmd)
 	if err == nil {
 		err = cmd.Wait()
 	}
@@ -232,19 +205,6 @@ func redactArgs(args []string) []string {
 		}
 	}
 	return out
-}
-
-func tail(path string, n int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Size() > n {
-		_, _ = f.Seek(-n, io.SeekEnd)
-	}
-	b, _ := io.ReadAll(f)
-	return strings.TrimSpace(string(b))
 }
 
 // alive reports whether pid still names a process that is not a zombie.

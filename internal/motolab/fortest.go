@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/krbops/krbops/internal/spawn"
 )
 
 // ForTest starts a moto_server for t and stops it in t.Cleanup. When
@@ -37,7 +39,7 @@ func ForTest(t testing.TB, opts Options) *Server {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			if out := tail(s.Log, 4096); out != "" {
+			if out := spawn.Tail(s.Log, 4096); out != "" {
 				t.Logf("motolab: %s (tail):\n%s", s.Log, out)
 			}
 		}

@@ -27,7 +27,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +35,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/krbops/krbops/internal/spawn"
 )
 
 // DefaultRegion is the region of Server.Config when Options.Region is empty.
@@ -155,7 +155,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	s.Log = filepath.Join(s.dir, "moto.log")
 	defer func() {
 		if err != nil {
-			if out := tail(s.Log, 2048); out != "" {
+			if out := spawn.Tail(s.Log, 2048); out != "" {
 				logf("motolab: %s (tail):\n%s", s.Log, out)
 			}
 			s.Close()
@@ -212,8 +212,7 @@ func (s *Server) spawn(bin string, port int, enforceIAM bool) error {
 	cmd.Dir = s.dir
 	cmd.Stdout = out
 	cmd.Stderr = out
-	cmd.SysProcAttr = sysProcAttr()
-	if err := startOnSpawnThread(cmd); err != nil {
+	if err := spawn.Start(cmd); err != nil {
 		return fmt.Errorf("motolab: start %s: %w", bin, err)
 	}
 	s.cmd = cmd
@@ -267,7 +266,7 @@ func (s *Server) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-s.done:
-			return fmt.Errorf("motolab: moto_server exited before answering: %s", tail(s.Log, 512))
+			return fmt.Errorf("motolab: moto_server exited before answering: %s", spawn.Tail(s.Log, 512))
 		case <-ctx.Done():
 			return fmt.Errorf("motolab: moto_server on %s not ready after %s: %w", s.Endpoint, readyTimeout, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
@@ -371,43 +370,6 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-var (
-	spawnOnce sync.Once
-	spawnCh   chan func()
-)
-
-// startOnSpawnThread starts cmd from one OS thread that never exits. Linux
-// delivers Pdeathsig when the *thread* that forked a child dies, not the
-// process; Go may retire threads (a goroutine that exits while locked to
-// its thread takes it along), which would kill the server mid-test.
-func startOnSpawnThread(cmd *exec.Cmd) error {
-	spawnOnce.Do(func() {
-		spawnCh = make(chan func())
-		go func() {
-			runtime.LockOSThread() // never unlocked: this thread lives as long as the process
-			for f := range spawnCh {
-				f()
-			}
-		}()
-	})
-	errc := make(chan error, 1)
-	spawnCh <- func() { errc <- cmd.Start() }
-	return <-errc
-}
-
-func tail(path string, n int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Size() > n {
-		_, _ = f.Seek(-n, io.SeekEnd)
-	}
-	b, _ := io.ReadAll(f)
-	return strings.TrimSpace(string(b))
 }
 
 // errMissing marks Bin's failure so ForTest can tell "not installed" (a

@@ -1,11 +1,11 @@
 //go:build unix && !linux
 
-package lab
+package spawn
 
 import "syscall"
 
-// sysProcAttr puts a child in its own process group so Close can signal
+// SysProcAttr puts a child in its own process group so a harness can signal
 // everything it spawned. Only Linux has a parent-death signal.
-func sysProcAttr() *syscall.SysProcAttr {
+func SysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }
