@@ -138,30 +138,88 @@ func demo(ctx context.Context, args []string) int {
 	normal := r.KDCs[0]
 	down := r.DownAddr()
 
-	confs := []struct {
-		file, title string
-		kdcs        []string
-	}{
-		{"healthy.conf", fmt.Sprintf("Healthy realm: one KDC (%s), clocks in sync", normal.Addr), []string{normal.Addr}},
-		{"skewed.conf", fmt.Sprintf("A KDC whose clock is %s off (%s, libfaketime)", *skew, skewed.Addr), []string{skewed.Addr}},
-		{"failover.conf", fmt.Sprintf("First KDC down (%s), second healthy (%s)", down, normal.Addr), []string{down, normal.Addr}},
+	healthy := filepath.Join(r.Dir, "healthy.conf")
+	svcKT := filepath.Join(r.Dir, "web1.keytab")
+	weakKT := filepath.Join(r.Dir, "legacy.keytab")
+	opCC := "FILE:" + filepath.Join(r.Dir, "oncall.ccache")
+	opKT := filepath.Join(r.Dir, "oncall.keytab")
+	const svc, op, legacy = "HTTP/web1.krbops.test", "oncall/ops.krbops.test", "host/legacy.krbops.test"
+	clockScene := func(file, title string, kdcs ...string) scene {
+		conf := filepath.Join(r.Dir, file)
+		return scene{
+			title: title + "\n   krb5.conf kdc = " + strings.Join(kdcs, ", "),
+			conf:  conf,
+			setup: func() error { return r.WriteKrb5Conf(conf, kdcs...) },
+			argv:  []string{"clock-check", "--krb5-config", conf, "-o", "table", "--principal", demoPrincipal},
+		}
+	}
+	scenes := []scene{
+		clockScene("healthy.conf", fmt.Sprintf("Healthy realm: one KDC (%s), clocks in sync", normal.Addr), normal.Addr),
+		clockScene("skewed.conf", fmt.Sprintf("A KDC whose clock is %s off (%s, libfaketime)", *skew, skewed.Addr), skewed.Addr),
+		clockScene("failover.conf", fmt.Sprintf("First KDC down (%s), second healthy (%s)", down, normal.Addr), down, normal.Addr),
+		{
+			title: "A service keytab: verify proves keytab -> AS -> TGS -> AP",
+			conf:  healthy,
+			setup: func() error {
+				if err := r.AddPrincipal(ctx, svc, ""); err != nil {
+					return err
+				}
+				if err := r.Keytab(ctx, svc, svcKT); err != nil {
+					return err
+				}
+				return os.Chmod(svcKT, 0o600)
+			},
+			argv: []string{"verify", "--keytab", svcKT, "-o", "table"},
+		},
+		{
+			title: "Someone ran `cpw -randkey` at the KDC; this host kept the old keytab",
+			conf:  healthy,
+			setup: func() error {
+				// The on-call's own TGT lets verify ask the KDC's kvno.
+				if err := r.AddPrincipal(ctx, op, ""); err != nil {
+					return err
+				}
+				if err := r.Keytab(ctx, op, opKT); err != nil {
+					return err
+				}
+				if out, err := r.Command(ctx, "kinit", "-k", "-t", opKT, "-c", opCC, op).CombinedOutput(); err != nil {
+					return fmt.Errorf("kinit: %v: %s", err, out)
+				}
+				_, err := r.Kadmin(ctx, "cpw -randkey "+svc)
+				return err
+			},
+			argv: []string{"verify", "--keytab", svcKT, "--ccache", opCC, "-o", "table"},
+		},
+		{
+			title: "klist-lint: an old, group-readable keytab with rc4 and three kvnos",
+			conf:  healthy,
+			setup: func() error {
+				if err := r.AddPrincipal(ctx, legacy, ""); err != nil {
+					return err
+				}
+				for range 3 { // each ktadd adds a kvno
+					if err := r.Keytab(ctx, legacy, weakKT, "aes256-cts-hmac-sha1-96", "rc4-hmac"); err != nil {
+						return err
+					}
+				}
+				return os.Chmod(weakKT, 0o640)
+			},
+			argv: []string{"klist-lint", "--keytab", weakKT, "--ccache", opCC, "-o", "table"},
+		},
 	}
 	type result struct {
 		title string
 		code  int
 	}
 	var results []result
-	for i, c := range confs {
-		conf := filepath.Join(r.Dir, c.file)
-		if err := r.WriteKrb5Conf(conf, c.kdcs...); err != nil {
+	for i, sc := range scenes {
+		if err := sc.setup(); err != nil {
 			fmt.Fprintf(os.Stderr, "krbops-lab: %v\n", err)
 			return 1
 		}
-		argv := []string{"clock-check", "--krb5-config", conf, "-o", "table", "--principal", demoPrincipal}
-		fmt.Printf("\n━━ %d/%d  %s\n", i+1, len(confs), c.title)
-		fmt.Printf("   krb5.conf kdc = %s\n", strings.Join(c.kdcs, ", "))
-		fmt.Printf("$ krbops %s\n", strings.Join(argv, " "))
-		code, err := runKrbops(ctx, r, bin, conf, argv)
+		fmt.Printf("\n━━ %d/%d  %s\n", i+1, len(scenes), sc.title)
+		fmt.Printf("$ krbops %s\n", strings.Join(sc.argv, " "))
+		code, err := runKrbops(ctx, r, bin, sc.conf, sc.argv)
 		if interrupted(ctx) {
 			fmt.Println("\nInterrupted.")
 			return 130
@@ -171,13 +229,23 @@ func demo(ctx context.Context, args []string) int {
 			return 1
 		}
 		fmt.Printf("→ exit code %d\n", code)
-		results = append(results, result{c.title, code})
+		title, _, _ := strings.Cut(sc.title, "\n")
+		results = append(results, result{title, code})
 	}
-	fmt.Println("\nSummary (a non-zero exit code for a broken KDC is expected, not a demo failure):")
+	fmt.Println("\nSummary (a non-zero exit code for a broken realm is expected, not a demo failure):")
 	for i, res := range results {
 		fmt.Printf("  %d. exit %-3d %s\n", i+1, res.code, res.title)
 	}
 	return 0
+}
+
+// scene is one step of the demo: what the on-call faces, how the lab
+// makes it real, and the krbops command they would run.
+type scene struct {
+	title string
+	conf  string
+	setup func() error
+	argv  []string
 }
 
 // runKrbops runs krbops like an on-call would, stdout and stderr on the
