@@ -44,7 +44,7 @@ vet:
 # lab realm; with CI=true a missing KDC binary fails them instead of
 # skipping.
 unit:
-	$(GO) test -race -count=1 ./runbook/... ./kdcops/... ./output/... ./commands/... ./secretstore/... ./ledger/...
+	$(GO) test -race -count=1 ./runbook/... ./kdcops/... ./output/... ./commands/... ./secretstore/... ./ledger/... ./rotate/...
 
 integration:
 	$(GO) test -count=1 ./internal/... ./test/integration/...
@@ -86,3 +86,9 @@ fuzz:
 # --dir` on it next to a `klist -k -t -e` loop over a sample.
 lintbench: build
 	$(GO) run ./bench/lintbench --krbops $(BIN)
+
+# rotatebench: krbops rotate (kpasswd backend, limits off) against MIT
+# k5srvutil change on N lab principals each, in the same run.
+.PHONY: rotatebench
+rotatebench: build
+	$(GO) run ./bench/rotatebench --krbops $(BIN)

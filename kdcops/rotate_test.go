@@ -1,0 +1,67 @@
+package kdcops
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jcmturner/gokrb5/v8/crypto"
+)
+
+// The KDC's salt, not the default one, and the 32-bit kvno survive into
+// the keytab bytes (gokrb5's AddEntry would lose both).
+func TestDeriveKeytabSaltAndKVNO(t *testing.T) {
+	keys := []KDCKey{{Enctype: 18, Salt: "OLD.REALMrenamed"}, {Enctype: 17, Salt: "RALICE", DefaultSalt: true}}
+	ents, err := DeriveKeytab("R", []string{"alice"}, keys, "pw-1", 300, time.Unix(1700000000, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	et, _ := crypto.GetEtype(18)
+	want, _ := et.StringToKey("pw-1", "OLD.REALMrenamed", et.GetDefaultStringToKeyParams())
+	def, _ := et.StringToKey("pw-1", "Ralice", et.GetDefaultStringToKeyParams())
+	if string(ents[0].key) != string(want) || string(ents[0].key) == string(def) {
+		t.Error("aes256 key not derived with the KDC's salt")
+	}
+	raw, err := MarshalKeytab(ents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kt, err := ParseKeytab(raw, KeytabOptions{KeepKeys: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range kt.Entries {
+		if e.KVNO != 300 || e.KVNO8 != 44 || e.Principal != "alice@R" {
+			t.Errorf("entry %s kvno %d/%d, want alice@R kvno 300 (8-bit 44)", e.Principal, e.KVNO, e.KVNO8)
+		}
+	}
+	if got := KVNOs(AtKVNO(kt.Entries, 300)); len(got) != 1 || got[0] != 300 {
+		t.Errorf("AtKVNO/KVNOs = %v", got)
+	}
+}
+
+func TestDeriveKeytabRefusesUnderivableEnctype(t *testing.T) {
+	_, err := DeriveKeytab("R", []string{"a"}, []KDCKey{{Enctype: 3, Salt: "Ra"}}, "pw", 2, time.Now())
+	if err == nil || !strings.Contains(err.Error(), "cannot derive") {
+		t.Errorf("single DES: %v", err)
+	}
+	if _, err := DeriveKeytab("R", []string{"a"}, nil, "pw", 2, time.Now()); err == nil {
+		t.Error("no keys: no error")
+	}
+}
+
+// gokrb5 picks login keys by timestamp: a two-kvno keytab is refused
+// before anything is sent.
+func TestKpasswdSetNeedsOneKVNO(t *testing.T) {
+	a, _ := DeriveKeytab("R", []string{"a"}, []KDCKey{{Enctype: 18, Salt: "Ra"}}, "x", 2, time.Now())
+	b, _ := DeriveKeytab("R", []string{"a"}, []KDCKey{{Enctype: 18, Salt: "Ra"}}, "y", 3, time.Now())
+	c := &OnlineClient{}
+	err := c.KpasswdSet(context.Background(), append(a, b...), "R", []string{"a"}, "new")
+	if err == nil || !strings.Contains(err.Error(), "exactly one kvno") {
+		t.Errorf("two kvnos: %v", err)
+	}
+	if err := c.KpasswdSet(context.Background(), nil, "R", []string{"a"}, "new"); err == nil {
+		t.Error("no keys: no error")
+	}
+}

@@ -1,0 +1,113 @@
+package rotate
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/krbops/krbops/kdcops"
+)
+
+const kdcLog = `Nov 23 12:36:09 vm krb5kdc[1](info): AS_REQ (1 etypes {aes256-cts-hmac-sha1-96(18)}) 127.0.0.1: NEEDED_PREAUTH: alice@R for krbtgt/R@R, Additional pre-authentication required
+Nov 23 12:36:09 vm krb5kdc[1](info): AS_REQ (1 etypes {aes256-cts-hmac-sha1-96(18)}) 127.0.0.1: ISSUE: authtime 1000, etypes {rep=aes256-cts-hmac-sha1-96(18), tkt=aes256-cts-hmac-sha1-96(18), ses=aes256-cts-hmac-sha1-96(18)}, alice@R for krbtgt/R@R
+Nov 23 12:36:09 vm krb5kdc[1](info): AS_REQ (1 etypes {aes256-cts-hmac-sha1-96(18)}) 127.0.0.1: ISSUE: authtime 3000, etypes {rep=aes256-cts-hmac-sha1-96(18), tkt=aes256-cts-hmac-sha1-96(18), ses=aes256-cts-hmac-sha1-96(18)}, alice@R for kadmin/changepw@R
+Nov 23 12:36:09 vm krb5kdc[1](info): TGS_REQ (1 etypes {aes256-cts-hmac-sha1-96(18)}) 127.0.0.1: ISSUE: authtime 4000, etypes {rep=aes256-cts-hmac-sha1-96(18), tkt=aes256-cts-hmac-sha1-96(18), ses=aes256-cts-hmac-sha1-96(18)}, alice@R for krbtgt/R@R
+Nov 23 12:36:09 vm krb5kdc[1](info): AS_REQ (1 etypes {aes256-cts-hmac-sha1-96(18)}) 127.0.0.1: ISSUE: authtime 2000, etypes {rep=aes256-cts-hmac-sha1-96(18), tkt=aes256-cts-hmac-sha1-96(18), ses=aes256-cts-hmac-sha1-96(18)}, alice@R for krbtgt/R@R
+Nov 23 12:36:09 vm krb5kdc[1](info): AS_REQ (1 etypes {aes256-cts-hmac-sha1-96(18)}) 127.0.0.1: ISSUE: authtime 2500, etypes {rep=aes256-cts-hmac-sha1-96(18), tkt=aes256-cts-hmac-sha1-96(18), ses=aes256-cts-hmac-sha1-96(18)}, alice2@R for krbtgt/R@R
+Nov 23 12:36:09 vm krb5kdc[1](info): AS_REQ (1 etypes {aes256-cts-hmac-sha1-96(18)}) 127.0.0.1: ISSUE: authtime 9000, etypes {rep=aes256-cts-hmac-sha1-96(18), tkt=aes256-cts-hmac-sha1-96(18), ses=aes256-cts-hmac-sha1-96(18)}, alice@R for krbtgt/R@R
+`
+
+// Only TGTs from AS exchanges count, for this exact principal, and not
+// krbops' own logins of this run (authtime >= before).
+func TestLastLogin(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kdc.log")
+	if err := os.WriteFile(path, []byte(kdcLog), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	at, found, err := LastLogin(path, "alice@R", time.Unix(9000, 0))
+	if err != nil || !found || at.Unix() != 2000 {
+		t.Fatalf("LastLogin = %v %v %v, want authtime 2000", at.Unix(), found, err)
+	}
+	if _, found, _ := LastLogin(path, "bob@R", time.Unix(9000, 0)); found {
+		t.Error("found a login of a principal that never logged in")
+	}
+	if _, _, err := LastLogin(filepath.Join(t.TempDir(), "missing"), "alice@R", time.Now()); err == nil {
+		t.Error("a missing log is not an error")
+	}
+}
+
+// The journal holds a password and keys: 0600 in a 0700 directory, no
+// temp file left, and never in its String.
+func TestJournalSaveLoad(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "journal")
+	j := &Journal{ID: "abc", Principal: "HTTP/web1@R", Role: Server, Password: "s3cret-pw", Pending: []byte{5, 2}, State: StateCreated,
+		KDCKeys: []kdcops.KDCKey{{Enctype: 18, Salt: "RHTTPweb1"}}}
+	if err := j.save(dir, time.Unix(5, 0)); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(JournalPath(dir, "HTTP/web1@R"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("journal mode %v %v, want 0600", fi, err)
+	}
+	if di, _ := os.Stat(dir); di.Mode().Perm() != 0o700 {
+		t.Errorf("journal dir mode %v, want 0700", di.Mode().Perm())
+	}
+	got, err := LoadJournal(dir, "HTTP/web1@R")
+	if err != nil || got.Password != "s3cret-pw" || got.State != StateCreated || got.KDCKeys[0].Salt != "RHTTPweb1" {
+		t.Fatalf("LoadJournal = %+v %v", got, err)
+	}
+	if strings.Contains(got.String(), "s3cret") {
+		t.Errorf("String leaks the password: %s", got)
+	}
+	all, err := ListJournals(dir)
+	if err != nil || len(all) != 1 || all[0].Principal != "HTTP/web1@R" {
+		t.Errorf("ListJournals = %v %v", all, err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Errorf("directory holds %d files, want the journal only", len(ents))
+	}
+	if err := removeJournal(dir, "HTTP/web1@R"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadJournal(dir, "HTTP/web1@R"); err != ErrNoJournal {
+		t.Errorf("after remove: %v, want ErrNoJournal", err)
+	}
+}
+
+func TestNewPasswordIsStrongAndPromptSafe(t *testing.T) {
+	a, b := NewPassword(), NewPassword()
+	if a == b || len(a) < 50 || strings.ContainsAny(a, "\r\n \t") {
+		t.Errorf("passwords %q %q: want distinct, >= 50 characters, no whitespace", a, b)
+	}
+}
+
+// --dry-run: every step is a skip that says what it would do; nothing is
+// opened (Store and Ledger are nil, so any call would panic).
+func TestPlanChangesNothing(t *testing.T) {
+	cfg, err := kdcops.LoadConfig(writeConf(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Rotation{Config: cfg, Realm: "R", Principal: "alice@R", Role: Client, Backend: BackendKadmin, Keytab: "/k", Secret: "alice@R"}
+	rb := r.Plan(false)
+	if len(rb.Steps) != len(StepIDs) {
+		t.Fatalf("plan has %d steps, want %d", len(rb.Steps), len(StepIDs))
+	}
+	for i, s := range rb.Steps {
+		res := s.Run(t.Context(), nil)
+		if s.ID != StepIDs[i] || res.Status != "skip" || !strings.HasPrefix(res.Message, "dry-run: would ") {
+			t.Errorf("step %d %s: %+v", i, s.ID, res)
+		}
+	}
+}
+
+func writeConf(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "krb5.conf")
+	if err := os.WriteFile(p, []byte("[libdefaults]\n default_realm = R\n[realms]\n R = {\n  kdc = 127.0.0.1:1\n }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
