@@ -44,7 +44,7 @@ vet:
 # lab realm; with CI=true a missing KDC binary fails them instead of
 # skipping.
 unit:
-	$(GO) test -race -count=1 ./runbook/... ./kdcops/... ./output/... ./commands/... ./secretstore/... ./ledger/... ./rotate/...
+	$(GO) test -race -count=1 ./runbook/... ./kdcops/... ./output/... ./commands/... ./secretstore/... ./ledger/... ./rotate/... ./dynamo/...
 
 integration:
 	$(GO) test -count=1 ./internal/... ./test/integration/...
@@ -86,6 +86,36 @@ fuzz:
 # --dir` on it next to a `klist -k -t -e` loop over a sample.
 lintbench: build
 	$(GO) run ./bench/lintbench --krbops $(BIN)
+
+# deps-dynalite installs dynalite (npm), the DynamoDB server of the
+# resume-query tests, into .cache/npm where internal/dynalab finds it; it
+# runs as part of `make deps`. node and npm come from Debian.
+DYNALITE_VERSION := 4.0.0
+.PHONY: deps-dynalite soak querybench
+deps: deps-dynalite
+deps-dynalite:
+	@if [ -x .cache/npm/node_modules/.bin/dynalite ] && grep -q '"version": "$(DYNALITE_VERSION)"' .cache/npm/node_modules/dynalite/package.json 2>/dev/null; then \
+		exit 0; fi; \
+	if ! command -v npm >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing: nodejs npm"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
+		else \
+			echo "missing: npm"; echo "run: sudo apt-get install -y nodejs npm"; exit 2; \
+		fi; \
+	fi; \
+	echo "installing: dynalite@$(DYNALITE_VERSION) into .cache/npm"; \
+	npm install --prefix .cache/npm --no-audit --no-fund --loglevel=error dynalite@$(DYNALITE_VERSION) >/dev/null
+
+# soak kills resume-query with SIGKILL 100 times per crash test (20 in
+# `make test`) and checks every resumed output against a plain scan.
+soak: deps-dynalite
+	KRBOPS_SOAK_KILLS=100 $(GO) test -count=1 -timeout 30m -run 'TestResumeQueryKilled' -v ./test/integration/
+
+# querybench: krbops scan against a raw aws-sdk-go-v2 paginator loop over
+# 100,000 items in dynalite, and the pages a resume re-reads after a kill.
+querybench: build deps-dynalite
+	$(GO) run ./bench/querybench --krbops $(BIN)
 
 # rotatebench: krbops rotate (kpasswd backend, limits off) against MIT
 # k5srvutil change on N lab principals each, in the same run.

@@ -9,7 +9,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -352,7 +351,7 @@ func (o *RotateOptions) rotation(ctx context.Context) (*rotate.Rotation, func(),
 			if id == at {
 				// Test-only: die like a power cut, with no deferred
 				// cleanup, exactly at this step boundary.
-				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				killSelf()
 			}
 		}
 	}

@@ -68,9 +68,14 @@ func TestScript(t *testing.T) {
 		}
 	}
 
+	ql := newQueryLab(r)
+	t.Cleanup(ql.close)
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Setup: func(env *testscript.Env) error {
+			if err := ql.setup(env); err != nil {
+				return err
+			}
 			env.Setenv("LAB_REALM", r.Name)
 			env.Setenv("LAB_KDC", normal)
 			env.Setenv("LAB_SKEWED_KDC", skewed.Addr)
@@ -97,6 +102,9 @@ func TestScript(t *testing.T) {
 				"truncate":    cmdTruncate,
 			}
 			for name, c := range labCmds(r) {
+				cmds[name] = c
+			}
+			for name, c := range ql.cmds() {
 				cmds[name] = c
 			}
 			return cmds

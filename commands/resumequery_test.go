@@ -1,0 +1,293 @@
+package commands
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/krbops/krbops/dynamo"
+	"github.com/krbops/krbops/runbook"
+)
+
+func parseRQ(t *testing.T, env map[string]string, args ...string) (*ResumeQueryOptions, error) {
+	t.Helper()
+	io, _, _ := lintStreams(env)
+	g := &Globals{IO: io}
+	var got *ResumeQueryOptions
+	cmd := NewCmdResumeQuery(g, func(_ context.Context, o *ResumeQueryOptions) error { got = o; return nil })
+	cmd.SetArgs(args)
+	cmd.SetOut(&bytes.Buffer{})
+	cmd.SetErr(&bytes.Buffer{})
+	return got, cmd.Execute()
+}
+
+func TestResumeQueryFlags(t *testing.T) {
+	o, err := parseRQ(t, map[string]string{"AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:8000"},
+		"--table", "orders", "--scan", "--segments", "12", "--out", "o.jsonl", "--filter", "#s = :s",
+		"--names", `{"#s":"status"}`, "--values", `{":s":{"S":"open"}}`, "--page-size", "100", "--max-rcu", "50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := o.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Workers != 8 || cfg.Format != dynamo.FormatJSON || cfg.TicketMargin != 10*time.Minute || cfg.RetryBudget != 50 ||
+		cfg.Endpoint != "http://127.0.0.1:8000" || cfg.Spec.Segments != 12 || cfg.Spec.PageSize != 100 || cfg.MaxRCU != 50 ||
+		cfg.Spec.Names["#s"] != "status" || cfg.Kerberos != nil {
+		t.Errorf("config %+v", cfg)
+	}
+	if v, ok := cfg.Spec.Values[":s"].(*types.AttributeValueMemberS); !ok || v.Value != "open" {
+		t.Errorf("values %v", cfg.Spec.Values)
+	}
+	o, err = parseRQ(t, map[string]string{"AWS_ENDPOINT_URL_DYNAMODB": "http://env"}, "--table", "t", "--key-condition", "pk = :p",
+		"--values", `{":p":{"S":"a"}}`, "--out", "o", "--endpoint-url", "http://flag", "--keytab", "k.kt",
+		"--principal", "svc@R", "--credential-broker", "https://b/creds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Krb5Config = "/x/krb5.conf" // a global flag
+	cfg, _ = o.config()
+	if cfg.Endpoint != "http://flag" || cfg.Workers != 1 || cfg.Kerberos == nil || cfg.Kerberos.Krb5Conf != "/x/krb5.conf" ||
+		cfg.Broker != "https://b/creds" || cfg.Spec.Scan {
+		t.Errorf("kerberos config %+v %+v", cfg, cfg.Kerberos)
+	}
+}
+
+func TestResumeQueryUsageErrors(t *testing.T) {
+	base := []string{"--table", "t", "--out", "o"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--out", "o", "--scan"}, "--table is required"},
+		{[]string{"--table", "t", "--scan"}, "--out is required"},
+		{append(base, "--filter", "x"), "a query needs --key-condition"},
+		{append(base, "--scan", "--key-condition", "pk = :p"), "--key-condition is for a query"},
+		{append(base, "--key-condition", "pk = :p", "--segments", "4"), "--segments is for a --scan"},
+		{append(base, "--scan", "--segments", "2", "--workers", "3"), "--workers 3 must be between 1 and --segments 2"},
+		{append(base, "--scan", "--values", `{":a": 1}`), "--values is not DynamoDB JSON"},
+		{append(base, "--scan", "--values", `{"a": {"S": "x"}}`), `placeholder "a" must start with ':'`},
+		{append(base, "--scan", "--format", "csv"), `--format "csv"`},
+		{append(base, "--scan", "--keytab", "k"), "--keytab, --principal and --credential-broker go together"},
+		{append(base, "--scan", "--broker-spn", "HTTP/x"), "--broker-spn needs --credential-broker"},
+		{append(base, "--scan", "--ticket-margin", "0s"), "--ticket-margin must be positive"},
+		{append(base, "--scan", "--retry-budget", "-1"), "--retry-budget -1"},
+	} {
+		_, err := parseRQ(t, nil, tc.args...)
+		var ee *runbook.ExitError
+		if !errors.As(err, &ee) || ee.Code != runbook.ExitUsage || !strings.Contains(err.Error(), tc.want) || ee.Hint == "" {
+			t.Errorf("%v: err %v, want exit 2 with %q and a hint", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestPrepareErrorExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code int
+	}{
+		{&dynamo.BindingError{Checkpoint: "c", Diffs: []dynamo.Difference{{Field: "--filter"}}}, runbook.ExitUsage},
+		{&dynamo.CheckpointError{Path: "c", Msg: "bad"}, runbook.ExitUsage},
+		{&dynamo.ConfigError{Err: errors.New("x")}, runbook.ExitUsage},
+		{&dynamo.RequestError{Operation: "Scan", Detail: dynamo.Classified{Class: dynamo.ClassInvalid, Code: "ValidationException"}}, runbook.ExitUsage},
+		{&dynamo.PermissionError{Action: "dynamodb:DescribeTable", Resource: "table/t"}, runbook.ExitFail},
+		{&dynamo.AuthError{}, runbook.ExitFail},
+		{&dynamo.KerberosError{Reason: "KDC_ERR_PREAUTH_FAILED"}, runbook.ExitFail},
+		{&dynamo.KerberosError{Unreachable: true}, runbook.ExitIncomplete},
+		{&dynamo.BrokerError{Class: dynamo.ClassPermission}, runbook.ExitFail},
+		{&dynamo.BrokerError{Class: dynamo.ClassTransient}, runbook.ExitIncomplete},
+		{&dynamo.BudgetError{Budget: 3}, runbook.ExitIncomplete},
+		{&dynamo.RequestError{Operation: "DescribeTable", Detail: dynamo.Classified{Class: dynamo.ClassTransient}}, runbook.ExitIncomplete},
+	} {
+		if got := runbook.ExitCodeOf(prepareError(context.Background(), tc.err)); got != tc.code {
+			t.Errorf("%T %v: exit %d, want %d", tc.err, tc.err, got, tc.code)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if got := runbook.ExitCodeOf(prepareError(ctx, context.Canceled)); got != runbook.ExitCancelled {
+		t.Errorf("cancelled: exit %d", got)
+	}
+}
+
+// tinyTable is a DynamoDB stand-in with n items in one segment.
+type tinyTable struct {
+	n     int
+	delay time.Duration
+	mu    sync.Mutex
+	fail  string // error code for every Scan after the probe
+	scans int
+}
+
+func (f *tinyTable) DescribeTable(context.Context, *dynamodb.DescribeTableInput, ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error) {
+	return &dynamodb.DescribeTableOutput{Table: &types.TableDescription{TableArn: aws.String("arn:aws:dynamodb:us-east-1:1:table/t"),
+		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String("pk"), KeyType: types.KeyTypeHash}},
+		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String("pk"), AttributeType: types.ScalarAttributeTypeS}},
+		ItemCount:            aws.Int64(int64(f.n))}}, nil
+}
+
+func (f *tinyTable) Scan(ctx context.Context, in *dynamodb.ScanInput, _ ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
+	f.mu.Lock()
+	f.scans++
+	n := f.scans
+	f.mu.Unlock()
+	if f.fail != "" && n > 1 {
+		return nil, &smithy.GenericAPIError{Code: f.fail, Message: "User: x is not authorized to perform: dynamodb:Scan"}
+	}
+	time.Sleep(f.delay)
+	start := 0
+	if k, ok := in.ExclusiveStartKey["pk"].(*types.AttributeValueMemberS); ok {
+		fmt.Sscanf(k.Value, "k%d", &start)
+		start++
+	}
+	out := &dynamodb.ScanOutput{}
+	for i := start; i < f.n && i < start+2; i++ {
+		out.Items = append(out.Items, map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: fmt.Sprintf("k%d", i)}})
+		out.ScannedCount++
+		if i < f.n-1 && i == start+1 {
+			out.LastEvaluatedKey = map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: fmt.Sprintf("k%d", i)}}
+		}
+	}
+	out.Count = out.ScannedCount
+	return out, nil
+}
+
+func (f *tinyTable) Query(context.Context, *dynamodb.QueryInput, ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error) {
+	return nil, errors.New("not used")
+}
+
+// runRQ runs resume-query end to end against table, with stderr a
+// terminal or not.
+func runRQ(t *testing.T, table *tinyTable, errTTY bool, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	date := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(date.Close)
+	var out, errOut bytes.Buffer
+	io := &IOStreams{Out: &out, ErrOut: &errOut, ErrTTY: errTTY, Getenv: func(string) string { return "" }}
+	g := &Globals{IO: io, Timeout: 5 * time.Second}
+	// -o and --quiet are the root command's flags.
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		switch args[i] {
+		case "-o":
+			g.Output = args[i+1]
+			i++
+		case "--quiet":
+			g.Quiet = true
+		default:
+			rest = append(rest, args[i])
+		}
+	}
+	args = rest
+	cmd := NewCmdResumeQuery(g, func(ctx context.Context, o *ResumeQueryOptions) error {
+		o.ProgressEvery = 5 * time.Millisecond
+		o.Prepare = func(ctx context.Context, cfg dynamo.Config) (*dynamo.Plan, error) {
+			cfg.NewAPI = func(int) dynamo.API { return table }
+			cfg.Endpoint = date.URL
+			return dynamo.Prepare(ctx, cfg)
+		}
+		if err := g.setup(); err != nil {
+			return err
+		}
+		defer g.close()
+		return resumeQueryRun(ctx, o)
+	})
+	dir := t.TempDir()
+	cmd.SetArgs(append([]string{"--table", "t", "--scan", "--out", filepath.Join(dir, "o.jsonl")}, args...))
+	cmd.SetOut(&bytes.Buffer{})
+	cmd.SetErr(&bytes.Buffer{})
+	err = cmd.Execute()
+	return out.String(), errOut.String(), err
+}
+
+func TestResumeQueryReportAndProgress(t *testing.T) {
+	table := &tinyTable{n: 9, delay: 15 * time.Millisecond}
+	_, stderr, err := runRQ(t, table, true, "-o", "plain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// On a terminal: the status line, cleared before each step line.
+	if !strings.Contains(stderr, "items/s") || !strings.Contains(stderr, "0/1 segments done") || !strings.Contains(stderr, clearLine) {
+		t.Errorf("no progress on a terminal's stderr:\n%q", stderr)
+	}
+	if !strings.Contains(stderr, "query.segment:0") {
+		t.Errorf("no step lines:\n%q", stderr)
+	}
+
+	stdout, stderr, err := runRQ(t, &tinyTable{n: 9, delay: 15 * time.Millisecond}, true, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stderr != "" {
+		t.Errorf("-o json wrote progress: %q", stderr)
+	}
+	var rep struct {
+		Steps []struct {
+			ID       string
+			Status   string
+			Evidence map[string]any
+		}
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, s := range rep.Steps {
+		ids = append(ids, s.ID+"="+s.Status)
+	}
+	if got := strings.Join(ids, " "); got != "query.table=pass query.aws-clock=pass query.estimate=pass query.segment:0=pass" {
+		t.Errorf("steps %s", got)
+	}
+	if ev := rep.Steps[3].Evidence; ev["items"] != 9.0 || ev["pages"] != 5.0 || ev["retries"] != 0.0 || ev["refreshes"] != 0.0 {
+		t.Errorf("segment evidence %v", ev)
+	}
+
+	_, stderr, _ = runRQ(t, &tinyTable{n: 9, delay: 15 * time.Millisecond}, false, "-o", "plain")
+	if stderr != "" {
+		t.Errorf("stderr not a terminal, yet: %q", stderr)
+	}
+	_, stderr, _ = runRQ(t, &tinyTable{n: 9, delay: 15 * time.Millisecond}, true, "-o", "plain", "--quiet")
+	if strings.Contains(stderr, "segments done") {
+		t.Errorf("--quiet showed progress: %q", stderr)
+	}
+}
+
+func TestResumeQueryDeniedMidRunExitsOne(t *testing.T) {
+	stdout, _, err := runRQ(t, &tinyTable{n: 9, fail: "AccessDeniedException"}, false, "-o", "json")
+	if code := runbook.ExitCodeOf(err); code != runbook.ExitFail {
+		t.Fatalf("exit %d (%v), want 1", code, err)
+	}
+	for _, want := range []string{`"status": "fail"`, `access denied: dynamodb:Scan on arn:aws:dynamodb:us-east-1:1:table/t`, `"action": "dynamodb:Scan"`, `"retries": 0`} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("report lacks %s:\n%s", want, stdout)
+		}
+	}
+}
+
+func TestStatusWriterClearsBeforeOtherOutput(t *testing.T) {
+	var b bytes.Buffer
+	sw := &statusWriter{w: &b}
+	sw.status("  query 1 items")
+	sw.status("  query 2 items")
+	fmt.Fprintf(sw, "  pass  query.segment:0\n")
+	sw.clear()
+	want := clearLine + "  query 1 items" + clearLine + "  query 2 items" + clearLine + "  pass  query.segment:0\n"
+	if b.String() != want {
+		t.Errorf("got %q\nwant %q", b.String(), want)
+	}
+}

@@ -1,0 +1,291 @@
+// Package dynalab is krbops' DynamoDB test harness, the one behind the
+// resume-query tests, end-to-end scripts and benchmark. There is no other
+// copy; extend this one.
+//
+//   - [Start] / [ForTest] run dynalite (npm) on a free loopback port, in
+//     memory, in its own process group with a parent-death signal (Linux).
+//     [Server.CreateTable] and [Server.Load] set up tables; [Server.ScanAll]
+//     is the plain scan a resumed run's output is compared with.
+//   - [NewProxy] is a fault-injecting reverse proxy in front of it that
+//     answers in DynamoDB's real JSON error wire format: ExpiredTokenException
+//     once an access key is past its expiry, AccessDeniedException (or
+//     moto's HTTP 403 XML) for configured tables, and
+//     ProvisionedThroughputExceededException and HTTP 500 at configured
+//     rates.
+//   - [NewBroker] is a credential broker behind SPNEGO (gokrb5's server
+//     handler and a service keytab from the lab realm, internal/lab) that
+//     mints access keys and registers their expiry with the proxy.
+package dynalab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/krbops/krbops/internal/spawn"
+)
+
+// DynaliteVersion is the dynalite release the Makefile installs.
+const DynaliteVersion = "4.0.0"
+
+// NPMPrefix is where `make deps` installs dynalite, relative to the
+// repository root (gitignored).
+const NPMPrefix = ".cache/npm"
+
+// InstallCommand installs dynalite where Bin finds it.
+const InstallCommand = "npm install --prefix " + NPMPrefix + " dynalite@" + DynaliteVersion + "  (or: make deps)"
+
+// Region and the static credentials of Server.Client: dynalite checks
+// neither, and fixed dummies make sure no real credentials from the
+// environment are ever sent to a test server.
+const (
+	Region          = "us-east-1"
+	AccessKeyID     = "AKIAKRBOPSDYNALAB000"
+	SecretAccessKey = "krbops-dynalab-dummy-secret-key"
+)
+
+var errMissing = errors.New("dynalab: dynalite not found")
+
+// Bin finds the dynalite executable: $KRBOPS_DYNALITE, then the
+// repository's .cache/npm install, then $PATH.
+func Bin() (string, error) {
+	if p := os.Getenv("KRBOPS_DYNALITE"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("%w: KRBOPS_DYNALITE=%s: %v", errMissing, p, err)
+		}
+		return p, nil
+	}
+	if root, err := repoRoot(); err == nil {
+		p := filepath.Join(root, NPMPrefix, "node_modules", ".bin", "dynalite")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("dynalite"); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("%w; install with: %s", errMissing, InstallCommand)
+}
+
+// Missing reports whether dynalite (or node, which runs it) is missing.
+func Missing() error {
+	if _, err := Bin(); err != nil {
+		return err
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		return fmt.Errorf("%w: node is not installed (apt-get install -y nodejs npm)", errMissing)
+	}
+	return nil
+}
+
+// repoRoot walks up from the working directory to the krbops module root.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/krbops/krbops") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("dynalab: not inside the krbops repository")
+		}
+		dir = parent
+	}
+}
+
+// Options configure Start.
+type Options struct {
+	// Dir receives dynalite's output (dynalite.log); a temporary directory
+	// removed by Close when empty.
+	Dir string
+	// Logf, when set, receives the harness's progress messages.
+	Logf func(format string, a ...any)
+}
+
+// Server is a running dynalite.
+type Server struct {
+	Endpoint string // http://127.0.0.1:port
+	Log      string // dynalite's stdout/stderr
+	Client   *dynamodb.Client
+
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+	ownDir  string
+	once    sync.Once
+}
+
+// readyTimeout bounds dynalite's start-up (node loads in well under a
+// second; a loaded CI machine gets slack).
+const readyTimeout = 20 * time.Second
+
+// Start runs dynalite in memory on a free loopback port and waits until it
+// answers.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	bin, err := Bin()
+	if err != nil {
+		return nil, err
+	}
+	logf := opts.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	s := &Server{done: make(chan struct{})}
+	dir := opts.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "krbops-dynalab-"); err != nil {
+			return nil, err
+		}
+		s.ownDir = dir
+	}
+	s.Log = filepath.Join(dir, "dynalite.log")
+	for attempt := 1; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		s.Endpoint = "http://127.0.0.1:" + strconv.Itoa(port)
+		err = s.start(ctx, bin, port)
+		if err == nil {
+			break
+		}
+		s.stop()
+		if attempt < 3 && strings.Contains(spawn.Tail(s.Log, 2048), "EADDRINUSE") {
+			logf("dynalab: port %d taken meanwhile, retrying", port)
+			s.done = make(chan struct{})
+			continue
+		}
+		s.removeDir()
+		return nil, err
+	}
+	s.Client = dynamodb.New(dynamodb.Options{
+		Region:       Region,
+		BaseEndpoint: aws.String(s.Endpoint),
+		Credentials:  credentials.NewStaticCredentialsProvider(AccessKeyID, SecretAccessKey, ""),
+	})
+	logf("dynalab: dynalite %s (pid %d)", s.Endpoint, s.cmd.Process.Pid)
+	return s, nil
+}
+
+func (s *Server) start(ctx context.Context, bin string, port int) error {
+	out, err := os.OpenFile(s.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer out.Close() // the child holds its own descriptor
+	// Tables are ACTIVE at once: the harness never waits for CREATING.
+	cmd := exec.Command(bin, "--host", "127.0.0.1", "--port", strconv.Itoa(port),
+		"--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := spawn.Start(cmd); err != nil {
+		return fmt.Errorf("dynalab: start %s: %w", bin, err)
+	}
+	s.cmd = cmd
+	go func() {
+		s.waitErr = cmd.Wait()
+		close(s.done)
+	}()
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	for {
+		select {
+		case <-s.done:
+			return fmt.Errorf("dynalab: dynalite exited during start-up (%v): %s", s.waitErr, spawn.Tail(s.Log, 1024))
+		default:
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.Endpoint+"/", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("dynalab: dynalite on %s did not answer: %v", s.Endpoint, ctx.Err())
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// PID is dynalite's process id.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
+// Running reports whether dynalite has not exited (it exits when a
+// request reaches it aborted, which the proxy prevents).
+func (s *Server) Running() bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Close stops dynalite (SIGTERM to its group, then SIGKILL).
+func (s *Server) Close() error {
+	var err error
+	s.once.Do(func() {
+		err = s.stop()
+		s.removeDir()
+	})
+	return err
+}
+
+func (s *Server) stop() error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return nil
+	}
+	pgid := s.cmd.Process.Pid
+	select {
+	case <-s.done:
+		return nil
+	default:
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-s.done:
+		return nil
+	case <-time.After(3 * time.Second):
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	select {
+	case <-s.done:
+		return nil
+	case <-time.After(3 * time.Second):
+		return fmt.Errorf("dynalab: dynalite (pid %d) did not exit after SIGKILL", pgid)
+	}
+}
+
+func (s *Server) removeDir() {
+	if s.ownDir != "" {
+		os.RemoveAll(s.ownDir)
+	}
+}
+
+// freePort returns a loopback TCP port that is free right now.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
