@@ -166,12 +166,12 @@ func verifyRun(ctx context.Context, opts *VerifyOptions) error {
 	}
 	if opts.SPNEGOURL != "" {
 		v.SPNEGOURL = opts.SPNEGOURL
-		v.SPNEGO = func(ctx context.Context, t runbook.VerifyTarget, keytab []byte, _ uint32) (int, error) {
+		v.SPNEGO = func(ctx context.Context, t runbook.VerifyTarget, entries []kdcops.KeytabEntry) (int, error) {
 			p := t.Principal
 			if _, r := kdcops.SplitPrincipal(p); r == "" {
 				p += "@" + realm
 			}
-			return kdcops.SPNEGOGet(ctx, cfg, p, opts.SPNEGOURL, keytab, opts.Timeout, log)
+			return kdcops.SPNEGOGet(ctx, cfg, p, opts.SPNEGOURL, entries, opts.Timeout, log)
 		}
 	}
 

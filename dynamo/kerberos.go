@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"log/slog"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -14,10 +13,10 @@ import (
 	"github.com/jcmturner/gokrb5/v8/client"
 	"github.com/jcmturner/gokrb5/v8/config"
 	"github.com/jcmturner/gokrb5/v8/iana/nametype"
-	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/spnego"
 	"github.com/jcmturner/gokrb5/v8/types"
+	"github.com/krbops/krbops/kdcops"
 )
 
 // KerberosError is a failed login or service-ticket request. Unreachable
@@ -127,63 +126,6 @@ type TicketInfo struct {
 	Logins    int
 }
 
-// LoadLoginKeytab reads a keytab and keeps only principal's entries of its
-// newest kvno, in a fresh keytab. gokrb5 picks a key by timestamp, not by
-// kvno, so a keytab holding an old and a new kvno written in the same
-// second can fail to log in; one kvno never does.
-func LoadLoginKeytab(path, principal string) (*keytab.Keytab, uint32, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, 0, fmt.Errorf("keytab %s: %s", path, describeFileErr(err))
-	}
-	kt := keytab.New()
-	// gokrb5's parse errors embed the raw buffer (key bytes): report the
-	// file, never the error text.
-	if err := kt.Unmarshal(b); err != nil {
-		return nil, 0, fmt.Errorf("keytab %s: not a readable keytab (truncated or another format)", path)
-	}
-	name, realm := splitPrincipal(principal)
-	var newest uint32
-	found := false
-	for _, e := range kt.Entries {
-		if !principalMatches(e.Principal.Components, e.Principal.Realm, name, realm) {
-			continue
-		}
-		if k := entryKVNO(e.KVNO, e.KVNO8); !found || k > newest {
-			newest, found = k, true
-		}
-	}
-	if !found {
-		return nil, 0, fmt.Errorf("keytab %s has no key for %s", path, principal)
-	}
-	sel := keytab.New()
-	for _, e := range kt.Entries {
-		if principalMatches(e.Principal.Components, e.Principal.Realm, name, realm) && entryKVNO(e.KVNO, e.KVNO8) == newest {
-			sel.Entries = append(sel.Entries, e)
-		}
-	}
-	return sel, newest, nil
-}
-
-func entryKVNO(k32 uint32, k8 uint8) uint32 {
-	if k32 != 0 {
-		return k32
-	}
-	return uint32(k8)
-}
-
-func principalMatches(components []string, entryRealm, name, realm string) bool {
-	return strings.Join(components, "/") == name && (realm == "" || strings.EqualFold(entryRealm, realm))
-}
-
-// splitPrincipal splits "name/inst@REALM"; the realm may be empty.
-func splitPrincipal(p string) (name, realm string) {
-	if i := strings.LastIndexByte(p, '@'); i >= 0 {
-		return p[:i], p[i+1:]
-	}
-	return p, ""
-}
-
 // NewKerberosLogin prepares (but does not perform) a worker's login.
 func NewKerberosLogin(o KerberosOptions) (*KerberosLogin, error) {
 	if o.Log == nil {
@@ -196,14 +138,14 @@ func NewKerberosLogin(o KerberosOptions) (*KerberosLogin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("krb5.conf %s: %s", o.Krb5Conf, firstLine(strings.TrimPrefix(err.Error(), "configuration file could not be opened: ")))
 	}
-	name, realm := splitPrincipal(o.Principal)
+	name, realm := kdcops.SplitPrincipal(o.Principal)
 	if realm == "" {
 		realm = cfg.LibDefaults.DefaultRealm
 	}
 	if name == "" || realm == "" {
 		return nil, fmt.Errorf("--principal %q: need name@REALM (krb5.conf has no default_realm)", o.Principal)
 	}
-	kt, _, err := LoadLoginKeytab(o.Keytab, name+"@"+realm)
+	kt, _, err := kdcops.LoadLoginKeytab(o.Keytab, name+"@"+realm)
 	if err != nil {
 		return nil, err
 	}

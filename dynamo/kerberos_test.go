@@ -9,6 +9,7 @@ import (
 
 	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
 	"github.com/jcmturner/gokrb5/v8/keytab"
+	"github.com/krbops/krbops/kdcops"
 )
 
 func writeKeytab(t *testing.T, entries []struct {
@@ -40,14 +41,14 @@ func TestLoadLoginKeytabKeepsOnlyTheNewestKvno(t *testing.T) {
 		princ string
 		kvno  uint8
 	}{{"svc", 3}, {"svc", 5}, {"svc", 4}, {"other", 9}})
-	kt, kvno, err := LoadLoginKeytab(path, "svc@KRBOPS.TEST")
+	kt, kvno, err := kdcops.LoadLoginKeytab(path, "svc@KRBOPS.TEST")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if kvno != 5 || len(kt.Entries) != 1 || kt.Entries[0].KVNO8 != 5 || kt.Entries[0].Principal.Components[0] != "svc" {
 		t.Errorf("selected kvno %d, entries %v", kvno, kt.Entries)
 	}
-	if _, _, err := LoadLoginKeytab(path, "nobody@KRBOPS.TEST"); err == nil || !strings.Contains(err.Error(), "has no key for nobody@KRBOPS.TEST") {
+	if _, _, err := kdcops.LoadLoginKeytab(path, "nobody@KRBOPS.TEST"); err == nil || !strings.Contains(err.Error(), "has no key for nobody@KRBOPS.TEST") {
 		t.Errorf("missing principal: %v", err)
 	}
 }
@@ -62,7 +63,7 @@ func TestLoadLoginKeytabNeverQuotesTheFile(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	bad := filepath.Join(t.TempDir(), "bad.keytab")
 	os.WriteFile(bad, b[:len(b)-7], 0o600)
-	_, _, err := LoadLoginKeytab(bad, "svc@KRBOPS.TEST")
+	_, _, err := kdcops.LoadLoginKeytab(bad, "svc@KRBOPS.TEST")
 	if err == nil {
 		t.Fatal("a truncated keytab loaded")
 	}

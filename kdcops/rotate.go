@@ -16,7 +16,6 @@ import (
 	"github.com/jcmturner/gokrb5/v8/crypto"
 	"github.com/jcmturner/gokrb5/v8/iana/nametype"
 	"github.com/jcmturner/gokrb5/v8/kadmin"
-	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/types"
 )
@@ -120,14 +119,9 @@ func (c *OnlineClient) KpasswdSet(ctx context.Context, auth []KeytabEntry, targe
 		return errors.New("kpasswd needs the keys of exactly one kvno to log in with")
 	}
 	a := auth[0]
-	raw, err := MarshalKeytab(auth)
+	kt, err := GokrbKeytab(auth)
 	if err != nil {
 		return err
-	}
-	kt := keytab.New()
-	if err := kt.Unmarshal(raw); err != nil {
-		// gokrb5's message embeds the buffer, which holds keys.
-		return errors.New("cannot load the authenticating keys into gokrb5")
 	}
 	gcfg, err := c.Config.Clone()
 	if err != nil {

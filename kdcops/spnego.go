@@ -8,15 +8,14 @@ import (
 	"time"
 
 	"github.com/jcmturner/gokrb5/v8/client"
-	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/spnego"
 )
 
 // SPNEGOGet performs an HTTP GET through gokrb5's SPNEGO client, logged in
-// with keytabData (a single-kvno keytab: gokrb5 picks keys by timestamp).
+// with entries (one kvno: see GokrbKeytab).
 // It returns the HTTP status. A fresh client and config per call: neither
 // is safe to share between goroutines (DESIGN.md).
-func SPNEGOGet(ctx context.Context, cfg *Config, principal, url string, keytabData []byte, timeout time.Duration, log *slog.Logger) (int, error) {
+func SPNEGOGet(ctx context.Context, cfg *Config, principal, url string, entries []KeytabEntry, timeout time.Duration, log *slog.Logger) (int, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -24,10 +23,9 @@ func SPNEGOGet(ctx context.Context, cfg *Config, principal, url string, keytabDa
 	if err != nil {
 		return 0, err
 	}
-	kt := keytab.New()
-	if err := kt.Unmarshal(keytabData); err != nil {
-		// gokrb5's keytab errors quote the buffer: keys. Never pass it on.
-		return 0, fmt.Errorf("keytab for %s could not be loaded by the SPNEGO client", principal)
+	kt, err := GokrbKeytab(entries)
+	if err != nil {
+		return 0, err
 	}
 	name, realm := SplitPrincipal(principal)
 	cl := client.NewWithKeytab(name, realm, kt, gcfg, client.DisablePAFXFAST(true))

@@ -61,11 +61,7 @@ func (c *OnlineClient) LoginPerKVNO(ctx context.Context, entries []KeytabEntry) 
 	}
 	first := entries[0]
 	cname := types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: first.Components}
-	kvnos := map[uint32]bool{}
-	for _, e := range entries {
-		kvnos[e.KVNO] = true
-	}
-	sorted := sortedKVNOs(kvnos)
+	sorted := KVNOs(entries)
 	var attempts []LoginAttempt
 	for i := len(sorted) - 1; i >= 0; i-- {
 		e, ok := usableLoginEntry(entries, sorted[i])
@@ -190,16 +186,8 @@ type APResult struct {
 // "finds" the key another way would hide the exact mismatch an on-call
 // needs to see.
 func DecryptTicket(tkt messages.Ticket, server []KeytabEntry) APResult {
-	res := APResult{TicketKVNO: uint32(tkt.EncPart.KVNO), Enctype: tkt.EncPart.EType}
-	seen := map[uint32]bool{}
-	for _, e := range server {
-		if !seen[e.KVNO] {
-			seen[e.KVNO] = true
-			res.ServerKVNOs = append(res.ServerKVNOs, e.KVNO)
-		}
-	}
-	res.ServerKVNOs = sortedKVNOs(seen)
-	res.Held = seen[res.TicketKVNO]
+	res := APResult{TicketKVNO: uint32(tkt.EncPart.KVNO), Enctype: tkt.EncPart.EType, ServerKVNOs: KVNOs(server)}
+	res.Held = len(AtKVNO(server, res.TicketKVNO)) > 0
 	for _, e := range server {
 		if e.KVNO != res.TicketKVNO || e.Enctype != res.Enctype || len(e.key) == 0 {
 			continue

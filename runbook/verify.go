@@ -63,7 +63,7 @@ type Verify struct {
 	Limiter        Limiter        // nil: unpaced
 	CCache         *kdcops.CCache // the operator's TGT, to learn a stale principal's KDC kvno
 	Lint           kdcops.LintOptions
-	SPNEGO         func(ctx context.Context, t VerifyTarget, keytab []byte, kvno uint32) (int, error) // nil: no spnego step
+	SPNEGO         func(ctx context.Context, t VerifyTarget, entries []kdcops.KeytabEntry) (int, error) // nil: no spnego step
 	SPNEGOURL      string
 	// Store and Secret name the secret-store copy of the keytab to compare
 	// with the local one (single target); nil Store: no secret-store step.
@@ -206,22 +206,15 @@ func entriesOf(entries []kdcops.KeytabEntry, principal string) []kdcops.KeytabEn
 }
 
 func kvnosAndEnctypes(entries []kdcops.KeytabEntry) ([]uint32, []string) {
-	seenK := map[uint32]bool{}
-	seenE := map[string]bool{}
-	var kvnos []uint32
+	seen := map[string]bool{}
 	var etypes []string
 	for _, e := range entries {
-		if !seenK[e.KVNO] {
-			seenK[e.KVNO] = true
-			kvnos = append(kvnos, e.KVNO)
-		}
-		if n := kdcops.EnctypeName(e.Enctype); !seenE[n] {
-			seenE[n] = true
+		if n := kdcops.EnctypeName(e.Enctype); !seen[n] {
+			seen[n] = true
 			etypes = append(etypes, n)
 		}
 	}
-	sortUints(kvnos)
-	return kvnos, etypes
+	return kdcops.KVNOs(entries), etypes
 }
 
 func (v *Verify) as(ctx context.Context, st *State, t VerifyTarget) Result {
@@ -443,19 +436,9 @@ func diffKeys(a, b []kdcops.KeytabEntry) (onlyA, onlyB []string) {
 func (v *Verify) spnego(ctx context.Context, st *State, t VerifyTarget) Result {
 	sess, _ := Value[*kdcops.Session](st, keyVerifySession)
 	entries, _ := Value[[]kdcops.KeytabEntry](st, keyVerifyEntries)
-	// Only the kvno the KDC accepted: gokrb5 picks keys by timestamp.
-	var one []kdcops.KeytabEntry
-	for _, e := range entries {
-		if e.KVNO == sess.KVNO {
-			one = append(one, e)
-		}
-	}
-	data, err := kdcops.MarshalKeytab(one)
-	if err != nil {
-		return Errorf("cannot build a keytab of kvno %d for the SPNEGO client: %s", sess.KVNO, err)
-	}
 	ev := Evidence{"url": v.SPNEGOURL}
-	code, err := v.SPNEGO(ctx, t, data, sess.KVNO)
+	// Only the kvno the KDC accepted: gokrb5 picks keys by timestamp.
+	code, err := v.SPNEGO(ctx, t, kdcops.AtKVNO(entries, sess.KVNO))
 	if err != nil {
 		return Errorf("GET %s: %s", v.SPNEGOURL, err).With(ev).
 			WithHint("check the URL and that the service's SPN is HTTP/<host> at the KDC")
@@ -486,12 +469,4 @@ func joinUints(xs []uint32) string {
 		parts[i] = fmt.Sprint(x)
 	}
 	return strings.Join(parts, ", ")
-}
-
-func sortUints(xs []uint32) {
-	for i := 1; i < len(xs); i++ {
-		for j := i; j > 0 && xs[j] < xs[j-1]; j-- {
-			xs[j], xs[j-1] = xs[j-1], xs[j]
-		}
-	}
 }
