@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -157,7 +156,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	s.Log = filepath.Join(dir, "dynalite.log")
 	for attempt := 1; ; attempt++ {
-		port, err := freePort()
+		port, err := spawn.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -278,14 +277,4 @@ func (s *Server) removeDir() {
 	if s.ownDir != "" {
 		os.RemoveAll(s.ownDir)
 	}
-}
-
-// freePort returns a loopback TCP port that is free right now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -3,7 +3,6 @@ package dynalab
 import (
 	"context"
 	"errors"
-	"os"
 	"testing"
 	"time"
 
@@ -17,10 +16,7 @@ import (
 func ForTest(t testing.TB) *Server {
 	t.Helper()
 	if err := Missing(); err != nil {
-		if errors.Is(err, errMissing) && os.Getenv("CI") != "true" {
-			t.Skip(err.Error())
-		}
-		t.Fatalf("%v (CI=true: a missing dynalite is a failure, not a skip)", err)
+		spawn.Require(t, "dynalite", err, errors.Is(err, errMissing))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout+5*time.Second)
 	defer cancel()

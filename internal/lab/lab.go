@@ -209,11 +209,11 @@ func Start(ctx context.Context, opts Options) (_ *Realm, err error) {
 }
 
 func (r *Realm) pickAdminPorts() error {
-	ka, err := freePort()
+	ka, err := spawn.FreePort()
 	if err != nil {
 		return err
 	}
-	kp, err := freePort()
+	kp, err := spawn.FreePort()
 	if err != nil {
 		return err
 	}
@@ -338,7 +338,7 @@ func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
 	}
 
 	for attempt := 1; ; attempt++ {
-		port, err := freePort()
+		port, err := spawn.FreePort()
 		if err != nil {
 			return nil, err
 		}

@@ -3,7 +3,6 @@ package motolab
 import (
 	"context"
 	"errors"
-	"os"
 	"testing"
 	"time"
 
@@ -17,13 +16,7 @@ import (
 func ForTest(t testing.TB, opts Options) *Server {
 	t.Helper()
 	if _, err := Bin(); err != nil {
-		if errors.Is(err, errMissing) && os.Getenv("CI") != "true" {
-			t.Skip(err.Error())
-		}
-		if errors.Is(err, errMissing) {
-			t.Fatalf("%v (CI=true: a missing moto_server is a failure, not a skip)", err)
-		}
-		t.Fatal(err)
+		spawn.Require(t, "moto_server", err, errors.Is(err, errMissing))
 	}
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir()

@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -167,7 +166,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	// new port.
 	const attempts = 3
 	for i := 1; ; i++ {
-		port, perr := freePort()
+		port, perr := spawn.FreePort()
 		if perr != nil {
 			return nil, perr
 		}
@@ -360,16 +359,6 @@ func (s *Server) stop() error {
 	case <-time.After(stopTimeout):
 		return fmt.Errorf("motolab: moto_server (pid %d) did not exit after SIGKILL", pgid)
 	}
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("motolab: no free loopback port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // errMissing marks Bin's failure so ForTest can tell "not installed" (a
