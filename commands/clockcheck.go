@@ -80,25 +80,19 @@ See docs/clock-check.md for what each failure means and what to do.` + exitStatu
 }
 
 func clockCheckRun(ctx context.Context, opts *ClockCheckOptions) error {
-	path := kdcops.ConfigPath(opts.Krb5Config, opts.IO.Getenv)
-	cfg, err := kdcops.LoadConfig(path)
+	cfg, err := opts.krb5Config()
 	if err != nil {
-		return configError(err)
+		return err
 	}
-	for _, w := range cfg.Warnings {
-		opts.Log.Warn("krb5.conf directive ignored", "file", path, "detail", w)
-	}
+	path := cfg.Path
 
 	principal := opts.Principal
 	if principal == "" {
 		principal = defaultPrincipal(opts.Globals)
 	}
-	realm := opts.Realm
-	if _, pr := kdcops.SplitPrincipal(principal); realm == "" && pr != "" {
-		realm = pr
-	}
-	if realm, err = cfg.DefaultRealm(realm); err != nil {
-		return runbook.UsageError(err, "pass --realm REALM or set default_realm in [libdefaults]")
+	realm, err := realmFor(cfg, opts.Realm, principal)
+	if err != nil {
+		return err
 	}
 	if name, _ := kdcops.SplitPrincipal(principal); name == "" {
 		return runbook.UsageError(fmt.Errorf("--principal %q has no name", principal), "for example --principal host/web1.example.com")

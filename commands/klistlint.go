@@ -211,13 +211,9 @@ func klistLintRun(ctx context.Context, opts *KlistLintOptions) error {
 		Log:     opts.Log.With("command", "klist-lint"),
 	}
 	if lint.Online {
-		path := kdcops.ConfigPath(opts.Krb5Config, getenv)
-		cfg, err := kdcops.LoadConfig(path)
+		cfg, err := opts.krb5Config()
 		if err != nil {
-			return configError(err)
-		}
-		for _, w := range cfg.Warnings {
-			opts.Log.Warn("krb5.conf directive ignored", "file", path, "detail", w)
+			return err
 		}
 		lint.Config = cfg
 		// The operator's own TGT lets krbops read a principal's kvno even

@@ -21,6 +21,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/output"
 	"github.com/krbops/krbops/runbook"
 )
@@ -165,6 +166,35 @@ func describeFileError(err error) string {
 		return pe.Err.Error()
 	}
 	return err.Error()
+}
+
+// krb5Config loads the krb5.conf in effect (--krb5-config, then
+// $KRB5_CONFIG, then /etc/krb5.conf). A broken file is a usage error (exit
+// 2) naming it; directives gokrb5 ignores go to the forensic log.
+func (g *Globals) krb5Config() (*kdcops.Config, error) {
+	path := kdcops.ConfigPath(g.Krb5Config, g.IO.Getenv)
+	cfg, err := kdcops.LoadConfig(path)
+	if err != nil {
+		return nil, configError(err)
+	}
+	for _, w := range cfg.Warnings {
+		g.Log.Warn("krb5.conf directive ignored", "file", path, "detail", w)
+	}
+	return cfg, nil
+}
+
+// realmFor is the realm a command works in: --realm, else the realm of
+// the principal it acts for, else default_realm.
+func realmFor(cfg *kdcops.Config, realmFlag, principal string) (string, error) {
+	realm := realmFlag
+	if _, pr := kdcops.SplitPrincipal(principal); realm == "" {
+		realm = pr
+	}
+	realm, err := cfg.DefaultRealm(realm)
+	if err != nil {
+		return "", runbook.UsageError(err, "pass --realm REALM or set default_realm in [libdefaults]")
+	}
+	return realm, nil
 }
 
 // format is the output format in effect.

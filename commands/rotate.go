@@ -287,18 +287,15 @@ func operatorName() string {
 // rotation builds the domain object from flags, opening the store and
 // ledger; close releases them.
 func (o *RotateOptions) rotation(ctx context.Context) (*rotate.Rotation, func(), error) {
-	path := kdcops.ConfigPath(o.Krb5Config, o.IO.Getenv)
-	cfg, err := kdcops.LoadConfig(path)
+	cfg, err := o.krb5Config()
 	if err != nil {
-		return nil, nil, configError(err)
+		return nil, nil, err
 	}
+	path := cfg.Path
 	_, pr := kdcops.SplitPrincipal(o.Principal)
-	realm := o.Realm
-	if realm == "" {
-		realm = pr
-	}
-	if realm, err = cfg.DefaultRealm(realm); err != nil {
-		return nil, nil, runbook.UsageError(err, "pass --realm REALM or set default_realm in [libdefaults]")
+	realm, err := realmFor(cfg, o.Realm, o.Principal)
+	if err != nil {
+		return nil, nil, err
 	}
 	principal := o.Principal
 	if pr == "" {
@@ -409,7 +406,7 @@ func rotateStatusRun(ctx context.Context, o *RotateOptions) error {
 	defer led.Close()
 	life := o.TicketLifetime
 	if life == 0 {
-		if cfg, err := kdcops.LoadConfig(kdcops.ConfigPath(o.Krb5Config, o.IO.Getenv)); err == nil {
+		if cfg, err := o.krb5Config(); err == nil {
 			life = cfg.LibDefaults.TicketLifetime
 		}
 	}

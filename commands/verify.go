@@ -122,21 +122,17 @@ See docs/verify.md for each failure and its remedy.` + exitStatusHelp,
 }
 
 func verifyRun(ctx context.Context, opts *VerifyOptions) error {
-	path := kdcops.ConfigPath(opts.Krb5Config, opts.IO.Getenv)
-	cfg, err := kdcops.LoadConfig(path)
+	cfg, err := opts.krb5Config()
 	if err != nil {
-		return configError(err)
+		return err
 	}
 	targets, err := verifyTargets(opts)
 	if err != nil {
 		return err
 	}
-	realm := opts.Realm
-	if _, pr := kdcops.SplitPrincipal(targets[0].Principal); realm == "" && pr != "" {
-		realm = pr
-	}
-	if realm, err = cfg.DefaultRealm(realm); err != nil {
-		return runbook.UsageError(err, "pass --realm REALM or set default_realm in [libdefaults]")
+	realm, err := realmFor(cfg, opts.Realm, targets[0].Principal)
+	if err != nil {
+		return err
 	}
 	kdcs, err := cfg.ResolveKDCs(ctx, realm, nil)
 	if err != nil {
