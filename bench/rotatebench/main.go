@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/krbops/krbops/internal/lab"
@@ -63,10 +62,8 @@ func run(bin string, n int) error {
 			q = append(q, "addprinc -randkey "+p, "ktadd -k "+kt(tool, i)+" "+p)
 		}
 	}
-	cmd := r.Command(ctx, "kadmin.local")
-	cmd.Stdin = strings.NewReader(strings.Join(q, "\n") + "\nquit\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("kadmin.local: %v: %s", err, out)
+	if err := r.KadminBatch(ctx, q); err != nil {
+		return err
 	}
 
 	begin := time.Now()

@@ -58,10 +58,8 @@ func run(bin string, n, loopN, conc int) error {
 		fmt.Fprintf(&csv, "%s@%s,%s\n", p, r.Name, kt)
 		targets = append(targets, target{p, kt})
 	}
-	cmd := r.Command(ctx, "kadmin.local")
-	cmd.Stdin = strings.NewReader(strings.Join(queries, "\n") + "\nquit\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("kadmin.local: %v: %s", err, out)
+	if err := r.KadminBatch(ctx, queries); err != nil {
+		return err
 	}
 	tf := filepath.Join(dir, "targets.csv")
 	os.WriteFile(tf, []byte(csv.String()), 0o600)

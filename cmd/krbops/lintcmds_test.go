@@ -50,11 +50,12 @@ func labCmds(r *lab.Realm) map[string]func(ts *testscript.TestScript, neg bool, 
 			}
 			c, cancel := ctx()
 			defer cancel()
-			cmd := r.Command(c, "kadmin.local", "-r", r.Name)
-			cmd.Stdin = strings.NewReader(strings.Repeat(strings.Join(args[1:], " ")+"\n", n))
-			out, err := cmd.CombinedOutput()
-			if err != nil || strings.Contains(string(out), "while ") {
-				ts.Fatalf("kadmin.local: %v\n%.2000s", err, out)
+			q := make([]string, n)
+			for i := range q {
+				q[i] = strings.Join(args[1:], " ")
+			}
+			if err := r.KadminBatch(c, q); err != nil {
+				ts.Fatalf("%v", err)
 			}
 		},
 		"lab-tool": func(ts *testscript.TestScript, neg bool, args []string) {

@@ -16,10 +16,25 @@ func (r *Realm) Kadmin(ctx context.Context, query string) (string, error) {
 	return r.kadminLocal(ctx, query, "")
 }
 
+// KadminBatch runs many kadmin.local queries in one process, fed on stdin:
+// a thousand principals, or 256 key changes to pass kvno 255, take well
+// under a second this way and minutes one process at a time. Errors as
+// for Kadmin; queries must hold no passwords.
+func (r *Realm) KadminBatch(ctx context.Context, queries []string) error {
+	stdout, stderr, err := runTool(ctx, r.env(r.KDCProfile), r.Dir, strings.Join(queries, "\n")+"\nquit\n", "kadmin.local", "-r", r.Name)
+	return kadminResult(fmt.Sprintf("batch of %d queries", len(queries)), stdout, stderr, err)
+}
+
 func (r *Realm) kadminLocal(ctx context.Context, query, stdin string) (string, error) {
 	stdout, stderr, err := runTool(ctx, r.env(r.KDCProfile), r.Dir, stdin, "kadmin.local", "-r", r.Name, "-q", query)
+	return cleanKadminOut(stdout), kadminResult(fmt.Sprintf("%q", query), stdout, stderr, err)
+}
+
+// kadminResult is kadmin.local's verdict: it exits 0 even when a query
+// fails, so any unexpected stderr line is an error too.
+func kadminResult(what, stdout, stderr string, err error) error {
 	if err != nil {
-		return stdout, err
+		return err
 	}
 	var bad []string
 	for _, line := range strings.Split(stderr, "\n") {
@@ -30,9 +45,9 @@ func (r *Realm) kadminLocal(ctx context.Context, query, stdin string) (string, e
 		bad = append(bad, line)
 	}
 	if len(bad) > 0 {
-		return cleanKadminOut(stdout), fmt.Errorf("lab: kadmin.local %q: %s", query, strings.Join(bad, "; "))
+		return fmt.Errorf("lab: kadmin.local %s: %s", what, strings.Join(bad, "; "))
 	}
-	return cleanKadminOut(stdout), nil
+	return nil
 }
 
 func benignKadminLine(l string) bool {

@@ -380,3 +380,20 @@ func TestCrashedTestLeavesNoKDC(t *testing.T) {
 		}
 	}
 }
+
+// kadmin.local exits 0 when a query fails; KadminBatch must still report
+// it, and apply every good query of the batch.
+func TestKadminBatch(t *testing.T) {
+	r := lab.ForTest(t, lab.Options{})
+	ctx := context.Background()
+	if err := r.KadminBatch(ctx, []string{"addprinc -randkey batch/a", "addprinc -randkey batch/b"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Kadmin(ctx, "getprinc batch/b"); err != nil {
+		t.Fatalf("second principal of the batch missing: %v", err)
+	}
+	err := r.KadminBatch(ctx, []string{"getprinc batch/nosuch"})
+	if err == nil || !strings.Contains(err.Error(), "batch of 1 queries") {
+		t.Fatalf("failing query: %v, want an error naming the batch", err)
+	}
+}

@@ -89,19 +89,9 @@ func kadminBatch(t *testing.T, r *lab.Realm, queries []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := r.Command(ctx, "kadmin.local")
-	cmd.Stdin = strings.NewReader(strings.Join(queries, "\n") + "\nquit\n")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("kadmin.local batch: %v\n%s", err, tailText(out, 2000))
+	if err := r.KadminBatch(ctx, queries); err != nil {
+		t.Fatal(err)
 	}
-}
-
-func tailText(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
 }
 
 func TestVerifyGoodKeytab(t *testing.T) {
