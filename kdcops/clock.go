@@ -53,6 +53,8 @@ type ProbeOptions struct {
 	Refine int
 	// Target stops refining once Uncertainty is at most this.
 	Target time.Duration
+	// Limiter, when set, paces every AS-REQ of the probe.
+	Limiter Limiter
 }
 
 // DefaultRefine and DefaultTarget give an uncertainty of about 60 ms on a
@@ -89,7 +91,7 @@ func ProbeClock(ctx context.Context, cfg *Config, k KDC, realm, principal string
 	if err != nil {
 		return nil, fmt.Errorf("build AS-REQ for %s: %w", principal, err)
 	}
-	p := &prober{k: k, req: req, principal: principal, timeout: opts.Timeout, log: log}
+	p := &prober{k: k, req: req, principal: principal, timeout: opts.Timeout, log: log, limiter: opts.Limiter}
 	first, err := p.probe(ctx)
 	if errors.Is(err, errGotASRep) {
 		p.req.ReqBody.EType = []int32{unassignedEtype}
@@ -234,6 +236,7 @@ type prober struct {
 	principal string
 	timeout   time.Duration
 	log       *slog.Logger
+	limiter   Limiter
 }
 
 var errGotASRep = errors.New("kdc issued a ticket without pre-authentication")
@@ -259,6 +262,11 @@ func (p *prober) probe(ctx context.Context) (reading, error) {
 	var tried []Transport
 	for _, t := range order {
 		tried = append(tried, t)
+		if p.limiter != nil {
+			if err := p.limiter.Wait(ctx); err != nil {
+				return reading{}, err
+			}
+		}
 		log.LogAttrs(ctx, slog.LevelInfo, "kdc request",
 			slog.String("kdc", k.Entry), slog.String("transport", string(t)),
 			slog.String("msg_type", "AS-REQ"), slog.String("principal", p.principal),

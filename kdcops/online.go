@@ -52,6 +52,8 @@ type OnlineClient struct {
 	// CCache, when set, is a cache whose primary TGT is used to ask for
 	// service tickets (step 2) in its own realm.
 	CCache *CCache
+	// Limiter, when set, paces every request this client sends.
+	Limiter Limiter
 	// Exchange replaces the network in tests: it sends one request to the
 	// realm's KDCs and returns the reply.
 	Exchange func(ctx context.Context, realm string, req []byte) ([]byte, error)
@@ -529,6 +531,11 @@ func (c *OnlineClient) send(ctx context.Context, realm string, req []byte, msgTy
 	log := c.log()
 	log.LogAttrs(ctx, slog.LevelInfo, "kdc request", slog.String("msg_type", msgType),
 		slog.String("principal", principal), slog.String("realm", realm), slog.String("purpose", purpose))
+	if c.Limiter != nil {
+		if err := c.Limiter.Wait(ctx); err != nil {
+			return nil, err
+		}
+	}
 	var reply []byte
 	var err error
 	if c.Exchange != nil {

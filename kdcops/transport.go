@@ -17,6 +17,14 @@ import (
 // so anything larger is a wrong service on that port.
 const maxTCPReply = 1 << 20
 
+// Limiter paces requests to the KDCs so a fleet run cannot flood them
+// (verify --kdc-rate); *rate.Limiter from golang.org/x/time satisfies it.
+// Every AS-REQ and TGS-REQ krbops sends waits on it, retries and transport
+// fallbacks included.
+type Limiter interface {
+	Wait(ctx context.Context) error
+}
+
 // UnreachableError means no reply came from a KDC: refused, timed out, no
 // route, or the name did not resolve. It is the "could not complete" class.
 type UnreachableError struct {

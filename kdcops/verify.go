@@ -227,14 +227,6 @@ const (
 	ErrEtypeNotSupported = errorcode.KDC_ERR_ETYPE_NOSUPP
 )
 
-// Send delivers one raw request to the realm's KDCs (configured order,
-// transport fallback) and returns the reply. It is the network beneath
-// every OnlineClient exchange; callers wrap it (a rate limiter) through
-// the Exchange field.
-func (c *OnlineClient) Send(ctx context.Context, realm string, req []byte) ([]byte, error) {
-	return c.exchange(ctx, realm, req)
-}
-
 // MarshalKeytab writes entries (read with KeepKeys) as a version 0x0502
 // keytab, the format MIT and gokrb5 read. The 32-bit kvno is always
 // written, so kvnos above 255 survive. The bytes hold keys: callers keep

@@ -42,6 +42,8 @@ type ClockCheck struct {
 	// boundary: ±1s is plenty for a verdict against a 300s clockskew, and
 	// a fleet check should not send nine probes per run.
 	Quick bool
+	// Limiter, when set, paces the probes (verify --kdc-rate).
+	Limiter kdcops.Limiter
 
 	ProbeKDC  func(ctx context.Context, k kdcops.KDC) (*kdcops.ClockSample, error)
 	ProbeNTP  func(ctx context.Context, host string) (*kdcops.SourceSample, error)
@@ -56,7 +58,7 @@ func (c *ClockCheck) defaults() {
 				refine = 0
 			}
 			return kdcops.ProbeClock(ctx, c.Config, k, c.Realm, c.Principal, kdcops.ProbeOptions{
-				Timeout: c.Timeout, Log: c.Log, Refine: refine, Target: kdcops.DefaultTarget,
+				Timeout: c.Timeout, Log: c.Log, Refine: refine, Target: kdcops.DefaultTarget, Limiter: c.Limiter,
 			})
 		}
 	}

@@ -40,11 +40,6 @@ type VerifyTarget struct {
 	ServerKeytab string // keytab the service decrypts with; default Keytab
 }
 
-// Limiter paces KDC requests across all workers (--kdc-rate).
-type Limiter interface {
-	Wait(ctx context.Context) error
-}
-
 // Verify holds what every target's runbook shares. Nothing in it is
 // mutated by the steps, so one Verify serves all workers; each target gets
 // its own KDC client (gokrb5 state is not goroutine-safe).
@@ -60,7 +55,7 @@ type Verify struct {
 	Log            *slog.Logger
 	MinLifetime    time.Duration
 	WarnSkew       time.Duration
-	Limiter        Limiter        // nil: unpaced
+	Limiter        kdcops.Limiter // paces every KDC request across all workers; nil: unpaced
 	CCache         *kdcops.CCache // the operator's TGT, to learn a stale principal's KDC kvno
 	Lint           kdcops.LintOptions
 	SPNEGO         func(ctx context.Context, t VerifyTarget, entries []kdcops.KeytabEntry) (int, error) // nil: no spnego step
@@ -78,17 +73,7 @@ func (v *Verify) Preflight() Runbook {
 	clock := ClockCheck{
 		Config: v.Config, Realm: v.Realm, Principal: v.ProbePrincipal, KDCs: v.KDCs,
 		WarnSkew: v.WarnSkew, MaxSkew: v.Config.ClockSkew(), Timeout: v.Timeout, Log: v.Log, Quick: true,
-	}
-	if v.Limiter != nil {
-		lim := v.Limiter
-		clock.defaults()
-		probe := clock.ProbeKDC
-		clock.ProbeKDC = func(ctx context.Context, k kdcops.KDC) (*kdcops.ClockSample, error) {
-			if err := lim.Wait(ctx); err != nil {
-				return nil, err
-			}
-			return probe(ctx, k)
-		}
+		Limiter: v.Limiter,
 	}
 	return Runbook{Command: "verify", Steps: []Step{
 		{ID: StepVerifyConfig, Title: "krb5.conf, realm and KDCs", Run: v.config},
@@ -155,16 +140,7 @@ func (v *Verify) client(st *State) *kdcops.OnlineClient {
 	if v.NewClient != nil {
 		c = v.NewClient()
 	} else {
-		c = &kdcops.OnlineClient{Config: v.Config, Timeout: v.Timeout, Log: v.Log, CCache: v.CCache}
-		if v.Limiter != nil {
-			lim, inner := v.Limiter, c
-			c.Exchange = func(ctx context.Context, realm string, req []byte) ([]byte, error) {
-				if err := lim.Wait(ctx); err != nil {
-					return nil, err
-				}
-				return inner.Send(ctx, realm, req)
-			}
-		}
+		c = &kdcops.OnlineClient{Config: v.Config, Timeout: v.Timeout, Log: v.Log, CCache: v.CCache, Limiter: v.Limiter}
 	}
 	st.Set(keyVerifyClient, c)
 	return c
