@@ -52,7 +52,7 @@ integration:
 e2e:
 	$(GO) test -count=1 ./cmd/krbops/...
 
-test: vet unit integration e2e
+test: deps vet unit integration e2e
 
 demo: deps build
 	$(GO) run ./internal/lab/cmd/krbops-lab demo --krbops $(BIN)

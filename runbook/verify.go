@@ -174,7 +174,7 @@ func (v *Verify) keytab(st *State, t VerifyTarget) Result {
 func entriesOf(entries []kdcops.KeytabEntry, principal string) []kdcops.KeytabEntry {
 	var out []kdcops.KeytabEntry
 	for _, e := range entries {
-		if strings.EqualFold(e.Principal, principal) || e.Principal == principal {
+		if strings.EqualFold(e.Principal, principal) {
 			out = append(out, e)
 		}
 	}
