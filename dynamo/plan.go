@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -214,12 +215,20 @@ func Prepare(ctx context.Context, cfg Config) (_ *Plan, err error) {
 	}
 
 	p := &Plan{cfg: cfg, budget: NewRetryBudget(cfg.RetryBudget), backoff: cfg.Backoff, limiter: NewRateLimiter(cfg.MaxRCU)}
-	defer func() {
-		if err != nil {
-			p.Close()
-		}
-	}()
 	lockPath := cfg.Checkpoint + ".lock"
+	_, statErr := os.Stat(lockPath)
+	newLock := errors.Is(statErr, fs.ErrNotExist)
+	defer func() {
+		if err == nil {
+			return
+		}
+		// A run that fails before its first commit leaves nothing behind:
+		// no checkpoint, so not the lock file it created either.
+		if _, cerr := os.Stat(cfg.Checkpoint); newLock && p.lock != nil && errors.Is(cerr, fs.ErrNotExist) {
+			os.Remove(lockPath)
+		}
+		p.Close()
+	}()
 	if p.lock, err = lockFile(lockPath); err != nil {
 		if errors.Is(err, errLocked) {
 			return nil, &ConfigError{Err: fmt.Errorf("checkpoint %s is in use by another krbops run (lock %s)", cfg.Checkpoint, lockPath),
