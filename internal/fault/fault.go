@@ -1,0 +1,128 @@
+// Package fault is krbops' error model: every error that ends a command
+// carries a [Class] saying what kind of trouble it is, and cmd/krbops turns
+// the class into the process exit status in one table. Domain packages
+// classify where they know the cause (a malformed local file is [Usage], a
+// KDC that does not answer is [Unreachable]); commands word the message for
+// people and add the hint.
+//
+// Start with [New] and [ClassOf].
+package fault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Class is what kind of trouble ended a run. The zero value, [Unclassified],
+// is an error nobody sorted; cmd/krbops treats it as a usage error, since
+// the errors nobody classifies are cobra's own (unknown command, bad flag
+// syntax).
+type Class uint8
+
+const (
+	// Unclassified: not sorted by the code that raised it.
+	Unclassified Class = iota
+	// OK: the run completed and every check passed (warnings allowed).
+	OK
+	// CheckFailed: a check ran and found a problem (or a warning under
+	// --strict).
+	CheckFailed
+	// Usage: the invocation or local input is wrong: a bad flag, a missing,
+	// unreadable, untrusted or malformed local file. Nothing was changed;
+	// fixing the input fixes the run.
+	Usage
+	// Unreachable: a dependency (KDC, NTP, AWS endpoint, secret store) did
+	// not answer or answered with something unusable; the run could not
+	// complete.
+	Unreachable
+	// Cancelled: SIGINT or SIGTERM.
+	Cancelled
+)
+
+var classNames = [...]string{
+	Unclassified: "unclassified",
+	OK:           "ok",
+	CheckFailed:  "check-failed",
+	Usage:        "usage",
+	Unreachable:  "unreachable",
+	Cancelled:    "cancelled",
+}
+
+func (c Class) String() string {
+	if int(c) < len(classNames) {
+		return classNames[c]
+	}
+	return fmt.Sprintf("class(%d)", uint8(c))
+}
+
+// Error is an error with its class and what the operator should do next.
+type Error struct {
+	Class Class
+	Err   error  // the cause; nil for a run whose report already said it all
+	Hint  string // one line: what to do next; may be empty
+}
+
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return e.Class.String()
+	}
+	return e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// New returns err with class c and hint. A nil err is allowed: it is a run
+// that ends with class c and has nothing to add (its report was printed).
+func New(c Class, err error, hint string) *Error {
+	return &Error{Class: c, Err: err, Hint: hint}
+}
+
+// Usagef is a usage or local-input error with a formatted message.
+func Usagef(hint, format string, a ...any) *Error {
+	return New(Usage, fmt.Errorf(format, a...), hint)
+}
+
+// Unreachablef is a could-not-complete error with a formatted message.
+func Unreachablef(hint, format string, a ...any) *Error {
+	return New(Unreachable, fmt.Errorf(format, a...), hint)
+}
+
+// ClassOf returns the class of the first *Error in err's chain. A context
+// cancellation anywhere in the chain, and no *Error, is [Cancelled]; nil
+// is [OK].
+func ClassOf(err error) Class {
+	if err == nil {
+		return OK
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Class
+	}
+	if errors.Is(err, context.Canceled) {
+		return Cancelled
+	}
+	return Unclassified
+}
+
+// HintOf returns the hint of the first *Error in err's chain that has one.
+func HintOf(err error) string {
+	for err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			return ""
+		}
+		if e.Hint != "" {
+			return e.Hint
+		}
+		err = e.Err
+	}
+	return ""
+}
+
+// Silent reports whether err is a bare class with nothing to print: the
+// run's report already told the operator what happened.
+func Silent(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Err == nil
+}
