@@ -88,16 +88,36 @@ func Unreachablef(hint, format string, a ...any) *Error {
 	return New(Unreachable, fmt.Errorf(format, a...), hint)
 }
 
-// ClassOf returns the class of the first *Error in err's chain. A context
-// cancellation anywhere in the chain, and no *Error, is [Cancelled]; nil
-// is [OK].
+// Classer is a domain error type that knows its own class (a typed error
+// such as dynamo's PermissionError), so it need not be wrapped in *Error.
+type Classer interface{ FaultClass() Class }
+
+// Hinter is a domain error type that says what to do next.
+type Hinter interface{ Hint() string }
+
+// ClassOf returns the class of the first *Error or [Classer] in err's
+// chain. A context cancellation in the chain, and neither of those, is
+// [Cancelled]; nil is [OK].
 func ClassOf(err error) Class {
 	if err == nil {
 		return OK
 	}
+	var c Classer
 	var e *Error
+	for cur := err; cur != nil; cur = errors.Unwrap(cur) {
+		if errors.As(cur, &e) && e == cur {
+			return e.Class
+		}
+		if x, ok := cur.(Classer); ok {
+			return x.FaultClass()
+		}
+	}
+	// Joined errors and multi-unwrap chains: errors.As walks them.
 	if errors.As(err, &e) {
 		return e.Class
+	}
+	if errors.As(err, &c) {
+		return c.FaultClass()
 	}
 	if errors.Is(err, context.Canceled) {
 		return Cancelled
@@ -105,17 +125,22 @@ func ClassOf(err error) Class {
 	return Unclassified
 }
 
-// HintOf returns the hint of the first *Error in err's chain that has one.
+// HintOf returns the first non-empty hint in err's chain, from an *Error
+// or a [Hinter].
 func HintOf(err error) string {
-	for err != nil {
-		var e *Error
-		if !errors.As(err, &e) {
-			return ""
-		}
-		if e.Hint != "" {
+	for cur := err; cur != nil; cur = errors.Unwrap(cur) {
+		if e, ok := cur.(*Error); ok && e.Hint != "" {
 			return e.Hint
 		}
-		err = e.Err
+		if h, ok := cur.(Hinter); ok {
+			if s := h.Hint(); s != "" {
+				return s
+			}
+		}
+	}
+	var h Hinter
+	if errors.As(err, &h) {
+		return h.Hint()
 	}
 	return ""
 }
