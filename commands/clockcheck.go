@@ -9,8 +9,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/runbook"
+	"github.com/krbops/krbops/runbook/clock"
 )
 
 // ClockCheckOptions are clock-check's flags.
@@ -61,7 +63,7 @@ See docs/clock-check.md for what each failure means and what to do.` + exitStatu
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opts.WarnSkew <= 0 {
-				return runbook.UsageError(errors.New("--warn-skew must be positive"), "for example --warn-skew 60s")
+				return usageError(errors.New("--warn-skew must be positive"), "for example --warn-skew 60s")
 			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
@@ -95,23 +97,23 @@ func clockCheckRun(ctx context.Context, opts *ClockCheckOptions) error {
 		return err
 	}
 	if name, _ := kdcops.SplitPrincipal(principal); name == "" {
-		return runbook.UsageError(fmt.Errorf("--principal %q has no name", principal), "for example --principal host/web1.example.com")
+		return usageError(fmt.Errorf("--principal %q has no name", principal), "for example --principal host/web1.example.com")
 	}
 
 	kdcs, err := cfg.ResolveKDCs(ctx, realm, opts.KDCs)
 	if err != nil {
 		var ce *kdcops.ConfigError
 		if errors.As(err, &ce) || len(opts.KDCs) > 0 {
-			return runbook.UsageError(err, "list the realm's KDCs under [realms] in krb5.conf, or pass --kdc host:port")
+			return usageError(err, "list the realm's KDCs under [realms] in krb5.conf, or pass --kdc host:port")
 		}
-		return &runbook.ExitError{Code: runbook.ExitIncomplete, Err: err, Hint: "set kdc entries in krb5.conf or pass --kdc host:port"}
+		return fault.New(fault.Unreachable, err, "set kdc entries in krb5.conf or pass --kdc host:port")
 	}
 	maxSkew := cfg.ClockSkew()
 	if opts.WarnSkew >= maxSkew {
-		return runbook.UsageError(fmt.Errorf("--warn-skew %s must be below clockskew %s from %s", opts.WarnSkew, maxSkew, path), "pick a smaller --warn-skew")
+		return usageError(fmt.Errorf("--warn-skew %s must be below clockskew %s from %s", opts.WarnSkew, maxSkew, path), "pick a smaller --warn-skew")
 	}
 
-	check := runbook.ClockCheck{
+	check := clock.Check{
 		Config:      cfg,
 		Realm:       realm,
 		Principal:   principal,
@@ -148,5 +150,5 @@ func configError(err error) error {
 	if errors.As(err, &ce) && strings.Contains(ce.Msg, "no such file") {
 		hint = "pass --krb5-config PATH or set KRB5_CONFIG"
 	}
-	return runbook.UsageError(err, hint)
+	return usageError(err, hint)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/runbook"
+	"github.com/krbops/krbops/runbook/klistlint"
 )
 
 // defaultKeytab is where MIT looks when KRB5_KTNAME is unset.
@@ -84,21 +85,21 @@ Findings are in every output format; -o json lists them under "findings",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.CCacheSet = cmd.Flags().Changed("ccache")
 			if opts.MinRemaining < 0 {
-				return runbook.UsageError(errors.New("--min-remaining must not be negative"), "for example --min-remaining 1h")
+				return usageError(errors.New("--min-remaining must not be negative"), "for example --min-remaining 1h")
 			}
 			if opts.MaxAge < 0 {
-				return runbook.UsageError(errors.New("--max-age must not be negative"), "for example --max-age 90d is --max-age 2160h; 0 disables KT010")
+				return usageError(errors.New("--max-age must not be negative"), "for example --max-age 90d is --max-age 2160h; 0 disables KT010")
 			}
 			if opts.Workers < 0 {
-				return runbook.UsageError(errors.New("--workers must not be negative"), "0 picks a pool size from the CPU count")
+				return usageError(errors.New("--workers must not be negative"), "0 picks a pool size from the CPU count")
 			}
 			rules, err := kdcops.NewRuleSet(opts.Only, opts.Disable)
 			if err != nil {
-				return runbook.UsageError(err, "valid rule ids: "+strings.Join(kdcops.RuleIDs(), ", "))
+				return usageError(err, "valid rule ids: "+strings.Join(kdcops.RuleIDs(), ", "))
 			}
 			opts.rules = rules
 			if opts.Online && len(opts.Keytabs) == 0 && len(opts.Dirs) > 0 {
-				return runbook.UsageError(errors.New("--online checks --keytab files; --dir is linted offline"),
+				return usageError(errors.New("--online checks --keytab files; --dir is linted offline"),
 					"pass the keytabs to check against the KDC with --keytab (asking the KDC about a whole tree would flood it)")
 			}
 			if runF != nil {
@@ -139,7 +140,7 @@ func klistLintRun(ctx context.Context, opts *KlistLintOptions) error {
 		if opts.CCacheSet && opts.CCache != "" {
 			p, err := kdcops.CCachePath(opts.CCache, getenv)
 			if err != nil {
-				return runbook.UsageError(err, "krbops reads FILE: caches only: kinit -c FILE:/path and pass --ccache FILE:/path")
+				return usageError(err, "krbops reads FILE: caches only: kinit -c FILE:/path and pass --ccache FILE:/path")
 			}
 			ccache = p
 		}
@@ -147,19 +148,19 @@ func klistLintRun(ctx context.Context, opts *KlistLintOptions) error {
 		for i, k := range keytabs {
 			p, err := keytabPath(k)
 			if err != nil {
-				return runbook.UsageError(err, "pass a FILE: keytab path")
+				return usageError(err, "pass a FILE: keytab path")
 			}
 			keytabs[i] = p
 		}
 	} else {
 		p, err := kdcops.CCachePath("", getenv)
 		if err != nil {
-			return runbook.UsageError(err, "krbops reads FILE: caches only: kinit -c FILE:/path and pass --ccache FILE:/path, or lint keytabs only with --keytab")
+			return usageError(err, "krbops reads FILE: caches only: kinit -c FILE:/path and pass --ccache FILE:/path, or lint keytabs only with --keytab")
 		}
 		kt := defaultKeytab
 		if env := getenv("KRB5_KTNAME"); env != "" {
 			if kt, err = keytabPath(env); err != nil {
-				return runbook.UsageError(fmt.Errorf("KRB5_KTNAME: %w", err), "pass --keytab PATH")
+				return usageError(fmt.Errorf("KRB5_KTNAME: %w", err), "pass --keytab PATH")
 			}
 		}
 		var missing []string
@@ -174,7 +175,7 @@ func klistLintRun(ctx context.Context, opts *KlistLintOptions) error {
 			missing = append(missing, "no keytab at "+kt)
 		}
 		if ccache == "" && len(keytabs) == 0 {
-			return runbook.UsageError(errors.New("nothing to lint: "+strings.Join(missing, " and ")),
+			return usageError(errors.New("nothing to lint: "+strings.Join(missing, " and ")),
 				"pass --ccache, --keytab or --dir")
 		}
 		if !opts.Quiet {
@@ -188,13 +189,13 @@ func klistLintRun(ctx context.Context, opts *KlistLintOptions) error {
 		fi, err := os.Stat(d)
 		switch {
 		case err != nil:
-			return runbook.UsageError(fmt.Errorf("--dir %s: %s", d, describeFileError(err)), "pass an existing directory")
+			return usageError(fmt.Errorf("--dir %s: %s", d, describeFileError(err)), "pass an existing directory")
 		case !fi.IsDir():
-			return runbook.UsageError(fmt.Errorf("--dir %s: not a directory", d), "pass a single keytab with --keytab")
+			return usageError(fmt.Errorf("--dir %s: not a directory", d), "pass a single keytab with --keytab")
 		}
 	}
 
-	lint := runbook.KlistLint{
+	lint := klistlint.Check{
 		CCache:  ccache,
 		Keytabs: keytabs,
 		Dirs:    dirs,

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/krbops/krbops/runbook"
+	"github.com/krbops/krbops/internal/fault"
 )
 
 func lintStreams(env map[string]string) (*IOStreams, *bytes.Buffer, *bytes.Buffer) {
@@ -68,13 +68,13 @@ func TestKlistLintUsageErrors(t *testing.T) {
 		{[]string{"extra"}, "unknown command", ""},
 	} {
 		_, err := parseLint(t, tc.args...)
-		var ee *runbook.ExitError
+		var ee *fault.Error
 		if err == nil || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("%v: err = %v, want %q", tc.args, err, tc.msg)
 			continue
 		}
-		if errors.As(err, &ee) && (ee.Code != runbook.ExitUsage || !strings.Contains(ee.Hint, tc.hint)) {
-			t.Errorf("%v: code %d hint %q", tc.args, ee.Code, ee.Hint)
+		if errors.As(err, &ee) && (ee.Class != fault.Usage || !strings.Contains(ee.Hint, tc.hint)) {
+			t.Errorf("%v: code %d hint %q", tc.args, ee.Class, ee.Hint)
 		}
 	}
 }
@@ -104,8 +104,8 @@ func TestKlistLintRunInputs(t *testing.T) {
 			o := tc.opts
 			o.Globals = g
 			err := klistLintRun(context.Background(), &o)
-			var ee *runbook.ExitError
-			if !errors.As(err, &ee) || ee.Code != runbook.ExitUsage || !strings.Contains(err.Error(), tc.msg) {
+			var ee *fault.Error
+			if !errors.As(err, &ee) || ee.Class != fault.Usage || !strings.Contains(err.Error(), tc.msg) {
 				t.Errorf("err = %v, want usage error containing %q", err, tc.msg)
 			}
 			if out.Len() > 0 {

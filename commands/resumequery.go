@@ -13,8 +13,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/krbops/krbops/dynamo"
+	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/runbook"
+	"github.com/krbops/krbops/runbook/resumequery"
 )
 
 // ResumeQueryOptions are resume-query's flags.
@@ -175,7 +177,7 @@ full; 130 interrupted (committed pages are kept: resume).` + exitStatusHelp,
 // config checks the flags and turns them into a dynamo.Config.
 func (o *ResumeQueryOptions) config() (dynamo.Config, error) {
 	usage := func(err error, hint string) (dynamo.Config, error) {
-		return dynamo.Config{}, runbook.UsageError(err, hint)
+		return dynamo.Config{}, usageError(err, hint)
 	}
 	format, err := dynamo.ParseFormat(o.Format)
 	if err != nil {
@@ -269,7 +271,7 @@ func resumeQueryRun(ctx context.Context, opts *ResumeQueryOptions) error {
 		stop := opts.showProgress(plan)
 		defer stop()
 	}
-	q := runbook.ResumeQuery{Plan: plan, Timeout: opts.Timeout, Log: cfg.Log}
+	q := resumequery.Query{Plan: plan, Timeout: opts.Timeout, Log: cfg.Log}
 	return opts.runReport(ctx, runbook.Runbook{Command: "resume-query", Steps: q.Steps()})
 }
 
@@ -278,7 +280,7 @@ func resumeQueryRun(ctx context.Context, opts *ResumeQueryOptions) error {
 // a denial or a refused login, 3 for what could not be reached.
 func prepareError(ctx context.Context, err error) error {
 	if ctx.Err() != nil || errors.Is(err, context.Canceled) {
-		return &runbook.ExitError{Code: runbook.ExitCancelled, Err: errors.New("interrupted before the first page; nothing was written")}
+		return fault.New(fault.Cancelled, errors.New("interrupted before the first page; nothing was written"), "")
 	}
 	type hinter interface{ Hint() string }
 	hint := ""
@@ -298,25 +300,25 @@ func prepareError(ctx context.Context, err error) error {
 	)
 	switch {
 	case errors.As(err, &ce), errors.As(err, &be), errors.As(err, &ke):
-		return runbook.UsageError(err, hint)
+		return usageError(err, hint)
 	case errors.As(err, &re) && re.Detail.Class == dynamo.ClassInvalid:
-		return runbook.UsageError(err, hint)
+		return usageError(err, hint)
 	case errors.As(err, &pe), errors.As(err, &ae):
-		return &runbook.ExitError{Code: runbook.ExitFail, Err: err, Hint: hint}
+		return fault.New(fault.CheckFailed, err, hint)
 	case errors.As(err, &kr):
-		code := runbook.ExitFail
+		code := fault.CheckFailed
 		if kr.Unreachable {
-			code = runbook.ExitIncomplete
+			code = fault.Unreachable
 		}
-		return &runbook.ExitError{Code: code, Err: err, Hint: hint}
+		return fault.New(code, err, hint)
 	case errors.As(err, &br):
-		code := runbook.ExitIncomplete
+		code := fault.Unreachable
 		if br.Class == dynamo.ClassPermission || br.Class == dynamo.ClassAuth {
-			code = runbook.ExitFail
+			code = fault.CheckFailed
 		}
-		return &runbook.ExitError{Code: code, Err: err, Hint: hint}
+		return fault.New(code, err, hint)
 	}
-	return &runbook.ExitError{Code: runbook.ExitIncomplete, Err: err, Hint: hint}
+	return fault.New(fault.Unreachable, err, hint)
 }
 
 // showProgress redraws one status line on the terminal's stderr until

@@ -20,7 +20,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/krbops/krbops/dynamo"
-	"github.com/krbops/krbops/runbook"
+	"github.com/krbops/krbops/internal/fault"
 )
 
 func parseRQ(t *testing.T, env map[string]string, args ...string) (*ResumeQueryOptions, error) {
@@ -89,8 +89,8 @@ func TestResumeQueryUsageErrors(t *testing.T) {
 		{append(base, "--scan", "--retry-budget", "-1"), "--retry-budget -1"},
 	} {
 		_, err := parseRQ(t, nil, tc.args...)
-		var ee *runbook.ExitError
-		if !errors.As(err, &ee) || ee.Code != runbook.ExitUsage || !strings.Contains(err.Error(), tc.want) || ee.Hint == "" {
+		var ee *fault.Error
+		if !errors.As(err, &ee) || ee.Class != fault.Usage || !strings.Contains(err.Error(), tc.want) || ee.Hint == "" {
 			t.Errorf("%v: err %v, want exit 2 with %q and a hint", tc.args, err, tc.want)
 		}
 	}
@@ -101,26 +101,26 @@ func TestPrepareErrorExitCodes(t *testing.T) {
 		err  error
 		code int
 	}{
-		{&dynamo.BindingError{Checkpoint: "c", Diffs: []dynamo.Difference{{Field: "--filter"}}}, runbook.ExitUsage},
-		{&dynamo.CheckpointError{Path: "c", Msg: "bad"}, runbook.ExitUsage},
-		{&dynamo.ConfigError{Err: errors.New("x")}, runbook.ExitUsage},
-		{&dynamo.RequestError{Operation: "Scan", Detail: dynamo.Classified{Class: dynamo.ClassInvalid, Code: "ValidationException"}}, runbook.ExitUsage},
-		{&dynamo.PermissionError{Action: "dynamodb:DescribeTable", Resource: "table/t"}, runbook.ExitFail},
-		{&dynamo.AuthError{}, runbook.ExitFail},
-		{&dynamo.KerberosError{Reason: "KDC_ERR_PREAUTH_FAILED"}, runbook.ExitFail},
-		{&dynamo.KerberosError{Unreachable: true}, runbook.ExitIncomplete},
-		{&dynamo.BrokerError{Class: dynamo.ClassPermission}, runbook.ExitFail},
-		{&dynamo.BrokerError{Class: dynamo.ClassTransient}, runbook.ExitIncomplete},
-		{&dynamo.BudgetError{Budget: 3}, runbook.ExitIncomplete},
-		{&dynamo.RequestError{Operation: "DescribeTable", Detail: dynamo.Classified{Class: dynamo.ClassTransient}}, runbook.ExitIncomplete},
+		{&dynamo.BindingError{Checkpoint: "c", Diffs: []dynamo.Difference{{Field: "--filter"}}}, fault.ExitUsage},
+		{&dynamo.CheckpointError{Path: "c", Msg: "bad"}, fault.ExitUsage},
+		{&dynamo.ConfigError{Err: errors.New("x")}, fault.ExitUsage},
+		{&dynamo.RequestError{Operation: "Scan", Detail: dynamo.Classified{Class: dynamo.ClassInvalid, Code: "ValidationException"}}, fault.ExitUsage},
+		{&dynamo.PermissionError{Action: "dynamodb:DescribeTable", Resource: "table/t"}, fault.ExitCheckFailed},
+		{&dynamo.AuthError{}, fault.ExitCheckFailed},
+		{&dynamo.KerberosError{Reason: "KDC_ERR_PREAUTH_FAILED"}, fault.ExitCheckFailed},
+		{&dynamo.KerberosError{Unreachable: true}, fault.ExitUnreachable},
+		{&dynamo.BrokerError{Class: dynamo.ClassPermission}, fault.ExitCheckFailed},
+		{&dynamo.BrokerError{Class: dynamo.ClassTransient}, fault.ExitUnreachable},
+		{&dynamo.BudgetError{Budget: 3}, fault.ExitUnreachable},
+		{&dynamo.RequestError{Operation: "DescribeTable", Detail: dynamo.Classified{Class: dynamo.ClassTransient}}, fault.ExitUnreachable},
 	} {
-		if got := runbook.ExitCodeOf(prepareError(context.Background(), tc.err)); got != tc.code {
+		if got := fault.ExitCode(fault.ClassOf(prepareError(context.Background(), tc.err))); got != tc.code {
 			t.Errorf("%T %v: exit %d, want %d", tc.err, tc.err, got, tc.code)
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if got := runbook.ExitCodeOf(prepareError(ctx, context.Canceled)); got != runbook.ExitCancelled {
+	if got := fault.ExitCode(fault.ClassOf(prepareError(ctx, context.Canceled))); got != fault.ExitCancelled {
 		t.Errorf("cancelled: exit %d", got)
 	}
 }
@@ -204,7 +204,7 @@ func runRQ(t *testing.T, table *tinyTable, errTTY bool, args ...string) (stdout,
 		if err := g.setup(); err != nil {
 			return err
 		}
-		defer g.close()
+		defer g.close(nil, 0)
 		return resumeQueryRun(ctx, o)
 	})
 	dir := t.TempDir()
@@ -269,7 +269,7 @@ func TestResumeQueryReportAndProgress(t *testing.T) {
 
 func TestResumeQueryDeniedMidRunExitsOne(t *testing.T) {
 	stdout, _, err := runRQ(t, &tinyTable{n: 9, fail: "AccessDeniedException"}, false, "-o", "json")
-	if code := runbook.ExitCodeOf(err); code != runbook.ExitFail {
+	if code := fault.ExitCode(fault.ClassOf(err)); code != fault.ExitCheckFailed {
 		t.Fatalf("exit %d (%v), want 1", code, err)
 	}
 	for _, want := range []string{`"status": "fail"`, `access denied: dynamodb:Scan on arn:aws:dynamodb:us-east-1:1:table/t`, `"action": "dynamodb:Scan"`, `"retries": 0`} {

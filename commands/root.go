@@ -21,6 +21,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/output"
 	"github.com/krbops/krbops/runbook"
@@ -53,11 +54,46 @@ type Globals struct {
 	// with -v, discarded otherwise. Every record carries the correlation id.
 	Log     *slog.Logger
 	logFile *os.File
+	command string // the command path, for the log's outcome line
 }
 
-// NewRootCmd builds the krbops command tree.
-func NewRootCmd(io *IOStreams, build BuildInfo) *cobra.Command {
+// App is the krbops command tree and the resources a run opens (the
+// forensic log). cmd/krbops runs it with [App.Execute] and always ends it
+// with [App.Close], on success, failure, usage error and SIGINT alike, so
+// an incident's forensic log is never left without its outcome.
+type App struct {
+	Root *cobra.Command
+	g    *Globals
+}
+
+// NewApp builds the command tree.
+func NewApp(io *IOStreams, build BuildInfo) *App {
 	g := &Globals{IO: io, Build: build}
+	return &App{Root: newRootCmd(g), g: g}
+}
+
+// Execute runs the command line args under ctx.
+func (a *App) Execute(ctx context.Context, args []string) error {
+	a.Root.SetArgs(args)
+	return a.Root.ExecuteContext(ctx)
+}
+
+// Close writes the run's outcome line (exit code and, for a failed run,
+// the error) to the forensic log, then syncs and closes it. It returns an
+// error when the log could not be completed: a run whose forensic record
+// is lost must not pass silently.
+func (a *App) Close(err error, code int) error {
+	return a.g.close(err, code)
+}
+
+// NewRootCmd builds the krbops command tree (tests that only need the
+// tree; a run goes through [NewApp]).
+func NewRootCmd(io *IOStreams, build BuildInfo) *cobra.Command {
+	return NewApp(io, build).Root
+}
+
+func newRootCmd(g *Globals) *cobra.Command {
+	io := g.IO
 	root := &cobra.Command{
 		Use:   "krbops",
 		Short: "Kerberos runbooks and keytab rotation for operators",
@@ -70,15 +106,18 @@ Start with "krbops clock-check" when Kerberos errors mention clock skew or
 tickets are "not yet valid".` + exitStatusHelp,
 		SilenceErrors: true,
 		SilenceUsage:  true,
+		// The log is closed by App.Close, not PersistentPostRun: cobra
+		// skips that hook when RunE fails, which is exactly the run an
+		// incident needs the log of.
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			g.command = cmd.CommandPath()
 			return g.setup()
 		},
-		PersistentPostRun: func(*cobra.Command, []string) { g.close() },
 	}
 	root.SetOut(io.Out)
 	root.SetErr(io.ErrOut)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
-		return runbook.UsageError(err, "run with --help to see the flags")
+		return usageError(err, "run with --help to see the flags")
 	})
 
 	pf := root.PersistentFlags()
@@ -108,7 +147,7 @@ func wrapArgsErrors(c *cobra.Command) {
 	orig := c.Args
 	c.Args = func(cmd *cobra.Command, args []string) error {
 		if err := orig(cmd, args); err != nil {
-			return runbook.UsageError(err, "run \""+cmd.CommandPath()+" --help\" to see the usage")
+			return usageError(err, "run \""+cmd.CommandPath()+" --help\" to see the usage")
 		}
 		return nil
 	}
@@ -117,11 +156,11 @@ func wrapArgsErrors(c *cobra.Command) {
 func (g *Globals) setup() error {
 	if g.Output != "" {
 		if _, err := output.Get(g.Output); err != nil {
-			return runbook.UsageError(fmt.Errorf("--output: %w", err), "pick one of "+strings.Join(output.Names(), ", "))
+			return usageError(fmt.Errorf("--output: %w", err), "pick one of "+strings.Join(output.Names(), ", "))
 		}
 	}
 	if g.Timeout <= 0 {
-		return runbook.UsageError(errors.New("--timeout must be positive"), "for example --timeout 5s")
+		return usageError(errors.New("--timeout must be positive"), "for example --timeout 5s")
 	}
 	if g.CorrelationID == "" {
 		g.CorrelationID = newCorrelationID()
@@ -130,7 +169,7 @@ func (g *Globals) setup() error {
 	if g.LogFile != "" {
 		f, err := os.OpenFile(g.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
-			return runbook.UsageError(fmt.Errorf("--log-file %s: %s", g.LogFile, describeFileError(err)), "pick a writable path")
+			return usageError(fmt.Errorf("--log-file %s: %s", g.LogFile, describeFileError(err)), "pick a writable path")
 		}
 		g.logFile = f
 		handlers = append(handlers, slog.NewJSONHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -146,13 +185,31 @@ func (g *Globals) setup() error {
 	return nil
 }
 
-func (g *Globals) close() {
-	if g.logFile != nil {
-		g.logFile.Sync()
-		g.logFile.Close()
-		g.logFile = nil
+// close ends the forensic log with the run's outcome and closes it.
+// Before setup (a flag error) there is no log to close.
+func (g *Globals) close(err error, code int) error {
+	if g.Log != nil {
+		attrs := []slog.Attr{slog.String("command", g.command), slog.Int("exit_code", code), slog.String("class", fault.ClassOf(err).String())}
+		if err != nil && !fault.Silent(err) {
+			attrs = append(attrs, slog.String("error", err.Error()))
+		}
+		g.Log.LogAttrs(context.Background(), slog.LevelInfo, "run outcome", attrs...)
 	}
+	if g.logFile == nil {
+		return nil
+	}
+	f := g.logFile
+	g.logFile = nil
+	serr := f.Sync()
+	cerr := f.Close()
+	if serr != nil || cerr != nil {
+		return fmt.Errorf("--log-file %s: %s", g.LogFile, describeFileError(errors.Join(serr, cerr)))
+	}
+	return nil
 }
+
+// usageError is a usage or local-input error: exit 2, with a hint.
+func usageError(err error, hint string) error { return fault.New(fault.Usage, err, hint) }
 
 func newCorrelationID() string {
 	var b [8]byte
@@ -192,7 +249,7 @@ func realmFor(cfg *kdcops.Config, realmFlag, principal string) (string, error) {
 	}
 	realm, err := cfg.DefaultRealm(realm)
 	if err != nil {
-		return "", runbook.UsageError(err, "pass --realm REALM or set default_realm in [libdefaults]")
+		return "", usageError(err, "pass --realm REALM or set default_realm in [libdefaults]")
 	}
 	return realm, nil
 }
@@ -218,22 +275,29 @@ func (g *Globals) machineReadable() bool {
 // carries the report's exit code.
 func (g *Globals) runReport(ctx context.Context, rb runbook.Runbook) error {
 	g.Log.Info("run start", slog.String("command", rb.Command), slog.Int("steps", len(rb.Steps)))
+	return g.renderReport(runbook.Run(ctx, rb, g.runOptions()))
+}
+
+// runOptions are the engine options of a run: correlation id, --strict
+// and, on a terminal, one progress line per step.
+func (g *Globals) runOptions() runbook.Options {
 	opts := runbook.Options{CorrelationID: g.CorrelationID, Strict: g.Strict}
 	if g.IO.ErrTTY && !g.Quiet && !g.machineReadable() {
 		opts.OnStep = func(sr runbook.StepResult) { progressLine(g.IO.ErrOut, sr) }
 	}
-	return g.renderReport(runbook.Run(ctx, rb, opts))
+	return opts
 }
 
 // renderReport writes a finished report and returns an error carrying its
-// exit code.
+// class; the report shows the exit code that class maps to.
 func (g *Globals) renderReport(rep *runbook.Report) error {
+	rep.ExitCode = fault.ExitCode(rep.Class)
 	g.Log.Info("run end", slog.String("command", rep.Command), slog.String("status", rep.Status), slog.Int("exit_code", rep.ExitCode))
 	if err := g.render(rep); err != nil {
-		return &runbook.ExitError{Code: runbook.ExitIncomplete, Err: fmt.Errorf("writing the report: %w", err)}
+		return fault.New(fault.Unreachable, fmt.Errorf("writing the report: %w", err), "")
 	}
-	if rep.ExitCode != runbook.ExitOK {
-		return &runbook.ExitError{Code: rep.ExitCode}
+	if rep.Class != fault.OK {
+		return fault.New(rep.Class, nil, "")
 	}
 	return nil
 }

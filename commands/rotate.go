@@ -14,10 +14,10 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/ledger"
 	"github.com/krbops/krbops/rotate"
-	"github.com/krbops/krbops/runbook"
 	"github.com/krbops/krbops/secretstore"
 )
 
@@ -182,7 +182,7 @@ Steps: phase2.ticket-lifetime, phase2.store, phase2.keytab, phase2.ledger.` + ex
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
 			case opts.Principal == "" || opts.Keytab == "" || opts.SecretStore == "":
-				return runbook.UsageError(errors.New("rotate finish needs --principal, --keytab and --secret-store"), "use the values of phase 1")
+				return usageError(errors.New("rotate finish needs --principal, --keytab and --secret-store"), "use the values of phase 1")
 			case !opts.Yes && !opts.DryRun:
 				if err := confirm(opts, "publish only the new kvno of "+opts.Principal); err != nil {
 					return err
@@ -219,31 +219,31 @@ func defaultStatePath(name string) string {
 
 func (o *RotateOptions) validate() error {
 	if o.Principal == "" {
-		return runbook.UsageError(errors.New("--principal is required"), "for example --principal svc-batch@EXAMPLE.COM")
+		return usageError(errors.New("--principal is required"), "for example --principal svc-batch@EXAMPLE.COM")
 	}
 	if o.SecretStore == "" {
-		return runbook.UsageError(errors.New("--secret-store is required"), "for example --secret-store file:///var/lib/krbops/keytabs")
+		return usageError(errors.New("--secret-store is required"), "for example --secret-store file:///var/lib/krbops/keytabs")
 	}
 	if o.Resume {
 		return o.confirmUnlessDry("resume the rotation of " + o.Principal)
 	}
 	switch {
 	case o.Role != string(rotate.Client) && o.Role != string(rotate.Server):
-		return runbook.UsageError(fmt.Errorf("--role must be client or server, not %q", o.Role), "client: logs in with the keytab; server: decrypts service tickets")
+		return usageError(fmt.Errorf("--role must be client or server, not %q", o.Role), "client: logs in with the keytab; server: decrypts service tickets")
 	case o.Backend != rotate.BackendKpasswd && o.Backend != rotate.BackendKpasswdAdmin && o.Backend != rotate.BackendKadmin:
-		return runbook.UsageError(fmt.Errorf("--backend must be kpasswd, kpasswd-admin or kadmin, not %q", o.Backend), "")
+		return usageError(fmt.Errorf("--backend must be kpasswd, kpasswd-admin or kadmin, not %q", o.Backend), "")
 	case o.Backend != rotate.BackendKpasswd && (o.AdminPrincipal == "" || o.AdminKeytab == ""):
-		return runbook.UsageError(fmt.Errorf("--backend %s needs --admin-principal and --admin-keytab", o.Backend), "")
+		return usageError(fmt.Errorf("--backend %s needs --admin-principal and --admin-keytab", o.Backend), "")
 	case o.Keytab == "" || o.Cluster == "" || o.Allowlist == "":
-		return runbook.UsageError(errors.New("--keytab, --cluster and --allowlist are required"), "the allowlist names the clusters cleared for rotation")
+		return usageError(errors.New("--keytab, --cluster and --allowlist are required"), "the allowlist names the clusters cleared for rotation")
 	case o.Role == string(rotate.Client) && o.KDCLog == "":
-		return runbook.UsageError(errors.New("--role client needs --kdc-log"), "the last login decides whether the client's TGT outlives the key change")
+		return usageError(errors.New("--role client needs --kdc-log"), "the last login decides whether the client's TGT outlives the key change")
 	case o.MaxPerWindow < 0 || o.Window < 0 || o.MinTGTRemaining < 0 || o.TicketLifetime < 0:
-		return runbook.UsageError(errors.New("--max-per-window, --window, --min-tgt-remaining and --ticket-lifetime must not be negative"), "")
+		return usageError(errors.New("--max-per-window, --window, --min-tgt-remaining and --ticket-lifetime must not be negative"), "")
 	}
 	lim, ok := tierLimits[o.Tier]
 	if !ok {
-		return runbook.UsageError(fmt.Errorf("--tier must be standard or control-plane, not %q", o.Tier), "")
+		return usageError(fmt.Errorf("--tier must be standard or control-plane, not %q", o.Tier), "")
 	}
 	if o.MaxPerWindow == 0 {
 		o.MaxPerWindow = lim.max
@@ -265,12 +265,12 @@ func (o *RotateOptions) confirmUnlessDry(what string) error {
 func confirm(o *RotateOptions, what string) error {
 	f, ok := o.IO.In.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
-		return runbook.UsageError(errors.New("refusing to change keys without --yes: stdin is not a terminal"), "pass --yes in scripts, or --dry-run to see the plan")
+		return usageError(errors.New("refusing to change keys without --yes: stdin is not a terminal"), "pass --yes in scripts, or --dry-run to see the plan")
 	}
 	fmt.Fprintf(o.IO.ErrOut, "%s? type yes to continue: ", what)
 	line, _ := bufio.NewReader(f).ReadString('\n')
 	if strings.TrimSpace(line) != "yes" {
-		return runbook.UsageError(errors.New("not confirmed; nothing was changed"), "")
+		return usageError(errors.New("not confirmed; nothing was changed"), "")
 	}
 	return nil
 }
@@ -306,19 +306,19 @@ func (o *RotateOptions) rotation(ctx context.Context) (*rotate.Rotation, func(),
 		secret = principal
 	}
 	if err := secretstore.ValidName(secret); err != nil {
-		return nil, nil, runbook.UsageError(err, "pass --secret NAME")
+		return nil, nil, usageError(err, "pass --secret NAME")
 	}
 	kdcs, err := cfg.ResolveKDCs(ctx, realm, nil)
 	if err != nil {
-		return nil, nil, runbook.UsageError(err, "list the realm's KDCs under [realms] in krb5.conf")
+		return nil, nil, usageError(err, "list the realm's KDCs under [realms] in krb5.conf")
 	}
 	st, err := secretstore.Open(ctx, o.SecretStore, secretstore.Options{Holder: operatorName()})
 	if err != nil {
-		return nil, nil, runbook.UsageError(fmt.Errorf("--secret-store: %w", err), "file://DIR or awssm://PREFIX?region=R")
+		return nil, nil, usageError(fmt.Errorf("--secret-store: %w", err), "file://DIR or awssm://PREFIX?region=R")
 	}
 	led, err := ledger.OpenFile(o.LedgerPath, ledger.Options{})
 	if err != nil {
-		return nil, nil, runbook.UsageError(fmt.Errorf("--ledger: %w", err), "pick a writable path")
+		return nil, nil, usageError(fmt.Errorf("--ledger: %w", err), "pick a writable path")
 	}
 	life := o.TicketLifetime
 	if life == 0 {
@@ -370,16 +370,18 @@ func rotateRun(ctx context.Context, o *RotateOptions) error {
 				// with exit 0, so a script's resume loop ends.
 				return o.runReport(ctx, rb)
 			}
-			return &runbook.ExitError{Code: runbook.ExitFail, Err: fmt.Errorf("no rotation of %s in progress in %s", r.Principal, o.JournalDir),
-				Hint: "krbops rotate status lists the open rotations; pass --journal-dir if the journal lives elsewhere"}
+			return fault.New(fault.CheckFailed, fmt.Errorf("no rotation of %s in progress in %s", r.Principal, o.JournalDir),
+				"krbops rotate status lists the open rotations; pass --journal-dir if the journal lives elsewhere")
 		}
 		if err != nil {
-			return &runbook.ExitError{Code: runbook.ExitIncomplete, Err: err}
+			// A journal that cannot be read is local input: nothing was
+			// asked of the KDC, and fixing the file fixes the run.
+			return usageError(err, "inspect the journal in --journal-dir; krbops rotate status lists the open rotations")
 		}
 		// The journal, not the flags, says what this rotation is.
 		r.Role, r.Backend, r.Cluster, r.Tier, r.Keytab, r.Secret = j.Role, j.Backend, j.Cluster, j.Tier, j.Keytab, j.Secret
 		if r.Backend != rotate.BackendKpasswd && (r.AdminPrincipal == "" || r.AdminKeytab == "") {
-			return runbook.UsageError(fmt.Errorf("the rotation uses --backend %s: --resume needs --admin-principal and --admin-keytab", r.Backend), "")
+			return usageError(fmt.Errorf("the rotation uses --backend %s: --resume needs --admin-principal and --admin-keytab", r.Backend), "")
 		}
 	}
 	if o.DryRun {
@@ -401,7 +403,7 @@ func rotateFinishRun(ctx context.Context, o *RotateOptions) error {
 func rotateStatusRun(ctx context.Context, o *RotateOptions) error {
 	led, err := ledger.OpenFile(o.LedgerPath, ledger.Options{})
 	if err != nil {
-		return runbook.UsageError(fmt.Errorf("--ledger: %w", err), "pick a readable path")
+		return usageError(fmt.Errorf("--ledger: %w", err), "pick a readable path")
 	}
 	defer led.Close()
 	life := o.TicketLifetime
@@ -415,7 +417,7 @@ func rotateStatusRun(ctx context.Context, o *RotateOptions) error {
 	}
 	rb, err := rotate.Status(ctx, led, o.JournalDir, life, time.Now())
 	if err != nil {
-		return &runbook.ExitError{Code: runbook.ExitIncomplete, Err: err}
+		return usageError(err, "check --ledger and --journal-dir")
 	}
 	return o.runReport(ctx, rb)
 }

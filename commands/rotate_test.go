@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/krbops/krbops/runbook"
+	"github.com/krbops/krbops/internal/fault"
 )
 
 func parseRotate(t *testing.T, args ...string) (*RotateOptions, string, error) {
@@ -56,8 +56,8 @@ func TestRotateFlagsRefusals(t *testing.T) {
 		{[]string{"finish", "--principal", "p", "--yes"}, "needs --principal, --keytab and --secret-store"},
 	} {
 		_, _, err := parseRotate(t, tc.args...)
-		if runbook.ExitCodeOf(err) != runbook.ExitUsage || err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%v: %v (exit %d), want exit 2 with %q", tc.args, err, runbook.ExitCodeOf(err), tc.want)
+		if fault.ExitCode(fault.ClassOf(err)) != fault.ExitUsage || err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v (exit %d), want exit 2 with %q", tc.args, err, fault.ExitCode(fault.ClassOf(err)), tc.want)
 		}
 	}
 	// --dry-run needs no confirmation: it changes nothing.

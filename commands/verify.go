@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -15,8 +12,9 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/time/rate"
 
+	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
-	"github.com/krbops/krbops/runbook"
+	"github.com/krbops/krbops/runbook/verify"
 	"github.com/krbops/krbops/secretstore"
 )
 
@@ -82,19 +80,19 @@ See docs/verify.md for each failure and its remedy.` + exitStatusHelp,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
 			case opts.Targets != "" && opts.Dir != "":
-				return runbook.UsageError(errors.New("--targets and --dir exclude each other"), "pick one source of targets")
+				return usageError(errors.New("--targets and --dir exclude each other"), "pick one source of targets")
 			case (opts.Targets != "" || opts.Dir != "") && (opts.Principal != "" || opts.Keytab != "" || opts.Service != "" || opts.ServerKeytab != ""):
-				return runbook.UsageError(errors.New("--principal, --keytab, --service and --server-keytab check one target; --targets/--dir list many"), "put the per-target values in the targets file")
+				return usageError(errors.New("--principal, --keytab, --service and --server-keytab check one target; --targets/--dir list many"), "put the per-target values in the targets file")
 			case opts.Concurrency < 1:
-				return runbook.UsageError(errors.New("--concurrency must be at least 1"), "for example --concurrency 16")
+				return usageError(errors.New("--concurrency must be at least 1"), "for example --concurrency 16")
 			case opts.KDCRate < 0:
-				return runbook.UsageError(errors.New("--kdc-rate must not be negative"), "0 means unlimited")
+				return usageError(errors.New("--kdc-rate must not be negative"), "0 means unlimited")
 			case (opts.SecretStore == "") != (opts.Secret == ""):
-				return runbook.UsageError(errors.New("--secret-store and --secret go together"), "for example --secret-store file:///var/lib/krbops/secrets --secret web1-http")
+				return usageError(errors.New("--secret-store and --secret go together"), "for example --secret-store file:///var/lib/krbops/secrets --secret web1-http")
 			case opts.Secret != "" && (opts.Targets != "" || opts.Dir != ""):
-				return runbook.UsageError(errors.New("--secret compares one target's keytab"), "run verify per secret, or drop --secret for a fleet check")
+				return usageError(errors.New("--secret compares one target's keytab"), "run verify per secret, or drop --secret for a fleet check")
 			case opts.MinLifetime < 0 || opts.WarnSkew <= 0:
-				return runbook.UsageError(errors.New("--min-lifetime and --warn-skew must be positive"), "for example --min-lifetime 1h --warn-skew 60s")
+				return usageError(errors.New("--min-lifetime and --warn-skew must be positive"), "for example --min-lifetime 1h --warn-skew 60s")
 			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
@@ -136,22 +134,22 @@ func verifyRun(ctx context.Context, opts *VerifyOptions) error {
 	}
 	kdcs, err := cfg.ResolveKDCs(ctx, realm, nil)
 	if err != nil {
-		return runbook.UsageError(err, "list the realm's KDCs under [realms] in krb5.conf")
+		return usageError(err, "list the realm's KDCs under [realms] in krb5.conf")
 	}
 	log := opts.Log.With("command", "verify")
-	v := &runbook.Verify{
+	v := &verify.Check{
 		Config: cfg, Realm: realm, KDCs: kdcs, Timeout: opts.Timeout, Log: log, ProbePrincipal: targets[0].Principal,
 		MinLifetime: opts.MinLifetime, WarnSkew: opts.WarnSkew,
 		Lint:   kdcops.LintOptions{MaxAge: 0, UID: kdcops.RunningUID()},
 		CCache: operatorCCache(opts),
 	}
 	if v.Lint.Rules, err = kdcops.NewRuleSet(nil, nil); err != nil {
-		return runbook.UsageError(err, "")
+		return usageError(err, "")
 	}
 	if opts.SecretStore != "" {
 		st, err := secretstore.Open(ctx, opts.SecretStore, secretstore.Options{})
 		if err != nil {
-			return runbook.UsageError(fmt.Errorf("--secret-store: %w", err), "file://DIR or awssm://PREFIX?region=R")
+			return usageError(fmt.Errorf("--secret-store: %w", err), "file://DIR or awssm://PREFIX?region=R")
 		}
 		v.Store, v.Secret = st, opts.Secret
 	}
@@ -162,7 +160,7 @@ func verifyRun(ctx context.Context, opts *VerifyOptions) error {
 	}
 	if opts.SPNEGOURL != "" {
 		v.SPNEGOURL = opts.SPNEGOURL
-		v.SPNEGO = func(ctx context.Context, t runbook.VerifyTarget, entries []kdcops.KeytabEntry) (int, error) {
+		v.SPNEGO = func(ctx context.Context, t verify.Target, entries []kdcops.KeytabEntry) (int, error) {
 			p := t.Principal
 			if _, r := kdcops.SplitPrincipal(p); r == "" {
 				p += "@" + realm
@@ -171,25 +169,9 @@ func verifyRun(ctx context.Context, opts *VerifyOptions) error {
 		}
 	}
 
-	ropts := runbook.Options{CorrelationID: opts.CorrelationID, Strict: opts.Strict}
-	pre := runbook.Run(ctx, v.Preflight(), ropts)
-	preOK := pre.ExitCode == runbook.ExitOK || pre.Status == "warn"
-	var books []runbook.Runbook
-	for _, t := range targets {
-		group := ""
-		if len(targets) > 1 {
-			group = t.Principal
-		}
-		books = append(books, v.Target(runbook.VerifyTarget{
-			Principal: t.Principal, Keytab: t.Keytab, Service: t.Service, ServerKeytab: opts.ServerKeytab,
-		}, group))
-	}
-	if !preOK {
-		// No KDC or a skewed clock: every exchange would fail the same
-		// way; say so once per target instead of asking the KDC.
-		for i := range books {
-			books[i] = skipAll(books[i], "skipped: preflight "+pre.Status+" (see config and clock)")
-		}
+	ts := make([]verify.Target, len(targets))
+	for i, t := range targets {
+		ts[i] = verify.Target{Principal: t.Principal, Keytab: t.Keytab, Service: t.Service, ServerKeytab: opts.ServerKeytab}
 	}
 	var progress func(done, total int)
 	if opts.IO.ErrTTY && !opts.Quiet && !opts.machineReadable() && len(targets) > 1 {
@@ -203,22 +185,9 @@ func verifyRun(ctx context.Context, opts *VerifyOptions) error {
 			}
 		}
 	}
-	rep := runbook.RunGroups(ctx, "verify", books, opts.Concurrency, ropts, progress)
-	return opts.renderReport(runbook.Merge("verify", ropts, pre, rep))
-}
-
-// skipAll replaces every step of rb with a skip carrying reason.
-func skipAll(rb runbook.Runbook, reason string) runbook.Runbook {
-	out := rb
-	out.Steps = make([]runbook.Step, len(rb.Steps))
-	for i, s := range rb.Steps {
-		s.Needs = nil
-		s.Run = func(context.Context, *runbook.State) runbook.Result {
-			return runbook.Result{Status: runbook.Skip, Message: reason}
-		}
-		out.Steps[i] = s
-	}
-	return out
+	ropts := opts.runOptions()
+	ropts.OnStep = nil // a fleet's progress is the counter above
+	return opts.renderReport(verify.Fleet(ctx, v, ts, opts.Concurrency, ropts, progress))
 }
 
 // verifyTargets resolves the targets from the flags: one from
@@ -228,7 +197,7 @@ func verifyTargets(opts *VerifyOptions) ([]Target, error) {
 	case opts.Targets != "":
 		ts, err := ReadTargets(opts.Targets)
 		if err != nil {
-			return nil, runbook.UsageError(err, "one target per line: principal,keytab[,service] or {\"principal\":…,\"keytab\":…}")
+			return nil, usageError(err, "one target per line: principal,keytab[,service] or {\"principal\":…,\"keytab\":…}")
 		}
 		return ts, nil
 	case opts.Dir != "":
@@ -245,50 +214,25 @@ func verifyTargets(opts *VerifyOptions) ([]Target, error) {
 	if p == "" {
 		k, err := kdcops.ReadKeytabFile(kt, kdcops.KeytabOptions{})
 		if err != nil {
-			return nil, runbook.UsageError(fmt.Errorf("--keytab: %w", err), "pass --principal and a readable --keytab")
+			return nil, usageError(fmt.Errorf("--keytab: %w", err), "pass --principal and a readable --keytab")
 		}
 		if len(k.Entries) == 0 {
-			return nil, runbook.UsageError(fmt.Errorf("--keytab %s: no entries", kt), "pass --principal")
+			return nil, usageError(fmt.Errorf("--keytab %s: no entries", kt), "pass --principal")
 		}
 		p = k.Entries[0].Principal
 	}
 	return []Target{{Principal: p, Keytab: kt, Service: opts.Service}}, nil
 }
 
-// dirTargets lists every keytab under dir (recognised by its header, not
-// its name) with one target per principal, in path order.
+// dirTargets lists a target per principal of every keytab under dir.
 func dirTargets(dir string) ([]Target, error) {
-	var out []Target
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		kt, err := kdcops.ReadKeytabFile(path, kdcops.KeytabOptions{})
-		if err != nil {
-			return nil // not a keytab, or corrupt: klist-lint --dir reports those
-		}
-		seen := map[string]bool{}
-		var ps []string
-		for _, e := range kt.Entries {
-			if !seen[e.Principal] {
-				seen[e.Principal] = true
-				ps = append(ps, e.Principal)
-			}
-		}
-		sort.Strings(ps)
-		for _, p := range ps {
-			out = append(out, Target{Principal: p, Keytab: path})
-		}
-		return nil
-	})
+	ts, err := verify.DirTargets(dir)
 	if err != nil {
-		return nil, runbook.UsageError(fmt.Errorf("--dir %s: %s", dir, describeFileError(err)), "pass a readable directory")
+		return nil, fault.New(fault.ClassOf(err), fmt.Errorf("--dir %w", err), fault.HintOf(err))
 	}
-	if len(out) == 0 {
-		return nil, runbook.UsageError(fmt.Errorf("--dir %s: no keytabs found", dir), "keytabs are recognised by their 0x05 0x02 header")
+	out := make([]Target, len(ts))
+	for i, t := range ts {
+		out[i] = Target{Principal: t.Principal, Keytab: t.Keytab}
 	}
 	return out, nil
 }

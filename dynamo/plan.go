@@ -145,6 +145,7 @@ type Plan struct {
 
 	runOnce sync.Once
 	result  *RunResult
+	session *Session // the run Begin opened, closed with the plan
 	prog    progress
 
 	// prep counts the retries and refreshes of Prepare's requests.
@@ -421,8 +422,12 @@ func (p *Plan) addKerberos() error {
 	return nil
 }
 
-// Close releases the checkpoint's lock.
+// Close closes the run's output file, if a run began, and releases the
+// checkpoint's lock. Call it after every Segment call returned.
 func (p *Plan) Close() {
+	if p.session != nil {
+		p.session.close()
+	}
 	if p.lock != nil {
 		p.lock.Close()
 		p.lock = nil

@@ -362,109 +362,202 @@ func (c *committer) commit(seg int, items []byte, n, scanned int64, cu float64, 
 // cancelled ctx (SIGINT) stops at the next page boundary: in-flight
 // requests are abandoned uncommitted.
 func (p *Plan) Run(ctx context.Context) *RunResult {
-	p.runOnce.Do(func() { p.result = p.run(ctx) })
+	p.runOnce.Do(func() {
+		s := p.Begin(ctx)
+		var wg sync.WaitGroup
+		for seg := range p.cfg.Spec.Segments {
+			wg.Go(func() { s.Segment(seg) })
+		}
+		wg.Wait()
+		p.result = s.End()
+	})
 	return p.result
 }
 
-func (p *Plan) run(ctx context.Context) *RunResult {
-	began := time.Now()
-	p.prog.began.Store(began.UnixNano())
-	n := p.cfg.Spec.Segments
-	res := &RunResult{Segments: make([]SegmentResult, n), StoppedBy: -1, Output: p.cfg.Out}
-	for i := range res.Segments {
-		res.Segments[i] = SegmentResult{Segment: i, Worker: -1, State: p.cp.Segments[i]}
-	}
-	fail := func(err error) *RunResult {
-		res.Stop = err
-		for i := range res.Segments {
-			if !p.cp.Segments[i].Done {
-				res.Segments[i].Outcome, res.Segments[i].Err = OutcomeFailed, err
-			} else {
-				res.Segments[i].Outcome = OutcomeAlreadyDone
-			}
-		}
-		res.Duration = time.Since(began)
-		return res
-	}
+// Session is one run over a prepared plan. [Plan.Begin] opens it; each
+// segment is then read by one [Session.Segment] call, from as many
+// goroutines as the caller likes (the runbook gives every segment its own
+// step): segments take a worker in segment order, Workers at a time, as a
+// queue would hand them out. When the last Segment call returns the
+// output file is closed and [Session.End] has the run's result.
+type Session struct {
+	p       *Plan
+	parent  context.Context // the caller's: tells a SIGINT from a stop
+	runCtx  context.Context // cancelled by the first failure (stopRun)
+	stop    context.CancelCauseFunc
+	began   time.Time
+	openErr error // the output or checkpoint could not be set up
+	out     *os.File
+	c       *committer
+	workers chan *Worker
+	// turn[i] closes when segment i may wait for a worker: segments start
+	// in order even when their goroutines are scheduled in any order.
+	turn     []chan struct{}
+	once     []sync.Once
+	stopOnce sync.Once
+	left     sync.WaitGroup // Segment calls still to finish
 
+	mu  sync.Mutex // guards res.Stop/StoppedBy against End
+	res *RunResult
+}
+
+// Begin opens a run: truncates the output to what the checkpoint
+// committed (a killed run may have written past it) and writes the
+// checkpoint before the first page, so a crash at any point leaves a
+// checkpoint that owns the output file.
+func (p *Plan) Begin(ctx context.Context) *Session {
+	n := p.cfg.Spec.Segments
+	s := &Session{p: p, parent: ctx, began: time.Now(), workers: make(chan *Worker, len(p.Workers)),
+		turn: make([]chan struct{}, n+1), once: make([]sync.Once, n)}
+	p.prog.began.Store(s.began.UnixNano())
+	s.runCtx, s.stop = context.WithCancelCause(ctx)
+	s.res = &RunResult{Segments: make([]SegmentResult, n), StoppedBy: -1, Output: p.cfg.Out}
+	for i := range s.turn {
+		s.turn[i] = make(chan struct{})
+	}
+	close(s.turn[0])
+	for _, w := range p.Workers {
+		s.workers <- w
+	}
+	s.left.Add(n)
+	for i, st := range p.cp.Segments {
+		s.res.Segments[i] = SegmentResult{Segment: i, Worker: -1, State: st}
+		if st.Done {
+			p.prog.segsDone.Add(1)
+		}
+	}
+	s.openErr = s.open()
+	if s.openErr != nil {
+		s.res.Stop = s.openErr
+	}
+	p.session = s
+	return s
+}
+
+func (s *Session) open() error {
+	p := s.p
 	out, err := os.OpenFile(p.cfg.Out, os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
-		return fail(&WriteError{Path: p.cfg.Out, Err: err})
+		return &WriteError{Path: p.cfg.Out, Err: err}
 	}
-	defer out.Close()
+	s.out = out
 	// Drop what a killed run wrote after its last commit.
 	if err := out.Truncate(p.cp.OutputBytes); err != nil {
-		return fail(&WriteError{Path: p.cfg.Out, Err: err})
+		return &WriteError{Path: p.cfg.Out, Err: err}
 	}
 	if err := out.Sync(); err != nil {
-		return fail(&WriteError{Path: p.cfg.Out, Err: err})
+		return &WriteError{Path: p.cfg.Out, Err: err}
 	}
-	c := &committer{out: out, outPth: p.cfg.Out, cpPth: p.cfg.Checkpoint, cp: p.cp}
+	s.c = &committer{out: out, outPth: p.cfg.Out, cpPth: p.cfg.Checkpoint, cp: p.cp}
 	if !p.cpOnDisk {
-		// Written before the first page so that a crash at any point
-		// leaves a checkpoint that owns the output file.
-		if err := c.writeCheckpoint(); err != nil {
-			return fail(err)
+		if err := s.c.writeCheckpoint(); err != nil {
+			return err
 		}
 		p.cpOnDisk = true
 	}
+	return nil
+}
 
-	runCtx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
-	var stopOnce sync.Once
-	// stopRun stops every worker at once: their in-flight requests are
-	// abandoned, nothing more is sent.
-	stopRun := func(seg int, err error) {
-		stopOnce.Do(func() {
-			res.Stop, res.StoppedBy = err, seg
-			p.cfg.Log.LogAttrs(ctx, slog.LevelWarn, "run stopped", slog.Int("segment", seg), slog.String("error", err.Error()))
-			stop(err)
-		})
+// stopRun stops every worker at once: their in-flight requests are
+// abandoned, nothing more is sent.
+func (s *Session) stopRun(seg int, err error) {
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		s.res.Stop, s.res.StoppedBy = err, seg
+		s.mu.Unlock()
+		s.p.cfg.Log.LogAttrs(s.parent, slog.LevelWarn, "run stopped", slog.Int("segment", seg), slog.String("error", err.Error()))
+		s.stop(err)
+	})
+}
+
+// Segment reads segment seg to its end or until the run stops, and
+// returns its part in the run. A second call for the same segment returns
+// the first call's result.
+func (s *Session) Segment(seg int) SegmentResult {
+	s.once[seg].Do(func() {
+		defer s.left.Done()
+		s.res.Segments[seg] = s.segment(seg)
+	})
+	return s.res.Segments[seg]
+}
+
+func (s *Session) segment(seg int) SegmentResult {
+	p := s.p
+	r := s.res.Segments[seg]
+	passTurn := func() { close(s.turn[seg+1]) }
+	if r.State.Done {
+		passTurn()
+		r.Outcome = OutcomeAlreadyDone
+		return r
 	}
-	queue := make(chan int, n)
-	for i, s := range p.cp.Segments {
-		if s.Done {
-			res.Segments[i].Outcome = OutcomeAlreadyDone
-			p.prog.segsDone.Add(1)
-			continue
+	if s.openErr != nil {
+		passTurn()
+		r.Outcome, r.Err = OutcomeFailed, s.openErr
+		return r
+	}
+	var w *Worker
+	select {
+	case <-s.turn[seg]:
+		select {
+		case w = <-s.workers:
+		case <-s.runCtx.Done():
 		}
-		queue <- i
+	case <-s.runCtx.Done():
 	}
-	close(queue)
-	var wg sync.WaitGroup
-	for _, w := range p.Workers {
-		wg.Go(func() {
-			for seg := range queue {
-				if runCtx.Err() != nil {
-					return
-				}
-				r := p.segment(runCtx, ctx, w, c, seg, stopRun)
-				res.Segments[seg] = r
-				if r.Outcome == OutcomeFailed {
-					stopRun(seg, r.Err)
-				}
-			}
-		})
+	passTurn()
+	if w == nil {
+		return s.neverStarted(seg)
 	}
-	wg.Wait()
-	res.Cancelled = ctx.Err() != nil
-	for i := range res.Segments {
-		r := &res.Segments[i]
-		if r.Outcome != "" {
-			continue
-		}
-		// Never started: the run stopped or was cancelled first.
-		r.State = p.cp.Segments[i]
-		r.Resumed = len(r.State.LastEvaluatedKey) > 0
-		if res.Cancelled {
-			r.Outcome, r.Err = OutcomeCancelled, ctx.Err()
-		} else {
-			r.Outcome, r.Err = OutcomeStopped, res.Stop
-		}
+	defer func() { s.workers <- w }()
+	if s.runCtx.Err() != nil {
+		return s.neverStarted(seg)
 	}
-	res.Bytes = p.cp.OutputBytes
-	res.Duration = time.Since(began)
+	r = p.segment(s.runCtx, s.parent, w, s.c, seg, s.stopRun)
+	if r.Outcome == OutcomeFailed {
+		s.stopRun(seg, r.Err)
+	}
+	return r
+}
+
+// neverStarted is a segment the run stopped or cancelled before it got a
+// worker.
+func (s *Session) neverStarted(seg int) SegmentResult {
+	r := s.res.Segments[seg]
+	r.State = s.c.state(seg)
+	r.Resumed = len(r.State.LastEvaluatedKey) > 0
+	if s.parent.Err() != nil {
+		r.Outcome, r.Err = OutcomeCancelled, s.parent.Err()
+	} else {
+		r.Outcome, r.Err = OutcomeStopped, context.Cause(s.runCtx)
+	}
+	return r
+}
+
+// StoppedBy is the segment whose failure stopped the run, or -1.
+func (s *Session) StoppedBy() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.res.StoppedBy
+}
+
+// End waits for every segment and returns the run's result; it closes the
+// output file.
+func (s *Session) End() *RunResult {
+	s.left.Wait()
+	s.close()
+	res := s.res
+	res.Cancelled = s.parent.Err() != nil
+	res.Bytes = s.p.cp.OutputBytes
+	res.Duration = time.Since(s.began)
 	return res
+}
+
+func (s *Session) close() {
+	s.stop(nil)
+	if s.out != nil {
+		s.out.Close()
+		s.out = nil
+	}
 }
 
 // takeProbe hands segment seg the page Prepare read from its checkpointed

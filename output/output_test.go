@@ -93,7 +93,7 @@ func fixtureReport() *runbook.Report {
 		},
 		Summary:  runbook.Summary{Pass: 1, Warn: 1, Fail: 1, Skip: 1, Error: 1},
 		Status:   "fail",
-		ExitCode: runbook.ExitFail,
+		ExitCode: 1,
 	}
 }
 

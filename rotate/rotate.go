@@ -34,6 +34,7 @@ import (
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/ledger"
 	"github.com/krbops/krbops/runbook"
+	"github.com/krbops/krbops/runbook/clock"
 	"github.com/krbops/krbops/secretstore"
 )
 
@@ -162,7 +163,7 @@ func (r *Rotation) Runbook(resume bool, j *Journal) runbook.Runbook {
 		}
 		steps = append(steps, s)
 	}
-	clock := runbook.ClockCheck{Config: r.Config, Realm: r.Realm, Principal: r.Principal, KDCs: r.KDCs,
+	clock := clock.Check{Config: r.Config, Realm: r.Realm, Principal: r.Principal, KDCs: r.KDCs,
 		WarnSkew: r.WarnSkew, MaxSkew: r.Config.ClockSkew(), Timeout: r.Timeout, Log: r.Log, Quick: true}
 	cs := clock.FirstKDCStep(StepClock, "KDC clock within clockskew")
 	add(cs.ID, cs.Title, cs.Run)

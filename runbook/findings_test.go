@@ -2,6 +2,7 @@ package runbook_test
 
 import (
 	"context"
+	"github.com/krbops/krbops/internal/fault"
 	"testing"
 
 	"github.com/krbops/krbops/runbook"
@@ -25,13 +26,13 @@ func TestFindingsDecideExitCode(t *testing.T) {
 		sev    []runbook.Severity
 		strict bool
 		status string
-		code   int
+		code   fault.Class
 	}{
-		{"none", nil, false, "pass", runbook.ExitOK},
-		{"info", []runbook.Severity{runbook.SeverityInfo}, true, "pass", runbook.ExitOK},
-		{"warn", []runbook.Severity{runbook.SeverityWarn}, false, "warn", runbook.ExitOK},
-		{"warn strict", []runbook.Severity{runbook.SeverityWarn}, true, "fail", runbook.ExitFail},
-		{"fail", []runbook.Severity{runbook.SeverityInfo, runbook.SeverityFail}, false, "fail", runbook.ExitFail},
+		{"none", nil, false, "pass", fault.OK},
+		{"info", []runbook.Severity{runbook.SeverityInfo}, true, "pass", fault.OK},
+		{"warn", []runbook.Severity{runbook.SeverityWarn}, false, "warn", fault.OK},
+		{"warn strict", []runbook.Severity{runbook.SeverityWarn}, true, "fail", fault.CheckFailed},
+		{"fail", []runbook.Severity{runbook.SeverityInfo, runbook.SeverityFail}, false, "fail", fault.CheckFailed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rb := runbook.Runbook{Command: "lint", Steps: []runbook.Step{
@@ -39,8 +40,8 @@ func TestFindingsDecideExitCode(t *testing.T) {
 				findingStep("b", runbook.Pass),
 			}}
 			rep := runbook.Run(context.Background(), rb, runbook.Options{Strict: tc.strict})
-			if rep.Status != tc.status || rep.ExitCode != tc.code {
-				t.Errorf("status %s exit %d, want %s %d", rep.Status, rep.ExitCode, tc.status, tc.code)
+			if rep.Status != tc.status || rep.Class != tc.code {
+				t.Errorf("status %s exit %d, want %s %d", rep.Status, rep.Class, tc.status, tc.code)
 			}
 			if len(rep.Findings) != len(tc.sev) || len(rep.Metrics) != 2 {
 				t.Errorf("report has %d findings, %d metrics", len(rep.Findings), len(rep.Metrics))

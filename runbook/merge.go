@@ -87,6 +87,6 @@ func Merge(command string, opts Options, reports ...*Report) *Report {
 		}
 	}
 	rep.Duration = end.Sub(rep.StartedAt)
-	rep.Status, rep.ExitCode = verdict(rep)
+	rep.Status, rep.Class = verdict(rep)
 	return rep
 }

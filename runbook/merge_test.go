@@ -3,6 +3,7 @@ package runbook
 import (
 	"context"
 	"fmt"
+	"github.com/krbops/krbops/internal/fault"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -59,8 +60,8 @@ func TestRunGroupsMergesInOrderAndBoundsConcurrency(t *testing.T) {
 	if rep.Summary.Fail != 4 || rep.Summary.Skip != 4 || rep.Summary.Pass != 72 {
 		t.Errorf("summary %+v", rep.Summary)
 	}
-	if rep.ExitCode != ExitFail || rep.CorrelationID != "c1" || rep.Command != "verify" {
-		t.Errorf("exit %d id %q command %q", rep.ExitCode, rep.CorrelationID, rep.Command)
+	if rep.Class != fault.CheckFailed || rep.CorrelationID != "c1" || rep.Command != "verify" {
+		t.Errorf("exit %d id %q command %q", rep.Class, rep.CorrelationID, rep.Command)
 	}
 }
 
@@ -70,8 +71,8 @@ func TestRunGroupsCancelled(t *testing.T) {
 	var inflight, peak atomic.Int32
 	books := []Runbook{targetBook("a", false, &inflight, &peak), targetBook("b", false, &inflight, &peak)}
 	rep := RunGroups(ctx, "verify", books, 1, Options{}, nil)
-	if rep.ExitCode != ExitCancelled || len(rep.Steps) != 4 {
-		t.Fatalf("exit %d with %d steps, want 130 with every step reported", rep.ExitCode, len(rep.Steps))
+	if rep.Class != fault.Cancelled || len(rep.Steps) != 4 {
+		t.Fatalf("exit %d with %d steps, want 130 with every step reported", rep.Class, len(rep.Steps))
 	}
 	for _, s := range rep.Steps {
 		if s.Status != Skip {

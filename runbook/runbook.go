@@ -1,7 +1,13 @@
 // Package runbook is krbops' checklist engine. Start with [Run]: it executes
-// a [Runbook]'s steps in their fixed order, skips a step whose needs did not
-// pass, and returns a [Report] whose exit code is decided here and nowhere
-// else.
+// a [Runbook]'s steps in their fixed order (adjacent steps of one
+// [Step.Parallel] group together), skips a step whose needs did not pass,
+// and returns a [Report] whose verdict ([Report.Class]) is decided here
+// and nowhere else.
+//
+// The engine knows no Kerberos, AWS or secret store: each concrete
+// runbook lives in its own package (runbook/clock, runbook/verify,
+// runbook/klistlint, runbook/resumequery; rotate's in rotate/), and the
+// output package, which renders reports, depends on this package alone.
 //
 // Steps never print. They return a [Result]; the output package renders the
 // report for people and machines.
@@ -9,11 +15,15 @@ package runbook
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/krbops/krbops/internal/fault"
 )
 
 // Schema is the version of the machine-readable report. Bump it only for an
@@ -33,16 +43,6 @@ const (
 
 // Statuses lists every status in display order.
 var Statuses = []Status{Pass, Warn, Fail, Skip, Error}
-
-// Exit codes. Every command documents these in its help; [Report.ExitCode]
-// and cmd/krbops are the only places that choose one.
-const (
-	ExitOK         = 0   // every step passed (warnings allowed unless --strict)
-	ExitFail       = 1   // a check failed
-	ExitUsage      = 2   // usage or configuration error; nothing was checked
-	ExitIncomplete = 3   // could not complete: a dependency was unreachable
-	ExitCancelled  = 130 // interrupted by SIGINT/SIGTERM
-)
 
 // Evidence holds the typed facts behind a result: offsets in seconds,
 // kvnos, expiry times. Values are numbers, strings, bools, times or slices of
@@ -69,6 +69,12 @@ type Result struct {
 	// moves them to the Report (see findings.go).
 	Findings []Finding
 	Metrics  []Metric
+	// Class overrides what the status says about the run's outcome: a step
+	// that could not check because local input is wrong (a missing
+	// allowlist, an untrusted journal) is an error whose class is
+	// fault.Usage, so the run exits 2 rather than 3. Zero: decided by the
+	// status.
+	Class fault.Class
 }
 
 // Passf, Warnf, Failf and Errorf build results with a formatted message.
@@ -83,6 +89,12 @@ func Failf(format string, a ...any) Result {
 }
 func Errorf(format string, a ...any) Result {
 	return Result{Status: Error, Message: fmt.Sprintf(format, a...)}
+}
+
+// Usagef is an error result caused by local input (a flag, a file that
+// steers the run): the run's class is fault.Usage.
+func Usagef(format string, a ...any) Result {
+	return Result{Status: Error, Message: fmt.Sprintf(format, a...), Class: fault.Usage}
 }
 
 // WithHint returns r with its hint set.
@@ -118,7 +130,14 @@ type Step struct {
 	// is an error on its line, but the run is only incomplete if none
 	// answered.
 	DecidedBy string
-	Run       func(ctx context.Context, st *State) Result
+	// Parallel groups adjacent steps that run at the same time: steps next
+	// to each other with the same non-empty Parallel key start together
+	// (probes of several KDCs, workers of several segments), and each
+	// reports its own duration. Their results enter the report in the
+	// runbook's order. A step of a group may need steps before the group,
+	// never one inside it.
+	Parallel string
+	Run      func(ctx context.Context, st *State) Result
 }
 
 // Runbook is an ordered list of steps for one command.
@@ -127,43 +146,23 @@ type Runbook struct {
 	Steps   []Step
 }
 
-// State carries values from earlier steps to later ones (a loaded config, a
-// probe's offset). It is not safe for concurrent use: steps run in order.
+// State is what the engine knows during a run: the results of the steps
+// that finished and the findings so far. Data a runbook's steps pass to
+// each other lives in a struct the runbook owns, captured by its step
+// closures, not here. A step may read State; only the engine writes it,
+// between steps, so steps of a parallel group see the results from
+// before the group.
 type State struct {
-	values   map[string]any
 	results  map[string]StepResult
 	findings []Finding
 }
 
-// NewState returns an empty state.
-func NewState() *State {
-	return &State{values: map[string]any{}, results: map[string]StepResult{}}
-}
-
-// Set stores a value for later steps.
-func (s *State) Set(key string, v any) { s.values[key] = v }
-
-// Get returns a stored value.
-func (s *State) Get(key string) (any, bool) {
-	v, ok := s.values[key]
-	return v, ok
-}
+func newState() *State { return &State{results: map[string]StepResult{}} }
 
 // ResultOf returns the result of a step that already ran.
 func (s *State) ResultOf(id string) (StepResult, bool) {
 	r, ok := s.results[id]
 	return r, ok
-}
-
-// Value returns a stored value of type T, or the zero value and false.
-func Value[T any](s *State, key string) (T, bool) {
-	v, ok := s.values[key]
-	if !ok {
-		var zero T
-		return zero, false
-	}
-	t, ok := v.(T)
-	return t, ok
 }
 
 // StepResult is a step's result with its identity and timing.
@@ -174,6 +173,8 @@ type StepResult struct {
 	DecidedBy string
 	Result
 	Duration time.Duration
+	// Cancelled: the step was skipped or cut short by SIGINT/SIGTERM.
+	Cancelled bool
 }
 
 // Summary counts steps by status.
@@ -212,8 +213,12 @@ type Report struct {
 	// that do not lint.
 	Findings []Finding
 	Metrics  []Metric
-	// Status is the overall verdict: pass, warn, fail, error or cancelled.
+	// Status is the overall verdict: pass, warn, fail, error or cancelled;
+	// Class is the same verdict in the error model's terms. ExitCode is
+	// filled in by the command from Class (cmd/krbops holds the table) so
+	// every renderer can show it.
 	Status   string
+	Class    fault.Class
 	ExitCode int
 }
 
@@ -228,9 +233,10 @@ type Options struct {
 	OnStep func(StepResult)
 }
 
-// Run executes rb's steps in order. It never returns an error: every
-// problem is a step result, and a cancelled context turns the remaining
-// steps into skips and the report into "cancelled".
+// Run executes rb's steps in order, a parallel group at a time. It never
+// returns an error: every problem is a step result, and a cancelled
+// context turns the remaining steps into skips and the report into
+// "cancelled".
 func Run(ctx context.Context, rb Runbook, opts Options) *Report {
 	now, since := opts.Now, opts.Since
 	if now == nil {
@@ -239,7 +245,7 @@ func Run(ctx context.Context, rb Runbook, opts Options) *Report {
 	if since == nil {
 		since = time.Since
 	}
-	st := NewState()
+	st := newState()
 	rep := &Report{
 		Schema:        Schema,
 		Command:       rb.Command,
@@ -247,44 +253,85 @@ func Run(ctx context.Context, rb Runbook, opts Options) *Report {
 		StartedAt:     now(),
 		Strict:        opts.Strict,
 	}
-	for _, step := range rb.Steps {
-		sr := StepResult{ID: step.ID, Title: step.Title, Group: step.Group, DecidedBy: step.DecidedBy}
-		begin := now()
-		switch {
-		case ctx.Err() != nil:
-			rep.Cancelled = true
-			sr.Result = Result{Status: Skip, Message: "skipped: run was cancelled"}
-		default:
-			if reason := unmetNeeds(st, step); reason != "" {
-				sr.Result = Result{Status: Skip, Message: reason}
-			} else {
-				sr.Result = runStep(ctx, step, st)
-				if ctx.Err() != nil && sr.Status == Error {
-					rep.Cancelled = true
+	var mu sync.Mutex // serialises OnStep across a parallel group
+	for _, batch := range batches(rb.Steps) {
+		results := make([]StepResult, len(batch))
+		var wg sync.WaitGroup
+		for i, step := range batch {
+			exec := func() {
+				sr := runOne(ctx, step, st, batch, now, since)
+				results[i] = sr
+				if opts.OnStep != nil {
+					mu.Lock()
+					opts.OnStep(sr)
+					mu.Unlock()
 				}
 			}
+			if len(batch) == 1 {
+				exec()
+			} else {
+				wg.Go(exec)
+			}
 		}
-		sr.Duration = since(begin)
-		if sr.Status == "" {
-			sr.Status = Error
-			sr.Message = "step returned no status (bug in krbops)"
-		}
-		// Findings and metrics live in the report only, so a run over many
-		// files holds one copy of each.
-		st.findings = append(st.findings, sr.Findings...)
-		rep.Metrics = append(rep.Metrics, sr.Metrics...)
-		sr.Findings, sr.Metrics = nil, nil
-		st.results[step.ID] = sr
-		rep.Steps = append(rep.Steps, sr)
-		rep.Summary.add(sr.Status)
-		if opts.OnStep != nil {
-			opts.OnStep(sr)
+		wg.Wait()
+		for _, sr := range results {
+			if sr.Cancelled {
+				rep.Cancelled = true
+			}
+			// Findings and metrics live in the report only, so a run over
+			// many files holds one copy of each.
+			st.findings = append(st.findings, sr.Findings...)
+			rep.Metrics = append(rep.Metrics, sr.Metrics...)
+			sr.Findings, sr.Metrics = nil, nil
+			st.results[sr.ID] = sr
+			rep.Steps = append(rep.Steps, sr)
+			rep.Summary.add(sr.Status)
 		}
 	}
 	rep.Findings = st.findings
 	rep.Duration = since(rep.StartedAt)
-	rep.Status, rep.ExitCode = verdict(rep)
+	rep.Status, rep.Class = verdict(rep)
 	return rep
+}
+
+// batches cuts steps into runs of one step, or of adjacent steps sharing a
+// Parallel key.
+func batches(steps []Step) [][]Step {
+	var out [][]Step
+	for i := 0; i < len(steps); {
+		j := i + 1
+		if key := steps[i].Parallel; key != "" {
+			for j < len(steps) && steps[j].Parallel == key {
+				j++
+			}
+		}
+		out = append(out, steps[i:j])
+		i = j
+	}
+	return out
+}
+
+func runOne(ctx context.Context, step Step, st *State, batch []Step, now func() time.Time, since func(time.Time) time.Duration) StepResult {
+	sr := StepResult{ID: step.ID, Title: step.Title, Group: step.Group, DecidedBy: step.DecidedBy}
+	begin := now()
+	switch {
+	case ctx.Err() != nil:
+		sr.Cancelled = true
+		sr.Result = Result{Status: Skip, Message: "skipped: run was cancelled"}
+	default:
+		if reason := unmetNeeds(st, step, batch); reason != "" {
+			sr.Result = Result{Status: Skip, Message: reason}
+		} else {
+			sr.Result = runStep(ctx, step, st)
+			sr.Cancelled = ctx.Err() != nil && sr.Status == Error
+		}
+	}
+	sr.Duration = since(begin)
+	if sr.Status == "" {
+		sr.Status = Error
+		sr.Message = "step returned no status (bug in krbops)"
+	}
+	return sr
 }
 
 // runStep runs one step, turning a panic into an error result so one bad
@@ -299,11 +346,13 @@ func runStep(ctx context.Context, step Step, st *State) (res Result) {
 	return step.Run(ctx, st)
 }
 
-func unmetNeeds(st *State, step Step) string {
+func unmetNeeds(st *State, step Step, batch []Step) string {
 	var failed []string
 	for _, need := range step.Needs {
 		r, ok := st.results[need]
 		switch {
+		case len(batch) > 1 && slices.ContainsFunc(batch, func(s Step) bool { return s.ID == need }):
+			failed = append(failed, need+" (runs in parallel with it: a bug in krbops)")
 		case !ok:
 			failed = append(failed, need+" (did not run)")
 		case r.Status != Pass && r.Status != Warn:
@@ -330,26 +379,32 @@ func counts(rep *Report, sr StepResult) bool {
 	return true
 }
 
-// verdict is the one place an exit code is chosen from step results.
-// Precedence: cancelled (130) > a failed check (1) > incomplete (3) > ok (0).
-// A definite failure outranks "could not check" because it is what the
-// on-call must act on first. A fail finding counts as a failed check and a
-// warn finding as a warning, whatever its step's status.
-func verdict(rep *Report) (string, int) {
+// verdict is the one place a run's outcome is chosen from step results.
+// Precedence: cancelled > a failed check > a usage or local-input error >
+// could not complete > ok. A definite failure outranks "could not check"
+// because it is what the on-call must act on first; a local-input error
+// outranks an unreachable dependency because fixing the input is what
+// makes the next run worth trying. A fail finding counts as a failed
+// check and a warn finding as a warning, whatever its step's status.
+func verdict(rep *Report) (string, fault.Class) {
 	if rep.Cancelled {
-		return "cancelled", ExitCancelled
+		return "cancelled", fault.Cancelled
 	}
-	var fail, errs, warn bool
+	var fail, usage, errs, warn bool
 	for _, sr := range rep.Steps {
 		if !counts(rep, sr) {
 			continue
 		}
-		switch sr.Status {
-		case Fail:
-			fail = true
-		case Error:
+		switch {
+		case sr.Class == fault.Usage:
+			usage = true
+		case sr.Class == fault.Unreachable:
 			errs = true
-		case Warn:
+		case sr.Class == fault.CheckFailed || sr.Status == Fail:
+			fail = true
+		case sr.Status == Error:
+			errs = true
+		case sr.Status == Warn:
 			warn = true
 		}
 	}
@@ -358,48 +413,19 @@ func verdict(rep *Report) (string, int) {
 	warn = warn || fc.Warn > 0
 	switch {
 	case fail, warn && rep.Strict:
-		return "fail", ExitFail
+		return "fail", fault.CheckFailed
+	case usage:
+		return "error", fault.Usage
 	case errs:
-		return "error", ExitIncomplete
+		return "error", fault.Unreachable
 	case warn:
-		return "warn", ExitOK
+		return "warn", fault.OK
 	default:
-		return "pass", ExitOK
+		return "pass", fault.OK
 	}
 }
 
-// ExitError carries an exit code out of a command with a message already
-// formatted for the terminal (one lower-case line plus an optional hint).
-type ExitError struct {
-	Code int
-	Err  error
-	Hint string
-}
-
-func (e *ExitError) Error() string {
-	if e.Err == nil {
-		return fmt.Sprintf("exit status %d", e.Code)
-	}
-	return e.Err.Error()
-}
-func (e *ExitError) Unwrap() error { return e.Err }
-
-// UsageError is a usage or configuration error: exit 2.
-func UsageError(err error, hint string) *ExitError {
-	return &ExitError{Code: ExitUsage, Err: err, Hint: hint}
-}
-
-// ExitCodeOf maps an error returned by a command to its exit code.
-func ExitCodeOf(err error) int {
-	if err == nil {
-		return ExitOK
-	}
-	var ee *ExitError
-	if errors.As(err, &ee) {
-		return ee.Code
-	}
-	if errors.Is(err, context.Canceled) {
-		return ExitCancelled
-	}
-	return ExitIncomplete
-}
+// Seconds is a duration as evidence: seconds rounded to microseconds. A
+// KDC's clock has that resolution, and more digits would only be noise in
+// golden files and dashboards.
+func Seconds(d time.Duration) float64 { return math.Round(d.Seconds()*1e6) / 1e6 }

@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,7 +14,7 @@ import (
 	"syscall"
 
 	"github.com/krbops/krbops/commands"
-	"github.com/krbops/krbops/runbook"
+	"github.com/krbops/krbops/internal/fault"
 )
 
 // Set by the release build: -ldflags "-X main.version=... -X main.commit=... -X main.date=...".
@@ -36,46 +35,42 @@ func run(args []string, streams *commands.IOStreams) int {
 	// kills a run that is slow to unwind.
 	context.AfterFunc(ctx, stop)
 
-	root := commands.NewRootCmd(streams, commands.BuildInfo{Version: version, Commit: commit, Date: date})
-	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	app := commands.NewApp(streams, commands.BuildInfo{Version: version, Commit: commit, Date: date})
+	err := app.Execute(ctx, args)
 	code := exitCode(ctx, err)
+	// The forensic log ends with the outcome on every path: success, a
+	// failed check, a usage error, SIGINT. A log that cannot be completed
+	// fails the run: an incident must not rely on a record that is not
+	// there.
+	if cerr := app.Close(err, code); cerr != nil {
+		report(streams.ErrOut, err)
+		err = fault.New(fault.Usage, cerr, "check the disk and the --log-file path; the run's outcome is not in the log")
+		code = exitCode(ctx, err)
+	}
 	report(streams.ErrOut, err)
 	return code
 }
 
-// exitCode is the single mapping from a command's error to the process
-// exit status (documented in every command's help).
+// exitCode is the one place a command's error becomes the process exit
+// status: the error's class (internal/fault), through fault.ExitCode's
+// table. An error nobody classified that a signal left behind is a
+// cancellation (130), not a usage error.
 func exitCode(ctx context.Context, err error) int {
-	var ee *runbook.ExitError
-	switch {
-	case err == nil:
-		return runbook.ExitOK
-	case errors.As(err, &ee):
-		return ee.Code
-	case ctx.Err() != nil || errors.Is(err, context.Canceled):
-		return runbook.ExitCancelled
-	default:
-		// Errors cobra raises itself (unknown command, bad flag syntax)
-		// are usage errors.
-		return runbook.ExitUsage
+	class := fault.ClassOf(err)
+	if class == fault.Unclassified && ctx.Err() != nil {
+		class = fault.Cancelled
 	}
+	return fault.ExitCode(class)
 }
 
-// report prints one lower-case error line and a hint line. A report that
-// already carries its own exit code has nothing to add.
+// report prints one lower-case error line and a hint line. A run whose
+// report already said what happened has nothing to add.
 func report(w io.Writer, err error) {
-	if err == nil {
+	if err == nil || fault.Silent(err) {
 		return
 	}
-	var ee *runbook.ExitError
-	hint := ""
-	if errors.As(err, &ee) {
-		if ee.Err == nil {
-			return
-		}
-		hint = ee.Hint
-	} else if strings.HasPrefix(err.Error(), "unknown command") {
+	hint := fault.HintOf(err)
+	if hint == "" && strings.HasPrefix(err.Error(), "unknown command") {
 		hint = `run "krbops --help" to see the commands`
 	}
 	fmt.Fprintf(w, "krbops: %s\n", firstLine(err.Error()))

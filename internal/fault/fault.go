@@ -151,3 +151,34 @@ func Silent(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Err == nil
 }
+
+// The exit table. These numbers are the process's interface: every
+// command's help documents them under EXIT STATUS (docs/exit-codes.md), and
+// scripts branch on them. [ExitCode] is the only mapping from a class to a
+// number; cmd/krbops applies it to the error a command returns, and the
+// commands to the report they render, so the report's exit_code and the
+// process status never disagree.
+const (
+	ExitOK          = 0   // every check passed (warnings allowed unless --strict)
+	ExitCheckFailed = 1   // a check failed
+	ExitUsage       = 2   // usage, configuration or local input; nothing was changed
+	ExitUnreachable = 3   // could not complete: a dependency did not answer
+	ExitCancelled   = 130 // SIGINT or SIGTERM
+)
+
+// ExitCode is the process exit status for class c. An unclassified error
+// is a usage error: the errors nobody classifies are cobra's own (unknown
+// command, bad flag syntax).
+func ExitCode(c Class) int {
+	switch c {
+	case OK:
+		return ExitOK
+	case CheckFailed:
+		return ExitCheckFailed
+	case Unreachable:
+		return ExitUnreachable
+	case Cancelled:
+		return ExitCancelled
+	}
+	return ExitUsage
+}

@@ -49,3 +49,12 @@ func TestHintOf(t *testing.T) {
 		t.Error("Silent misreports")
 	}
 }
+
+func TestExitCodeTable(t *testing.T) {
+	// Scripts depend on these numbers; they are documented in every help.
+	for c, want := range map[Class]int{OK: 0, CheckFailed: 1, Usage: 2, Unclassified: 2, Unreachable: 3, Cancelled: 130} {
+		if got := ExitCode(c); got != want {
+			t.Errorf("ExitCode(%s) = %d, want %d", c, got, want)
+		}
+	}
+}

@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/internal/lab"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/runbook"
+	"github.com/krbops/krbops/runbook/clock"
 )
 
 type clockLab struct {
@@ -141,25 +143,25 @@ func TestProbeClockDownAndTCP(t *testing.T) {
 // on its own line, the skewed one fails, the verdict fails, exit 1.
 func TestClockRunbook(t *testing.T) {
 	l := startClockLab(t)
-	check := runbook.ClockCheck{
+	check := clock.Check{
 		Config: l.cfg, Realm: l.realm.Name, Principal: "host/it.krbops.test",
 		KDCs: []kdcops.KDC{l.down, l.normal, l.skewed}, Timeout: 3 * time.Second,
 		MaxSkew: l.cfg.ClockSkew(), WarnSkew: time.Minute,
 	}
 	rep := runbook.Run(context.Background(), runbook.Runbook{Command: "clock-check", Steps: check.Steps()}, runbook.Options{})
 	want := map[string]runbook.Status{
-		runbook.KDCOffsetID(l.down):   runbook.Error,
-		runbook.KDCOffsetID(l.normal): runbook.Pass,
-		runbook.KDCOffsetID(l.skewed): runbook.Fail,
-		runbook.StepKDCSpread:         runbook.Fail,
-		runbook.StepVerdict:           runbook.Fail,
+		clock.KDCOffsetID(l.down):   runbook.Error,
+		clock.KDCOffsetID(l.normal): runbook.Pass,
+		clock.KDCOffsetID(l.skewed): runbook.Fail,
+		clock.StepKDCSpread:         runbook.Fail,
+		clock.StepVerdict:           runbook.Fail,
 	}
 	for _, sr := range rep.Steps {
 		if w, ok := want[sr.ID]; ok && sr.Status != w {
 			t.Errorf("%s: %s (%s), want %s", sr.ID, sr.Status, sr.Message, w)
 		}
 	}
-	if rep.ExitCode != runbook.ExitFail {
-		t.Errorf("exit %d, want 1", rep.ExitCode)
+	if rep.Class != fault.CheckFailed {
+		t.Errorf("class %s, want check-failed", rep.Class)
 	}
 }

@@ -12,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/internal/lab"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/runbook"
+	"github.com/krbops/krbops/runbook/klistlint"
 )
 
 // The klist-lint tests parse files written by the real MIT tools (kadmin
@@ -406,14 +408,14 @@ func TestKlistLintRunbook(t *testing.T) {
 	if err := os.Chmod(path, 0o640); err != nil {
 		t.Fatal(err)
 	}
-	lint := runbook.KlistLint{Keytabs: []string{path}, Lint: kdcops.LintOptions{MaxAge: time.Hour, UID: 0}}
+	lint := klistlint.Check{Keytabs: []string{path}, Lint: kdcops.LintOptions{MaxAge: time.Hour, UID: 0}}
 	rep := runbook.Run(context.Background(), runbook.Runbook{Command: "klist-lint", Steps: lint.Steps()}, runbook.Options{})
 	var got []string
 	for _, f := range rep.Findings {
 		got = append(got, f.Rule+"/"+string(f.Severity))
 	}
-	if strings.Join(got, ",") != "KT002/fail,KT006/warn,KT009/warn" || rep.ExitCode != runbook.ExitFail {
-		t.Errorf("findings %v exit %d", got, rep.ExitCode)
+	if strings.Join(got, ",") != "KT002/fail,KT006/warn,KT009/warn" || rep.Class != fault.CheckFailed {
+		t.Errorf("findings %v class %s", got, rep.Class)
 	}
 	var metrics []string
 	for _, m := range rep.Metrics {

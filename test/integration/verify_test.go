@@ -24,9 +24,9 @@ import (
 	"github.com/jcmturner/gokrb5/v8/types"
 
 	"github.com/krbops/krbops/commands"
+	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/internal/lab"
 	"github.com/krbops/krbops/kdcops"
-	"github.com/krbops/krbops/runbook"
 	"github.com/krbops/krbops/secretstore"
 )
 
@@ -258,7 +258,7 @@ func checkOldTicketDecrypts(t *testing.T, ccache, spn, phase1, old string) {
 	}
 }
 
-func exitCodeOf(err error) int { return runbook.ExitCodeOf(err) }
+func exitCodeOf(err error) int { return fault.ExitCode(fault.ClassOf(err)) }
 
 // Issue 4 must-show: 1,000 targets with 10 deliberately broken: exactly
 // those 10 fail, exit 1, and the run respects --kdc-rate (checked against

@@ -1,18 +1,22 @@
-package runbook
+// Package clock is the clock-check runbook: every KDC's clock offset, read
+// from its KRB-ERROR without credentials, the spread between KDCs, this
+// host against NTP and an AWS endpoint, and a verdict. Start with
+// [Check.Steps]; verify and rotate reuse [Check.FirstKDCStep].
+package clock
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"sync"
 	"time"
 
 	"github.com/krbops/krbops/kdcops"
+	"github.com/krbops/krbops/runbook"
 )
 
-// Step ids of the clock runbook. KDC probe steps are "clock.kdc-offset:"
+// runbook.Step ids of the clock runbook. KDC probe steps are "clock.kdc-offset:"
 // followed by the KDC as configured, one per KDC.
 const (
 	StepKDCOffset = "clock.kdc-offset"
@@ -25,9 +29,9 @@ const (
 // SigV4MaxSkew is AWS Signature V4's fixed tolerance.
 const SigV4MaxSkew = 5 * time.Minute
 
-// ClockCheck describes one clock-check run. The probe functions default to
+// Check describes one clock-check run. The probe functions default to
 // the real kdcops probes; tests replace them.
-type ClockCheck struct {
+type Check struct {
 	Config      *kdcops.Config
 	Realm       string
 	Principal   string
@@ -50,7 +54,7 @@ type ClockCheck struct {
 	ProbeHTTP func(ctx context.Context, endpoint string) (*kdcops.SourceSample, error)
 }
 
-func (c *ClockCheck) defaults() {
+func (c *Check) defaults() {
 	if c.ProbeKDC == nil {
 		c.ProbeKDC = func(ctx context.Context, k kdcops.KDC) (*kdcops.ClockSample, error) {
 			refine := kdcops.DefaultRefine
@@ -80,53 +84,63 @@ func (c *ClockCheck) defaults() {
 	}
 }
 
-// state keys
-const (
-	keyKDCSamples = "clock.samples" // map[string]*kdcops.ClockSample by KDC entry
-	keyKDCProbes  = "clock.probes"  // map[string]probeOutcome by KDC entry
-	keyNTPSample  = "clock.ntp"
-)
+// run is what the steps of one clock-check run share: each KDC step
+// records its sample (they run in parallel), the NTP step its reading,
+// and the spread and verdict steps read them.
+type run struct {
+	mu      sync.Mutex
+	samples map[string]*kdcops.ClockSample // by KDC entry, answered KDCs only
+	ntp     *kdcops.SourceSample
+}
+
+func (r *run) addSample(entry string, s *kdcops.ClockSample) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.samples[entry] = s
+}
+
+// answered returns the samples; callers run after the KDC group finished.
+func (r *run) answered() map[string]*kdcops.ClockSample {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.samples
+}
 
 // KDCOffsetID is the step id of the probe of one KDC.
 func KDCOffsetID(k kdcops.KDC) string { return StepKDCOffset + ":" + k.Entry }
 
-// Steps returns the clock runbook in its fixed order: one probe per KDC,
+// Steps returns the clock runbook in its fixed order: one probe per KDC
+// (all KDCs at once: a precise probe waits for a KDC second boundary, up
+// to a second, and an on-call should not wait that long once per KDC),
 // the spread between KDCs, the optional NTP and AWS comparisons, and the
 // verdict.
-func (c ClockCheck) Steps() []Step {
+func (c Check) Steps() []runbook.Step {
 	c.defaults()
-	var steps []Step
+	r := &run{samples: map[string]*kdcops.ClockSample{}}
+	var steps []runbook.Step
 	for _, k := range c.KDCs {
-		steps = append(steps, Step{
+		steps = append(steps, runbook.Step{
 			ID:        KDCOffsetID(k),
 			Title:     "offset of KDC " + k.Entry,
 			DecidedBy: StepVerdict,
-			Run:       func(ctx context.Context, st *State) Result { return c.probeKDC(ctx, st, k) },
+			Parallel:  StepKDCOffset,
+			Run:       func(ctx context.Context, _ *runbook.State) runbook.Result { return c.probeKDC(ctx, r, k) },
 		})
 	}
-	steps = append(steps, Step{ID: StepKDCSpread, Title: "spread between KDCs", Run: c.spread})
+	steps = append(steps, runbook.Step{ID: StepKDCSpread, Title: "spread between KDCs",
+		Run: func(context.Context, *runbook.State) runbook.Result { return c.spread(r) }})
 	if c.NTPServer != "" {
-		steps = append(steps, Step{ID: StepNTPOffset, Title: "offset of NTP " + c.NTPServer, Run: c.ntp})
+		steps = append(steps, runbook.Step{ID: StepNTPOffset, Title: "offset of NTP " + c.NTPServer,
+			Run: func(ctx context.Context, _ *runbook.State) runbook.Result { return c.ntp(ctx, r) }})
 	}
 	if c.AWSEndpoint != "" {
-		steps = append(steps, Step{ID: StepAWSOffset, Title: "offset of AWS endpoint", Run: c.aws})
+		steps = append(steps, runbook.Step{ID: StepAWSOffset, Title: "offset of AWS endpoint",
+			Run: func(ctx context.Context, _ *runbook.State) runbook.Result { return c.aws(ctx) }})
 	}
-	steps = append(steps, Step{ID: StepVerdict, Title: "clock verdict for realm " + c.Realm, Run: c.verdict})
+	steps = append(steps, runbook.Step{ID: StepVerdict, Title: "clock verdict for realm " + c.Realm,
+		Run: func(context.Context, *runbook.State) runbook.Result { return c.verdict(r) }})
 	return steps
 }
-
-func samples(st *State) map[string]*kdcops.ClockSample {
-	m, ok := Value[map[string]*kdcops.ClockSample](st, keyKDCSamples)
-	if !ok {
-		m = map[string]*kdcops.ClockSample{}
-		st.Set(keyKDCSamples, m)
-	}
-	return m
-}
-
-// seconds rounds to microseconds: the KDC's clock has that resolution, and
-// more digits would only be noise in golden files and dashboards.
-func seconds(d time.Duration) float64 { return math.Round(d.Seconds()*1e6) / 1e6 }
 
 func describeOffset(d time.Duration) string {
 	switch {
@@ -145,30 +159,6 @@ func abs(d time.Duration) time.Duration {
 	return d
 }
 
-// probeAll measures every KDC at once the first time a KDC step runs: a
-// precise probe waits for a KDC second boundary (up to a second), and an
-// on-call should not wait that long once per KDC.
-func (c ClockCheck) probeAll(ctx context.Context, st *State) map[string]probeOutcome {
-	if m, ok := Value[map[string]probeOutcome](st, keyKDCProbes); ok {
-		return m
-	}
-	m := make(map[string]probeOutcome, len(c.KDCs))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, k := range c.KDCs {
-		wg.Go(func() {
-			begin := time.Now()
-			s, err := c.ProbeKDC(ctx, k)
-			mu.Lock()
-			m[k.Entry] = probeOutcome{sample: s, err: err, took: time.Since(begin)}
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	st.Set(keyKDCProbes, m)
-	return m
-}
-
 type probeOutcome struct {
 	sample *kdcops.ClockSample
 	err    error
@@ -178,10 +168,10 @@ type probeOutcome struct {
 // FirstKDCStep is one clock probe of the realm: KDCs in order until one
 // answers, judged like a clock-check KDC step. verify runs it before
 // talking to the KDC with keys.
-func (c ClockCheck) FirstKDCStep(id, title string) Step {
+func (c Check) FirstKDCStep(id, title string) runbook.Step {
 	c.defaults()
-	return Step{ID: id, Title: title, Run: func(ctx context.Context, st *State) Result {
-		var last Result
+	return runbook.Step{ID: id, Title: title, Run: func(ctx context.Context, st *runbook.State) runbook.Result {
+		var last runbook.Result
 		for _, k := range c.KDCs {
 			begin := time.Now()
 			s, err := c.ProbeKDC(ctx, k)
@@ -195,30 +185,31 @@ func (c ClockCheck) FirstKDCStep(id, title string) Step {
 			return c.offsetResult(k, probeOutcome{sample: s, took: time.Since(begin)})
 		}
 		if len(c.KDCs) > 1 {
-			return Errorf("no KDC of %s answered (%d tried); last: %s", c.Realm, len(c.KDCs), last.Message).With(last.Evidence).WithHint("%s", last.Hint)
+			return runbook.Errorf("no KDC of %s answered (%d tried); last: %s", c.Realm, len(c.KDCs), last.Message).With(last.Evidence).WithHint("%s", last.Hint)
 		}
 		return last
 	}}
 }
 
-func (c ClockCheck) probeKDC(ctx context.Context, st *State, k kdcops.KDC) Result {
-	out := c.probeAll(ctx, st)[k.Entry]
-	if out.err != nil {
-		return kdcProbeError(ctx, k, out.err)
+func (c Check) probeKDC(ctx context.Context, r *run, k kdcops.KDC) runbook.Result {
+	begin := time.Now()
+	s, err := c.ProbeKDC(ctx, k)
+	if err != nil {
+		return kdcProbeError(ctx, k, err)
 	}
-	samples(st)[k.Entry] = out.sample
-	return c.offsetResult(k, out)
+	r.addSample(k.Entry, s)
+	return c.offsetResult(k, probeOutcome{sample: s, took: time.Since(begin)})
 }
 
-func (c ClockCheck) offsetResult(k kdcops.KDC, out probeOutcome) Result {
+func (c Check) offsetResult(k kdcops.KDC, out probeOutcome) runbook.Result {
 	s := out.sample
-	ev := Evidence{
+	ev := runbook.Evidence{
 		"kdc":                 k.Entry,
-		"offset_seconds":      seconds(s.Offset),
-		"rtt_seconds":         seconds(s.RTT),
-		"uncertainty_seconds": seconds(s.Uncertainty),
+		"offset_seconds":      runbook.Seconds(s.Offset),
+		"rtt_seconds":         runbook.Seconds(s.RTT),
+		"uncertainty_seconds": runbook.Seconds(s.Uncertainty),
 		"probes":              s.Probes,
-		"probe_seconds":       seconds(out.took),
+		"probe_seconds":       runbook.Seconds(out.took),
 		"transport":           string(s.Transport),
 		"kdc_time":            s.KDCTime,
 		"kdc_reply":           s.ErrorName,
@@ -228,19 +219,19 @@ func (c ClockCheck) offsetResult(k kdcops.KDC, out probeOutcome) Result {
 	off := abs(s.Offset)
 	switch {
 	case off > c.MaxSkew:
-		return Failf("%s; beyond clockskew %s", msg, c.MaxSkew).With(ev).
+		return runbook.Failf("%s; beyond clockskew %s", msg, c.MaxSkew).With(ev).
 			WithHint("Kerberos to this KDC fails with KRB_AP_ERR_SKEW: compare `chronyc tracking` on %s and on this host and fix the wrong one (re-run with --ntp to tell which)", k.Host)
 	case off > c.WarnSkew:
-		return Warnf("%s; within clockskew %s but past --warn-skew %s", msg, c.MaxSkew, c.WarnSkew).With(ev).
+		return runbook.Warnf("%s; within clockskew %s but past --warn-skew %s", msg, c.MaxSkew, c.WarnSkew).With(ev).
 			WithHint("time sync is drifting: check chrony/ntpd on %s and on this host before it reaches %s", k.Host, c.MaxSkew)
 	}
-	return Passf("%s", msg).With(ev)
+	return runbook.Passf("%s", msg).With(ev)
 }
 
-func kdcProbeError(ctx context.Context, k kdcops.KDC, err error) Result {
-	ev := Evidence{"kdc": k.Entry, "transport": string(k.Transport)}
+func kdcProbeError(ctx context.Context, k kdcops.KDC, err error) runbook.Result {
+	ev := runbook.Evidence{"kdc": k.Entry, "transport": string(k.Transport)}
 	if ctx.Err() != nil {
-		return Errorf("probe of %s interrupted", k.Entry).With(ev)
+		return runbook.Errorf("probe of %s interrupted", k.Entry).With(ev)
 	}
 	var unreachable *kdcops.UnreachableError
 	var bad *kdcops.BadReplyError
@@ -250,20 +241,20 @@ func kdcProbeError(ctx context.Context, k kdcops.KDC, err error) Result {
 		if k.Forced {
 			tried = string(k.Transport)
 		}
-		return Errorf("%s", err.Error()).With(ev).
+		return runbook.Errorf("%s", err.Error()).With(ev).
 			WithHint("check that krb5kdc runs on %s and that port %d (%s) is open from this host; the other KDCs were still measured", k.Host, k.Port, tried)
 	case errors.As(err, &bad):
-		return Errorf("%s", err.Error()).With(ev).
+		return runbook.Errorf("%s", err.Error()).With(ev).
 			WithHint("something other than a KDC answers on %s: check the kdc entry in krb5.conf", k.Addr())
 	}
-	return Errorf("probe of %s failed: %s", k.Entry, err.Error()).With(ev).
+	return runbook.Errorf("probe of %s failed: %s", k.Entry, err.Error()).With(ev).
 		WithHint("re-run with -v or --log-file to see the exchange")
 }
 
-func (c ClockCheck) spread(_ context.Context, st *State) Result {
-	m := samples(st)
+func (c Check) spread(r *run) runbook.Result {
+	m := r.answered()
 	if len(m) < 2 {
-		return Result{Status: Skip, Message: fmt.Sprintf("skipped: %d KDC answered, need two to compare", len(m))}
+		return runbook.Result{Status: runbook.Skip, Message: fmt.Sprintf("skipped: %d KDC answered, need two to compare", len(m))}
 	}
 	var lo, hi *kdcops.ClockSample
 	for _, k := range c.KDCs {
@@ -279,8 +270,8 @@ func (c ClockCheck) spread(_ context.Context, st *State) Result {
 		}
 	}
 	spread := hi.Offset - lo.Offset
-	ev := Evidence{
-		"spread_seconds": seconds(spread),
+	ev := runbook.Evidence{
+		"spread_seconds": runbook.Seconds(spread),
 		"ahead_kdc":      hi.KDC,
 		"behind_kdc":     lo.KDC,
 		"kdcs_answered":  len(m),
@@ -288,61 +279,61 @@ func (c ClockCheck) spread(_ context.Context, st *State) Result {
 	msg := fmt.Sprintf("KDCs differ by %.3fs (%s ahead of %s)", spread.Seconds(), hi.KDC, lo.KDC)
 	switch {
 	case spread > c.MaxSkew:
-		return Failf("%s; beyond clockskew %s", msg, c.MaxSkew).With(ev).
+		return runbook.Failf("%s; beyond clockskew %s", msg, c.MaxSkew).With(ev).
 			WithHint("clients fail or succeed depending on which KDC they reach: fix time sync on the KDC that disagrees with NTP")
 	case spread > c.WarnSkew:
-		return Warnf("%s; past --warn-skew %s", msg, c.WarnSkew).With(ev).
+		return runbook.Warnf("%s; past --warn-skew %s", msg, c.WarnSkew).With(ev).
 			WithHint("the KDCs' clocks are drifting apart: check chrony/ntpd on %s and %s", hi.KDC, lo.KDC)
 	}
-	return Passf("KDCs agree within %.3fs", spread.Seconds()).With(ev)
+	return runbook.Passf("KDCs agree within %.3fs", spread.Seconds()).With(ev)
 }
 
-func (c ClockCheck) ntp(ctx context.Context, st *State) Result {
+func (c Check) ntp(ctx context.Context, r *run) runbook.Result {
 	s, err := c.ProbeNTP(ctx, c.NTPServer)
 	if err != nil {
-		return Errorf("%s", err.Error()).With(Evidence{"server": c.NTPServer}).
+		return runbook.Errorf("%s", err.Error()).With(runbook.Evidence{"server": c.NTPServer}).
 			WithHint("check the server name and that UDP 123 is open from this host")
 	}
-	st.Set(keyNTPSample, s)
+	r.ntp = s
 	return sourceResult("NTP server "+c.NTPServer, s, c.MaxSkew, c.WarnSkew,
 		"this host's clock is wrong: fix chrony/ntpd here (`chronyc tracking`, `chronyc makestep`)").
-		With(Evidence{"server": c.NTPServer, "stratum": s.Stratum})
+		With(runbook.Evidence{"server": c.NTPServer, "stratum": s.Stratum})
 }
 
-func (c ClockCheck) aws(ctx context.Context, _ *State) Result {
+func (c Check) aws(ctx context.Context) runbook.Result {
 	s, err := c.ProbeHTTP(ctx, c.AWSEndpoint)
 	if err != nil {
-		return Errorf("%s", err.Error()).With(Evidence{"endpoint": c.AWSEndpoint}).
+		return runbook.Errorf("%s", err.Error()).With(runbook.Evidence{"endpoint": c.AWSEndpoint}).
 			WithHint("check the endpoint URL and the network path (proxy, firewall) to it")
 	}
 	// SigV4 has its own fixed 5-minute limit, whatever clockskew says.
 	return sourceResult("AWS endpoint", s, SigV4MaxSkew, min(c.WarnSkew, SigV4MaxSkew),
 		"AWS rejects SigV4 requests more than 5 minutes off (RequestExpired, InvalidSignatureException): fix time sync on this host").
-		With(Evidence{"endpoint": c.AWSEndpoint})
+		With(runbook.Evidence{"endpoint": c.AWSEndpoint})
 }
 
-func sourceResult(name string, s *kdcops.SourceSample, maxSkew, warnSkew time.Duration, failHint string) Result {
-	ev := Evidence{
-		"offset_seconds":      seconds(s.Offset),
-		"rtt_seconds":         seconds(s.RTT),
-		"uncertainty_seconds": seconds(s.Uncertainty),
+func sourceResult(name string, s *kdcops.SourceSample, maxSkew, warnSkew time.Duration, failHint string) runbook.Result {
+	ev := runbook.Evidence{
+		"offset_seconds":      runbook.Seconds(s.Offset),
+		"rtt_seconds":         runbook.Seconds(s.RTT),
+		"uncertainty_seconds": runbook.Seconds(s.Uncertainty),
 		"limit_seconds":       maxSkew.Seconds(),
 	}
 	msg := fmt.Sprintf("%s is %s this host (±%.3fs)", name, describeOffset(s.Offset), s.Uncertainty.Seconds())
 	off := abs(s.Offset)
 	switch {
 	case off > maxSkew:
-		return Failf("%s; beyond %s", msg, maxSkew).With(ev).WithHint("%s", failHint)
+		return runbook.Failf("%s; beyond %s", msg, maxSkew).With(ev).WithHint("%s", failHint)
 	case off > warnSkew:
-		return Warnf("%s; past --warn-skew %s", msg, warnSkew).With(ev).
+		return runbook.Warnf("%s; past --warn-skew %s", msg, warnSkew).With(ev).
 			WithHint("time sync is drifting: check chrony/ntpd on this host")
 	}
-	return Passf("%s", msg).With(ev)
+	return runbook.Passf("%s", msg).With(ev)
 }
 
-func (c ClockCheck) verdict(_ context.Context, st *State) Result {
-	m := samples(st)
-	ev := Evidence{
+func (c Check) verdict(r *run) runbook.Result {
+	m := r.answered()
+	ev := runbook.Evidence{
 		"realm":             c.Realm,
 		"kdcs_configured":   len(c.KDCs),
 		"kdcs_answered":     len(m),
@@ -350,7 +341,7 @@ func (c ClockCheck) verdict(_ context.Context, st *State) Result {
 		"warn_skew_seconds": c.WarnSkew.Seconds(),
 	}
 	if len(m) == 0 {
-		return Errorf("no KDC of %s answered (%d tried)", c.Realm, len(c.KDCs)).With(ev).
+		return runbook.Errorf("no KDC of %s answered (%d tried)", c.Realm, len(c.KDCs)).With(ev).
 			WithHint("the clock could not be read: check that the KDCs run and port 88 is reachable, or pass --kdc host:port")
 	}
 	var worst *kdcops.ClockSample
@@ -360,28 +351,28 @@ func (c ClockCheck) verdict(_ context.Context, st *State) Result {
 		}
 	}
 	ev["worst_kdc"] = worst.KDC
-	ev["worst_offset_seconds"] = seconds(worst.Offset)
+	ev["worst_offset_seconds"] = runbook.Seconds(worst.Offset)
 	missing := len(c.KDCs) - len(m)
 	off := abs(worst.Offset)
 	switch {
 	case off > c.MaxSkew:
-		return Failf("KDC %s is %s this host, beyond clockskew %s", worst.KDC, describeOffset(worst.Offset), c.MaxSkew).
-			With(ev).WithHint("%s", c.blame(st, worst))
+		return runbook.Failf("KDC %s is %s this host, beyond clockskew %s", worst.KDC, describeOffset(worst.Offset), c.MaxSkew).
+			With(ev).WithHint("%s", c.blame(r, worst))
 	case off > c.WarnSkew:
-		return Warnf("KDC %s is %s this host: within clockskew %s, past --warn-skew %s", worst.KDC, describeOffset(worst.Offset), c.MaxSkew, c.WarnSkew).
-			With(ev).WithHint("%s", c.blame(st, worst))
+		return runbook.Warnf("KDC %s is %s this host: within clockskew %s, past --warn-skew %s", worst.KDC, describeOffset(worst.Offset), c.MaxSkew, c.WarnSkew).
+			With(ev).WithHint("%s", c.blame(r, worst))
 	case missing > 0:
-		return Warnf("%d of %d KDCs answered, all within %.3fs of this host", len(m), len(c.KDCs), off.Seconds()).
+		return runbook.Warnf("%d of %d KDCs answered, all within %.3fs of this host", len(m), len(c.KDCs), off.Seconds()).
 			With(ev).WithHint("clients that try the unreachable KDC first lose time failing over: see its step above")
 	}
-	return Passf("all %d KDCs within %.3fs of this host (limit %s)", len(m), off.Seconds(), c.MaxSkew).With(ev)
+	return runbook.Passf("all %d KDCs within %.3fs of this host (limit %s)", len(m), off.Seconds(), c.MaxSkew).With(ev)
 }
 
 // blame says which clock to fix. With an NTP reading the answer is known;
 // without one the on-call is told how to find out.
-func (c ClockCheck) blame(st *State, worst *kdcops.ClockSample) string {
-	ntp, ok := Value[*kdcops.SourceSample](st, keyNTPSample)
-	if !ok {
+func (c Check) blame(r *run, worst *kdcops.ClockSample) string {
+	ntp := r.ntp
+	if ntp == nil {
 		return "one of the two clocks is wrong: re-run with --ntp <server> to learn which, then fix chrony/ntpd there"
 	}
 	hostOff := abs(ntp.Offset)

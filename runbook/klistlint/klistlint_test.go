@@ -1,4 +1,4 @@
-package runbook_test
+package klistlint_test
 
 import (
 	"context"
@@ -14,8 +14,10 @@ import (
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/types"
 
+	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/runbook"
+	"github.com/krbops/krbops/runbook/klistlint"
 )
 
 // keytabFile writes a version 2 keytab with one entry per (kvno, enctype)
@@ -49,7 +51,7 @@ func keytabFile(t *testing.T, perm os.FileMode, ts time.Time, keys ...[2]int) st
 	return p
 }
 
-func runLint(l runbook.KlistLint) *runbook.Report {
+func runLint(l klistlint.Check) *runbook.Report {
 	return runbook.Run(context.Background(), runbook.Runbook{Command: "klist-lint", Steps: l.Steps()}, runbook.Options{})
 }
 
@@ -57,7 +59,7 @@ func TestKlistLintKeytabSteps(t *testing.T) {
 	now := time.Now()
 	kt := keytabFile(t, 0o640, now.Add(-time.Hour), [2]int{1, 18}, [2]int{1, 23}, [2]int{2, 18}, [2]int{2, 23}, [2]int{3, 18}, [2]int{3, 23})
 	missing := filepath.Join(t.TempDir(), "missing.cc")
-	rep := runLint(runbook.KlistLint{CCache: missing, Keytabs: []string{kt}, Lint: kdcops.LintOptions{MaxAge: 24 * time.Hour}})
+	rep := runLint(klistlint.Check{CCache: missing, Keytabs: []string{kt}, Lint: kdcops.LintOptions{MaxAge: 24 * time.Hour}})
 
 	var steps []string
 	for _, sr := range rep.Steps {
@@ -74,8 +76,8 @@ func TestKlistLintKeytabSteps(t *testing.T) {
 	for _, f := range rep.Findings {
 		rules = append(rules, f.Rule)
 	}
-	if strings.Join(rules, ",") != "CC001,KT002,KT006,KT009" || rep.ExitCode != runbook.ExitFail {
-		t.Errorf("findings %v exit %d", rules, rep.ExitCode)
+	if strings.Join(rules, ",") != "CC001,KT002,KT006,KT009" || rep.Class != fault.CheckFailed {
+		t.Errorf("findings %v exit %d", rules, rep.Class)
 	}
 	if msg := rep.Steps[0].Message; !strings.Contains(msg, "CC001: credential cache no such file") {
 		t.Errorf("ccache.read message %q", msg)
@@ -105,15 +107,15 @@ func TestKlistLintKeytabSteps(t *testing.T) {
 func TestKlistLintOnlyShrinksSummary(t *testing.T) {
 	rs, _ := kdcops.NewRuleSet([]string{"KT002"}, nil)
 	kt := keytabFile(t, 0o600, time.Now(), [2]int{1, 18})
-	rep := runLint(runbook.KlistLint{Keytabs: []string{kt}, Lint: kdcops.LintOptions{Rules: rs}})
+	rep := runLint(klistlint.Check{Keytabs: []string{kt}, Lint: kdcops.LintOptions{Rules: rs}})
 	n := 0
 	for _, m := range rep.Metrics {
 		if m.Name == "krbops_lint_findings" {
 			n++
 		}
 	}
-	if n != 1 || rep.ExitCode != runbook.ExitOK {
-		t.Errorf("%d krbops_lint_findings series, exit %d", n, rep.ExitCode)
+	if n != 1 || rep.Class != fault.OK {
+		t.Errorf("%d krbops_lint_findings series, exit %d", n, rep.Class)
 	}
 }
 
@@ -125,9 +127,9 @@ func TestKlistLintDirStep(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, name), data[:20], 0o600)
 	}
 	os.WriteFile(filepath.Join(dir, "ok.keytab"), data, 0o600)
-	rep := runLint(runbook.KlistLint{Dirs: []string{dir}, Workers: 2})
+	rep := runLint(klistlint.Check{Dirs: []string{dir}, Workers: 2})
 	sr := rep.Steps[0]
-	if sr.ID != runbook.StepKeytabDir || sr.Group != dir || sr.Status != runbook.Fail || sr.Evidence["keytabs"] != 3 {
+	if sr.ID != klistlint.StepKeytabDir || sr.Group != dir || sr.Status != runbook.Fail || sr.Evidence["keytabs"] != 3 {
 		t.Errorf("step %+v", sr)
 	}
 	if len(rep.Findings) != 2 || !strings.HasSuffix(rep.Findings[0].File, "a.keytab") {
@@ -149,15 +151,15 @@ func TestKlistLintOnline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := runLint(runbook.KlistLint{Keytabs: []string{kt}, Online: true, NewOnlineClient: client(unknown, nil)})
-	if len(rep.Findings) != 1 || rep.Findings[0].Rule != "ON006" || rep.Steps[2].ID != runbook.StepOnlineKVNO || rep.ExitCode != runbook.ExitFail {
-		t.Errorf("unknown principal: findings %+v exit %d", rep.Findings, rep.ExitCode)
+	rep := runLint(klistlint.Check{Keytabs: []string{kt}, Online: true, NewOnlineClient: client(unknown, nil)})
+	if len(rep.Findings) != 1 || rep.Findings[0].Rule != "ON006" || rep.Steps[2].ID != klistlint.StepOnlineKVNO || rep.Class != fault.CheckFailed {
+		t.Errorf("unknown principal: findings %+v exit %d", rep.Findings, rep.Class)
 	}
 
 	down := &kdcops.UnreachableError{KDC: "kdc1:88", Transport: kdcops.UDP, Err: errors.New("connection refused")}
-	rep = runLint(runbook.KlistLint{Keytabs: []string{kt}, Online: true, NewOnlineClient: client(nil, down)})
-	if sr := rep.Steps[2]; sr.Status != runbook.Error || !strings.Contains(sr.Hint, "no KDC answered") || rep.ExitCode != runbook.ExitIncomplete {
-		t.Errorf("unreachable: step %+v exit %d", sr, rep.ExitCode)
+	rep = runLint(klistlint.Check{Keytabs: []string{kt}, Online: true, NewOnlineClient: client(nil, down)})
+	if sr := rep.Steps[2]; sr.Status != runbook.Error || !strings.Contains(sr.Hint, "no KDC answered") || rep.Class != fault.Unreachable {
+		t.Errorf("unreachable: step %+v exit %d", sr, rep.Class)
 	}
 	if sr := rep.Steps[3]; sr.Status != runbook.Skip {
 		t.Errorf("online.keys after an error: %+v", sr)

@@ -1,4 +1,9 @@
-package runbook
+// Package klistlint is the klist-lint runbook: a credential cache, keytabs
+// and keytab directories against the lint rules of kdcops, optionally
+// checked online against the KDC, and a summary by rule. Start with
+// [Check.Steps]. [FromFindings] turns kdcops findings into a step result;
+// verify uses it for its keytab step.
+package klistlint
 
 import (
 	"context"
@@ -11,9 +16,10 @@ import (
 	"time"
 
 	"github.com/krbops/krbops/kdcops"
+	"github.com/krbops/krbops/runbook"
 )
 
-// Step ids of the klist-lint runbook. Steps about one file carry the file
+// runbook.Step ids of the klist-lint runbook. Steps about one file carry the file
 // as their Group; keytab.dir is grouped by the directory.
 const (
 	StepCCacheRead  = "ccache.read"  // read the ccache: CC001-CC003
@@ -26,8 +32,8 @@ const (
 	StepLintSummary = "lint.summary" // findings per rule
 )
 
-// KlistLint describes one klist-lint run.
-type KlistLint struct {
+// Check describes one klist-lint run.
+type Check struct {
 	CCache  string   // ccache path to lint; "" lints none
 	Keytabs []string // keytab paths to lint
 	Dirs    []string // directories whose keytabs to lint
@@ -47,64 +53,78 @@ type KlistLint struct {
 	NewOnlineClient func(cc *kdcops.CCache) *kdcops.OnlineClient
 }
 
-// state keys, suffixed with the file path
-const (
-	keyCCache = "lint.ccache:"
-	keyKeytab = "lint.keytab:"
-	keyOnline = "lint.online:"
-)
+// run is what the steps of one klist-lint run share, per file: the
+// parsed ccache or keytab and the online results. Steps of one run execute
+// in order, so the map needs no lock.
+type run struct{ files map[string]*file }
+
+type file struct {
+	cc     *kdcops.CCache
+	kt     *kdcops.Keytab
+	online *onlineState
+}
+
+func (r *run) file(path string) *file {
+	f, ok := r.files[path]
+	if !ok {
+		f = &file{}
+		r.files[path] = f
+	}
+	return f
+}
 
 // Steps returns the klist-lint runbook: the ccache, then each keytab (with
 // its online checks), then each directory, then the summary.
-func (l KlistLint) Steps() []Step {
+func (l Check) Steps() []runbook.Step {
 	if l.Log == nil {
 		l.Log = slog.New(slog.DiscardHandler)
 	}
-	var steps []Step
+	r := &run{files: map[string]*file{}}
+	var steps []runbook.Step
 	if l.CCache != "" {
 		p := l.CCache
 		steps = append(steps,
-			Step{ID: StepCCacheRead, Title: "read credential cache", Group: p, Run: func(ctx context.Context, st *State) Result { return l.ccacheRead(st, p) }},
-			Step{ID: StepCCacheTGT, Title: "TGT lifetime and flags", Group: p, Run: func(ctx context.Context, st *State) Result { return l.ccacheTGT(st, p) }},
+			runbook.Step{ID: StepCCacheRead, Title: "read credential cache", Group: p, Run: func(ctx context.Context, st *runbook.State) runbook.Result { return l.ccacheRead(r, p) }},
+			runbook.Step{ID: StepCCacheTGT, Title: "TGT lifetime and flags", Group: p, Run: func(ctx context.Context, st *runbook.State) runbook.Result { return l.ccacheTGT(r, p) }},
 		)
 	}
 	for _, p := range l.Keytabs {
 		steps = append(steps,
-			Step{ID: StepKeytabRead, Title: "read keytab", Group: p, Run: func(ctx context.Context, st *State) Result { return l.keytabRead(st, p) }},
-			Step{ID: StepKeytabRules, Title: "keytab entries", Group: p, Run: func(ctx context.Context, st *State) Result { return l.keytabRules(st, p) }},
+			runbook.Step{ID: StepKeytabRead, Title: "read keytab", Group: p, Run: func(ctx context.Context, st *runbook.State) runbook.Result { return l.keytabRead(r, p) }},
+			runbook.Step{ID: StepKeytabRules, Title: "keytab entries", Group: p, Run: func(ctx context.Context, st *runbook.State) runbook.Result { return l.keytabRules(r, p) }},
 		)
 		if l.Online {
 			steps = append(steps,
-				Step{ID: StepOnlineKVNO, Title: "kvno at the KDC", Group: p, Run: func(ctx context.Context, st *State) Result { return l.onlineKVNO(ctx, st, p) }},
-				Step{ID: StepOnlineKeys, Title: "keys against the KDC", Group: p, Run: func(ctx context.Context, st *State) Result { return l.onlineKeys(st, p) }},
+				runbook.Step{ID: StepOnlineKVNO, Title: "kvno at the KDC", Group: p, Run: func(ctx context.Context, st *runbook.State) runbook.Result { return l.onlineKVNO(ctx, r, p) }},
+				runbook.Step{ID: StepOnlineKeys, Title: "keys against the KDC", Group: p, Run: func(ctx context.Context, st *runbook.State) runbook.Result { return l.onlineKeys(r, p) }},
 			)
 		}
 	}
 	for _, d := range l.Dirs {
-		steps = append(steps, Step{ID: StepKeytabDir, Title: "keytabs under a directory", Group: d,
-			Run: func(ctx context.Context, st *State) Result { return l.keytabDir(ctx, d) }})
+		steps = append(steps, runbook.Step{ID: StepKeytabDir, Title: "keytabs under a directory", Group: d,
+			Run: func(ctx context.Context, st *runbook.State) runbook.Result { return l.keytabDir(ctx, d) }})
 	}
-	steps = append(steps, Step{ID: StepLintSummary, Title: "findings by rule", Run: l.summary})
+	steps = append(steps, runbook.Step{ID: StepLintSummary, Title: "findings by rule", Run: l.summary})
 	return steps
 }
 
-// convert moves kdcops findings into the report's type.
-func convert(fs []kdcops.Finding) []Finding {
-	out := make([]Finding, len(fs))
+// convertFindings moves kdcops findings into the report's type.
+func convertFindings(fs []kdcops.Finding) []runbook.Finding {
+	out := make([]runbook.Finding, len(fs))
 	for i, f := range fs {
-		out[i] = Finding{
-			Rule: f.Rule, Severity: Severity(f.Severity), File: f.File, Principal: f.Principal,
-			Message: f.Message, Hint: f.Hint, Evidence: Evidence(f.Evidence),
+		out[i] = runbook.Finding{
+			Rule: f.Rule, Severity: runbook.Severity(f.Severity), File: f.File, Principal: f.Principal,
+			Message: f.Message, Hint: f.Hint, Evidence: runbook.Evidence(f.Evidence),
 		}
 	}
 	return out
 }
 
-// fromFindings makes a step's result: its status is the worst finding's
+// FromFindings makes a step's result: its status is the worst finding's
 // severity (info counts as pass), its message says what passed or lists
 // the rule ids found.
-func fromFindings(fs []kdcops.Finding, okMsg string, ev Evidence) Result {
-	res := Result{Status: Pass, Message: okMsg, Evidence: ev, Findings: convert(fs)}
+func FromFindings(fs []kdcops.Finding, okMsg string, ev runbook.Evidence) runbook.Result {
+	res := runbook.Result{Status: runbook.Pass, Message: okMsg, Evidence: ev, Findings: convertFindings(fs)}
 	if len(fs) == 0 {
 		return res
 	}
@@ -113,10 +133,10 @@ func fromFindings(fs []kdcops.Finding, okMsg string, ev Evidence) Result {
 	for _, f := range fs {
 		switch f.Severity {
 		case kdcops.SeverityFail:
-			res.Status = Fail
+			res.Status = runbook.Fail
 		case kdcops.SeverityWarn:
-			if res.Status == Pass {
-				res.Status = Warn
+			if res.Status == runbook.Pass {
+				res.Status = runbook.Warn
 			}
 		}
 		if !seen[f.Rule] {
@@ -132,13 +152,13 @@ func fromFindings(fs []kdcops.Finding, okMsg string, ev Evidence) Result {
 	if len(fs) == 1 {
 		res.Message = fmt.Sprintf("%s; %s: %s", okMsg, fs[0].Rule, fs[0].Message)
 		res.Hint = fs[0].Hint
-	} else if res.Status != Pass {
+	} else if res.Status != runbook.Pass {
 		res.Hint = "see the findings below (-o json has their evidence)"
 	}
 	return res
 }
 
-func (l KlistLint) ccacheRead(st *State, path string) Result {
+func (l Check) ccacheRead(r *run, path string) runbook.Result {
 	var fs []kdcops.Finding
 	if fi, err := os.Stat(path); err == nil {
 		fs = append(fs, kdcops.CCacheAccessFindings(path, fi, l.Lint)...)
@@ -146,36 +166,36 @@ func (l KlistLint) ccacheRead(st *State, path string) Result {
 	cc, err := kdcops.ReadCCacheFile(path, kdcops.CCacheOptions{KeepTGT: l.Online})
 	if err != nil {
 		fs = append(fs, kdcops.ReadErrorFinding("ccache", path, err, l.Lint.Rules)...)
-		res := fromFindings(fs, "cannot read the credential cache", Evidence{"path": path})
-		if res.Status == Pass {
+		res := FromFindings(fs, "cannot read the credential cache", runbook.Evidence{"path": path})
+		if res.Status == runbook.Pass {
 			// CC001 is disabled, but the cache still could not be read.
-			res.Status, res.Message = Error, "cannot read the credential cache: "+err.Error()
+			res.Status, res.Message = runbook.Error, "cannot read the credential cache: "+err.Error()
 		}
 		return res
 	}
-	st.Set(keyCCache+path, cc)
-	ev := Evidence{"path": path, "version": cc.Version, "principal": cc.Principal, "tickets": len(cc.Creds), "config_entries": cc.ConfigCount}
+	r.file(path).cc = cc
+	ev := runbook.Evidence{"path": path, "version": cc.Version, "principal": cc.Principal, "tickets": len(cc.Creds), "config_entries": cc.ConfigCount}
 	if cc.HasKDCOffset {
 		ev["kdc_offset_seconds"] = cc.KDCOffset.Seconds()
 	}
-	return fromFindings(fs, fmt.Sprintf("version %d cache of %s, %s", cc.Version, cc.Principal, plural(len(cc.Creds), "ticket")), ev)
+	return FromFindings(fs, fmt.Sprintf("version %d cache of %s, %s", cc.Version, cc.Principal, plural(len(cc.Creds), "ticket")), ev)
 }
 
-func (l KlistLint) ccacheTGT(st *State, path string) Result {
-	cc, ok := Value[*kdcops.CCache](st, keyCCache+path)
-	if !ok {
-		return Result{Status: Skip, Message: "skipped: the credential cache could not be read"}
+func (l Check) ccacheTGT(r *run, path string) runbook.Result {
+	cc := r.file(path).cc
+	if cc == nil {
+		return runbook.Result{Status: runbook.Skip, Message: "skipped: the credential cache could not be read"}
 	}
 	fs := kdcops.LintCCache(path, cc, l.Lint)
 	tgt, ok := cc.TGT()
 	if !ok {
-		return fromFindings(fs, "no TGT", Evidence{"principal": cc.Principal})
+		return FromFindings(fs, "no TGT", runbook.Evidence{"principal": cc.Principal})
 	}
 	now := l.now()
 	labels := map[string]string{"ccache": path, "principal": cc.Principal, "server": tgt.Server}
-	metrics := []Metric{{Name: "krb5_ticket_expiry_seconds", Help: "Unix time the TGT of a credential cache expires.",
+	metrics := []runbook.Metric{{Name: "krb5_ticket_expiry_seconds", Help: "Unix time the TGT of a credential cache expires.",
 		Labels: labels, Value: float64(tgt.EndTime.Unix())}}
-	ev := Evidence{"principal": cc.Principal, "server": tgt.Server, "expires_at": tgt.EndTime,
+	ev := runbook.Evidence{"principal": cc.Principal, "server": tgt.Server, "expires_at": tgt.EndTime,
 		"remaining_seconds": tgt.EndTime.Sub(now).Round(time.Second).Seconds(), "flags": fmt.Sprintf("0x%08x", tgt.Flags),
 		"session_enctype": kdcops.EnctypeName(tgt.SessionEnctype)}
 	msg := fmt.Sprintf("TGT of %s expires %s (in %s)", cc.Principal, tgt.EndTime.UTC().Format(time.RFC3339), kdcops.HumanDuration(tgt.EndTime.Sub(now)))
@@ -183,23 +203,23 @@ func (l KlistLint) ccacheTGT(st *State, path string) Result {
 		msg = fmt.Sprintf("TGT of %s expired %s", cc.Principal, tgt.EndTime.UTC().Format(time.RFC3339))
 	}
 	if tgt.Flags&kdcops.FlagRenewable != 0 && !tgt.RenewTill.IsZero() {
-		metrics = append(metrics, Metric{Name: "krb5_ticket_renew_until_seconds", Help: "Unix time until which the TGT of a credential cache can be renewed (absent when not renewable).",
+		metrics = append(metrics, runbook.Metric{Name: "krb5_ticket_renew_until_seconds", Help: "Unix time until which the TGT of a credential cache can be renewed (absent when not renewable).",
 			Labels: labels, Value: float64(tgt.RenewTill.Unix())})
 		ev["renew_until"] = tgt.RenewTill
 		msg += ", renewable until " + tgt.RenewTill.UTC().Format(time.RFC3339)
 	}
-	res := fromFindings(fs, msg, ev)
+	res := FromFindings(fs, msg, ev)
 	return res.WithMetrics(metrics...)
 }
 
-func (l KlistLint) now() time.Time {
+func (l Check) now() time.Time {
 	if l.Lint.Now.IsZero() {
 		return time.Now()
 	}
 	return l.Lint.Now
 }
 
-func (l KlistLint) keytabRead(st *State, path string) Result {
+func (l Check) keytabRead(r *run, path string) runbook.Result {
 	var fs []kdcops.Finding
 	if fi, err := os.Stat(path); err == nil {
 		fs = append(fs, kdcops.KeytabAccessFindings(path, fi, l.Lint)...)
@@ -210,31 +230,31 @@ func (l KlistLint) keytabRead(st *State, path string) Result {
 			kt.Wipe()
 		}
 		fs = append(fs, kdcops.ReadErrorFinding("keytab", path, err, l.Lint.Rules)...)
-		res := fromFindings(fs, "cannot read the keytab", Evidence{"path": path})
-		if res.Status == Pass {
-			res.Status, res.Message = Error, "cannot read the keytab: "+err.Error()
+		res := FromFindings(fs, "cannot read the keytab", runbook.Evidence{"path": path})
+		if res.Status == runbook.Pass {
+			res.Status, res.Message = runbook.Error, "cannot read the keytab: "+err.Error()
 		}
 		return res
 	}
-	st.Set(keyKeytab+path, kt)
-	ev := Evidence{"path": path, "version": kt.Version, "entries": len(kt.Entries), "principals": len(kt.Principals()), "holes": kt.Holes}
-	return fromFindings(fs, fmt.Sprintf("version %d keytab, %s for %s", kt.Version, plural(len(kt.Entries), "entry"), plural(len(kt.Principals()), "principal")), ev)
+	r.file(path).kt = kt
+	ev := runbook.Evidence{"path": path, "version": kt.Version, "entries": len(kt.Entries), "principals": len(kt.Principals()), "holes": kt.Holes}
+	return FromFindings(fs, fmt.Sprintf("version %d keytab, %s for %s", kt.Version, plural(len(kt.Entries), "entry"), plural(len(kt.Principals()), "principal")), ev)
 }
 
-func (l KlistLint) keytabRules(st *State, path string) Result {
-	kt, ok := Value[*kdcops.Keytab](st, keyKeytab+path)
-	if !ok {
-		return Result{Status: Skip, Message: "skipped: the keytab could not be read"}
+func (l Check) keytabRules(r *run, path string) runbook.Result {
+	kt := r.file(path).kt
+	if kt == nil {
+		return runbook.Result{Status: runbook.Skip, Message: "skipped: the keytab could not be read"}
 	}
 	fs := kdcops.LintKeytab(path, kt.Entries, l.Lint)
 	now := l.now()
-	var metrics []Metric
+	var metrics []runbook.Metric
 	var parts []string
 	for _, s := range kdcops.SummarizeKeytab(kt.Entries) {
 		labels := map[string]string{"keytab": path, "principal": s.Principal}
 		metrics = append(metrics,
-			Metric{Name: "krb5_keytab_kvno", Help: "Newest key version number of a principal in a keytab.", Labels: labels, Value: float64(s.Newest)},
-			Metric{Name: "krb5_keytab_newest_age_seconds", Help: "Seconds since the newest key of a principal was written to a keytab (its entry timestamp).",
+			runbook.Metric{Name: "krb5_keytab_kvno", Help: "Newest key version number of a principal in a keytab.", Labels: labels, Value: float64(s.Newest)},
+			runbook.Metric{Name: "krb5_keytab_newest_age_seconds", Help: "Seconds since the newest key of a principal was written to a keytab (its entry timestamp).",
 				Labels: labels, Value: now.Sub(s.NewestAt).Round(time.Second).Seconds()},
 		)
 		if len(parts) < 3 {
@@ -248,18 +268,18 @@ func (l KlistLint) keytabRules(st *State, path string) Result {
 			msg += fmt.Sprintf(" and %d more", n-len(parts))
 		}
 	}
-	return fromFindings(fs, msg, Evidence{"principals": len(kt.Principals()), "entries": len(kt.Entries)}).WithMetrics(metrics...)
+	return FromFindings(fs, msg, runbook.Evidence{"principals": len(kt.Principals()), "entries": len(kt.Entries)}).WithMetrics(metrics...)
 }
 
 type onlineState struct {
 	results []*kdcops.OnlineResult
 }
 
-func (l KlistLint) onlineClient(st *State) (*kdcops.OnlineClient, string) {
+func (l Check) onlineClient(r *run) (*kdcops.OnlineClient, string) {
 	var cc *kdcops.CCache
 	note := "none"
 	if l.OnlineCCache != "" {
-		if c, ok := Value[*kdcops.CCache](st, keyCCache+l.OnlineCCache); ok {
+		if c := r.file(l.OnlineCCache).cc; c != nil {
 			cc, note = c, l.OnlineCCache
 		} else if c, err := kdcops.ReadCCacheFile(l.OnlineCCache, kdcops.CCacheOptions{KeepTGT: true}); err == nil {
 			cc, note = c, l.OnlineCCache
@@ -273,24 +293,24 @@ func (l KlistLint) onlineClient(st *State) (*kdcops.OnlineClient, string) {
 	return &kdcops.OnlineClient{Config: l.Config, Timeout: l.Timeout, Log: l.Log, CCache: cc}, note
 }
 
-func (l KlistLint) onlineKVNO(ctx context.Context, st *State, path string) Result {
-	kt, ok := Value[*kdcops.Keytab](st, keyKeytab+path)
-	if !ok {
-		return Result{Status: Skip, Message: "skipped: the keytab could not be read"}
+func (l Check) onlineKVNO(ctx context.Context, r *run, path string) runbook.Result {
+	kt := r.file(path).kt
+	if kt == nil {
+		return runbook.Result{Status: runbook.Skip, Message: "skipped: the keytab could not be read"}
 	}
 	if len(kt.Entries) == 0 {
-		return Result{Status: Skip, Message: "skipped: the keytab has no entries"}
+		return runbook.Result{Status: runbook.Skip, Message: "skipped: the keytab has no entries"}
 	}
-	client, ccNote := l.onlineClient(st)
+	client, ccNote := l.onlineClient(r)
 	ons := &onlineState{}
-	st.Set(keyOnline+path, ons)
+	r.file(path).online = ons
 	var fs []kdcops.Finding
 	var parts []string
 	for _, p := range kt.Principals() {
 		res, err := client.Check(ctx, kt.EntriesFor(p))
 		if err != nil {
-			r := fromFindings(fs, "", Evidence{"principal": p, "ccache_tgt": ccNote})
-			return onlineError(ctx, r, p, err)
+			partial := FromFindings(fs, "", runbook.Evidence{"principal": p, "ccache_tgt": ccNote})
+			return onlineError(ctx, partial, p, err)
 		}
 		ons.results = append(ons.results, res)
 		fs = append(fs, kdcops.LintOnlineKVNO(path, res, l.Lint)...)
@@ -305,7 +325,7 @@ func (l KlistLint) onlineKVNO(ctx context.Context, st *State, path string) Resul
 			parts = append(parts, fmt.Sprintf("%s: KDC kvno unknown, keytab kvno %d", p, res.KeytabKVNO))
 		}
 	}
-	ev := Evidence{"principals": len(ons.results), "ccache_tgt": ccNote}
+	ev := runbook.Evidence{"principals": len(ons.results), "ccache_tgt": ccNote}
 	if len(ons.results) == 1 {
 		r := ons.results[0]
 		ev["keytab_kvno"] = r.KeytabKVNO
@@ -317,21 +337,21 @@ func (l KlistLint) onlineKVNO(ctx context.Context, st *State, path string) Resul
 		}
 	}
 	msg := strings.Join(parts, "; ")
-	res := fromFindings(fs, msg, ev)
-	if res.Status == Pass {
-		for _, r := range ons.results {
-			if !r.KVNOKnown && !r.Unknown && r.Refused == "" && r.KVNONote != "" && len(fs) == 0 {
+	res := FromFindings(fs, msg, ev)
+	if res.Status == runbook.Pass {
+		for _, o := range ons.results {
+			if !o.KVNOKnown && !o.Unknown && o.Refused == "" && o.KVNONote != "" && len(fs) == 0 {
 				// The key works but the kvno could not be read: say why.
-				res.Status = Warn
-				res.Hint = "the keytab authenticates; to compare kvnos krbops needs a ticket for the principal: " + r.KVNONote
+				res.Status = runbook.Warn
+				res.Hint = "the keytab authenticates; to compare kvnos krbops needs a ticket for the principal: " + o.KVNONote
 			}
 		}
 	}
 	return res
 }
 
-func onlineError(ctx context.Context, r Result, principal string, err error) Result {
-	r.Status = Error
+func onlineError(ctx context.Context, r runbook.Result, principal string, err error) runbook.Result {
+	r.Status = runbook.Error
 	var unreachable *kdcops.UnreachableError
 	var bad *kdcops.BadReplyError
 	var ce *kdcops.ConfigError
@@ -354,23 +374,23 @@ func onlineError(ctx context.Context, r Result, principal string, err error) Res
 	return r
 }
 
-func (l KlistLint) onlineKeys(st *State, path string) Result {
-	kt, ok := Value[*kdcops.Keytab](st, keyKeytab+path)
-	if !ok {
-		return Result{Status: Skip, Message: "skipped: the keytab could not be read"}
+func (l Check) onlineKeys(r *run, path string) runbook.Result {
+	kt := r.file(path).kt
+	if kt == nil {
+		return runbook.Result{Status: runbook.Skip, Message: "skipped: the keytab could not be read"}
 	}
 	// The keys are not needed after this step.
 	defer kt.Wipe()
-	ons, ok := Value[*onlineState](st, keyOnline+path)
-	if !ok {
-		return Result{Status: Skip, Message: "skipped: no online kvno check ran"}
+	ons := r.file(path).online
+	if ons == nil {
+		return runbook.Result{Status: runbook.Skip, Message: "skipped: no online kvno check ran"}
 	}
 	var fs []kdcops.Finding
 	accepted, rejected := 0, 0
-	for _, r := range ons.results {
-		fs = append(fs, kdcops.LintOnlineKeys(path, r, kt.Entries, l.Lint)...)
-		for _, c := range r.Checks {
-			if c.KVNO != r.KDCKVNO || !r.KVNOKnown {
+	for _, o := range ons.results {
+		fs = append(fs, kdcops.LintOnlineKeys(path, o, kt.Entries, l.Lint)...)
+		for _, c := range o.Checks {
+			if c.KVNO != o.KDCKVNO || !o.KVNOKnown {
 				continue
 			}
 			if c.OK {
@@ -381,30 +401,30 @@ func (l KlistLint) onlineKeys(st *State, path string) Result {
 		}
 	}
 	if len(ons.results) < len(kt.Principals()) {
-		return Result{Status: Skip, Message: "skipped: the online kvno check did not finish"}
+		return runbook.Result{Status: runbook.Skip, Message: "skipped: the online kvno check did not finish"}
 	}
 	msg := fmt.Sprintf("keys at the KDC's kvno: %d accepted, %d rejected", accepted, rejected)
 	if accepted+rejected == 0 {
 		msg = "no key at the KDC's kvno to check"
 	}
-	return fromFindings(fs, msg, Evidence{"accepted": accepted, "rejected": rejected})
+	return FromFindings(fs, msg, runbook.Evidence{"accepted": accepted, "rejected": rejected})
 }
 
-func (l KlistLint) keytabDir(ctx context.Context, dir string) Result {
+func (l Check) keytabDir(ctx context.Context, dir string) runbook.Result {
 	var fs []kdcops.Finding
 	stats, err := kdcops.LintDir(ctx, dir, l.Lint, l.Workers, func(r kdcops.KeytabFile) {
 		fs = append(fs, r.Findings...)
 	})
 	kdcops.SortFindings(fs)
-	ev := Evidence{
+	ev := runbook.Evidence{
 		"files": stats.Files, "keytabs": stats.Keytabs, "skipped": stats.Skipped,
 		"special": stats.Special, "entries": stats.Entries, "dir_errors": stats.DirError,
 	}
-	metric := Metric{Name: "krbops_lint_keytabs_scanned", Help: "Keytabs found and linted under a --dir directory.",
+	metric := runbook.Metric{Name: "krbops_lint_keytabs_scanned", Help: "Keytabs found and linted under a --dir directory.",
 		Labels: map[string]string{"dir": dir}, Value: float64(stats.Keytabs)}
 	if err != nil {
-		r := fromFindings(fs, "", ev)
-		r.Status = Error
+		r := FromFindings(fs, "", ev)
+		r.Status = runbook.Error
 		if ctx.Err() != nil {
 			r.Message = fmt.Sprintf("interrupted after %d keytabs", stats.Keytabs)
 		} else {
@@ -417,31 +437,31 @@ func (l KlistLint) keytabDir(ctx context.Context, dir string) Result {
 	if stats.Special > 0 {
 		msg += fmt.Sprintf(", %d symlinks or special files not followed", stats.Special)
 	}
-	return fromFindings(fs, msg, ev).WithMetrics(metric)
+	return FromFindings(fs, msg, ev).WithMetrics(metric)
 }
 
-func (l KlistLint) summary(_ context.Context, st *State) Result {
+func (l Check) summary(_ context.Context, st *runbook.State) runbook.Result {
 	all := st.Findings()
 	count := map[string]int{}
 	for _, f := range all {
 		count[f.Rule]++
 	}
-	var metrics []Metric
+	var metrics []runbook.Metric
 	for _, r := range l.Lint.Rules.EnabledRules() {
-		metrics = append(metrics, Metric{
+		metrics = append(metrics, runbook.Metric{
 			Name: "krbops_lint_findings", Help: "Findings of the last krbops klist-lint run, by rule and severity.",
 			Labels: map[string]string{"rule": r.ID, "severity": string(r.Severity)}, Value: float64(count[r.ID]),
 		})
 	}
-	c := CountFindings(all)
-	ev := Evidence{"findings": c.Total(), "fail": c.Fail, "warn": c.Warn, "info": c.Info}
+	c := runbook.CountFindings(all)
+	ev := runbook.Evidence{"findings": c.Total(), "fail": c.Fail, "warn": c.Warn, "info": c.Info}
 	var ids []string
 	for id := range count {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
 	ev["rules"] = ids
-	res := Result{Status: Pass, Evidence: ev, Metrics: metrics}
+	res := runbook.Result{Status: runbook.Pass, Evidence: ev, Metrics: metrics}
 	switch {
 	case c.Total() == 0:
 		res.Message = "no findings"
@@ -450,10 +470,10 @@ func (l KlistLint) summary(_ context.Context, st *State) Result {
 	}
 	switch {
 	case c.Fail > 0:
-		res.Status = Fail
+		res.Status = runbook.Fail
 		res.Hint = "fix the fail findings first; each carries its own hint (docs/lint-rules.md explains every rule)"
 	case c.Warn > 0:
-		res.Status = Warn
+		res.Status = runbook.Warn
 		res.Hint = "each finding carries its own hint (docs/lint-rules.md explains every rule)"
 	}
 	return res
