@@ -25,17 +25,6 @@ import (
 // crash tests' way to stop a rotation at an exact step boundary.
 const crashEnv = "KRBOPS_TEST_CRASH_AT"
 
-// Rate-limit defaults per tier: control-plane principals (KDC, IdP,
-// orchestration) take a whole cluster down when they break, so fewer of
-// them may change per window.
-var tierLimits = map[string]struct {
-	max    int
-	window time.Duration
-}{
-	"standard":      {20, time.Hour},
-	"control-plane": {2, 6 * time.Hour},
-}
-
 // RotateOptions are rotate's flags (shared by its subcommands).
 type RotateOptions struct {
 	*Globals
@@ -241,15 +230,15 @@ func (o *RotateOptions) validate() error {
 	case o.MaxPerWindow < 0 || o.Window < 0 || o.MinTGTRemaining < 0 || o.TicketLifetime < 0:
 		return usageError(errors.New("--max-per-window, --window, --min-tgt-remaining and --ticket-lifetime must not be negative"), "")
 	}
-	lim, ok := tierLimits[o.Tier]
+	lim, ok := rotate.TierLimit(rotate.Tier(o.Tier))
 	if !ok {
 		return usageError(fmt.Errorf("--tier must be standard or control-plane, not %q", o.Tier), "")
 	}
 	if o.MaxPerWindow == 0 {
-		o.MaxPerWindow = lim.max
+		o.MaxPerWindow = lim.Max
 	}
 	if o.Window == 0 {
-		o.Window = lim.window
+		o.Window = lim.Window
 	}
 	return o.confirmUnlessDry(fmt.Sprintf("rotate %s (%s, %s) in cluster %s", o.Principal, o.Role, o.Backend, o.Cluster))
 }
@@ -322,10 +311,7 @@ func (o *RotateOptions) rotation(ctx context.Context) (*rotate.Rotation, func(),
 	}
 	life := o.TicketLifetime
 	if life == 0 {
-		life = cfg.LibDefaults.TicketLifetime
-	}
-	if life <= 0 {
-		life = 24 * time.Hour
+		life = rotate.DefaultTicketLifetime(cfg)
 	}
 	r := &rotate.Rotation{
 		Config: cfg, KDCs: kdcs, Realm: realm, Principal: principal,
@@ -408,12 +394,8 @@ func rotateStatusRun(ctx context.Context, o *RotateOptions) error {
 	defer led.Close()
 	life := o.TicketLifetime
 	if life == 0 {
-		if cfg, err := o.krb5Config(); err == nil {
-			life = cfg.LibDefaults.TicketLifetime
-		}
-	}
-	if life <= 0 {
-		life = 24 * time.Hour
+		cfg, _ := o.krb5Config() // status works without a krb5.conf
+		life = rotate.DefaultTicketLifetime(cfg)
 	}
 	rb, err := rotate.Status(ctx, led, o.JournalDir, life, time.Now())
 	if err != nil {
