@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/krbops/krbops/internal/safetext"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/runbook"
 	"github.com/krbops/krbops/runbook/klistlint"
@@ -180,7 +181,7 @@ func klistLintRun(ctx context.Context, opts *KlistLintOptions) error {
 		}
 		if !opts.Quiet {
 			for _, m := range missing {
-				fmt.Fprintf(opts.IO.ErrOut, "note: %s (default), not linted\n", m)
+				fmt.Fprintf(opts.IO.ErrOut, "note: %s (default), not linted\n", safetext.Line(m))
 			}
 		}
 	}

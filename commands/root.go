@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/krbops/krbops/internal/fault"
+	"github.com/krbops/krbops/internal/safetext"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/output"
 	"github.com/krbops/krbops/runbook"
@@ -331,5 +332,5 @@ func onlyProblems(rep *runbook.Report) *runbook.Report {
 // terminal while a slow runbook runs; it goes to stderr so stdout stays the
 // report.
 func progressLine(w io.Writer, sr runbook.StepResult) {
-	fmt.Fprintf(w, "  %-5s %s (%s)\n", sr.Status, sr.ID, sr.Duration.Round(time.Millisecond))
+	fmt.Fprintf(w, "  %-5s %s (%s)\n", sr.Status, safetext.Line(sr.ID), sr.Duration.Round(time.Millisecond))
 }

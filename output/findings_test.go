@@ -240,7 +240,7 @@ func TestPrometheus(t *testing.T) {
 		"# HELP krbops_run_exit_code ",
 		"# TYPE krbops_run_exit_code gauge\nkrbops_run_exit_code{command=\"klist-lint\"} 1\n",
 		"krbops_run_timestamp_seconds{command=\"klist-lint\"} 1741061167\n",
-		`krb5_keytab_kvno{keytab="/srv/a \"quoted\"\\path\n",principal="svc@EXAMPLE.COM"} 258`,
+		`krb5_keytab_kvno{keytab="/srv/a \"quoted\"\\path ",principal="svc@EXAMPLE.COM"} 258`,
 		"krb5_ticket_expiry_seconds{ccache=\"/tmp/krb5cc_0\",principal=\"alice@EXAMPLE.COM\",server=\"krbtgt/EXAMPLE.COM@EXAMPLE.COM\"} 1741097167\n",
 		"# HELP krbops_lint_findings Findings by rule and severity.\n",
 		"krbops_lint_findings{rule=\"KT013\",severity=\"warn\"} 0\n",

@@ -70,8 +70,10 @@ func Names() []string {
 	return names
 }
 
-// Get returns the renderer registered under name. The error for an unknown
-// name lists the valid ones so it can be shown to the user as is.
+// Get returns the renderer registered under name, wrapped so that every
+// string of the report reaches the output without control characters (see
+// sanitize.go). The error for an unknown name lists the valid ones so it
+// can be shown to the user as is.
 func Get(name string) (Renderer, error) {
 	registryMu.RLock()
 	r, ok := registry[name]
@@ -79,7 +81,7 @@ func Get(name string) (Renderer, error) {
 	if !ok {
 		return nil, fmt.Errorf("unknown output format %q (valid: %s)", name, strings.Join(Names(), ", "))
 	}
-	return r, nil
+	return sanitizing{r}, nil
 }
 
 // RendererFunc adapts a function to [Renderer], for small formats that

@@ -15,6 +15,7 @@ import (
 
 	"github.com/krbops/krbops/commands"
 	"github.com/krbops/krbops/internal/fault"
+	"github.com/krbops/krbops/internal/safetext"
 )
 
 // Set by the release build: -ldflags "-X main.version=... -X main.commit=... -X main.date=...".
@@ -73,9 +74,11 @@ func report(w io.Writer, err error) {
 	if hint == "" && strings.HasPrefix(err.Error(), "unknown command") {
 		hint = `run "krbops --help" to see the commands`
 	}
-	fmt.Fprintf(w, "krbops: %s\n", firstLine(err.Error()))
+	// Error text can quote a server or a file: never pass its control
+	// bytes to the terminal.
+	fmt.Fprintf(w, "krbops: %s\n", safetext.Line(firstLine(err.Error())))
 	if hint != "" {
-		fmt.Fprintf(w, "hint: %s\n", hint)
+		fmt.Fprintf(w, "hint: %s\n", safetext.Line(hint))
 	}
 }
 
