@@ -122,3 +122,20 @@ func TestKeytabPath(t *testing.T) {
 		}
 	}
 }
+
+// A forensic log that cannot be written makes the run fail at close, even
+// when the run itself passed (issue 10: a run without its forensic record
+// must not pass).
+func TestLogWriteFailureFailsClose(t *testing.T) {
+	io, _, _ := lintStreams(nil)
+	g := &Globals{IO: io, Timeout: time.Second, LogFile: filepath.Join(t.TempDir(), "forensic.jsonl")}
+	if err := g.setup(); err != nil {
+		t.Fatal(err)
+	}
+	g.logFile.f.Close() // the disk went away under the run
+	g.Log.Info("kdc request")
+	err := g.close(nil, 0)
+	if err == nil || !strings.Contains(err.Error(), "--log-file "+g.LogFile) {
+		t.Fatalf("close = %v, want an error naming --log-file", err)
+	}
+}

@@ -17,10 +17,12 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/krbops/krbops/internal/durable"
 	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/internal/safetext"
 	"github.com/krbops/krbops/kdcops"
@@ -54,7 +56,7 @@ type Globals struct {
 	// Log is the forensic log: JSON lines to --log-file, text to stderr
 	// with -v, discarded otherwise. Every record carries the correlation id.
 	Log     *slog.Logger
-	logFile *os.File
+	logFile *logWriter
 	command string // the command path, for the log's outcome line
 }
 
@@ -168,12 +170,18 @@ func (g *Globals) setup() error {
 	}
 	var handlers []slog.Handler
 	if g.LogFile != "" {
-		f, err := os.OpenFile(g.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		// The log records principals, hosts and KDC replies: it is opened
+		// without following a link planted in a shared directory, and an
+		// existing file must be this user's (its mode is narrowed to 0600).
+		f, err := durable.OpenPrivateAppend(g.LogFile)
 		if err != nil {
+			if errors.Is(err, durable.ErrNotPrivate) {
+				return usageError(fmt.Errorf("--log-file %w", err), "pick a path in a directory only you can write to, e.g. under $HOME")
+			}
 			return usageError(fmt.Errorf("--log-file %s: %s", g.LogFile, describeFileError(err)), "pick a writable path")
 		}
-		g.logFile = f
-		handlers = append(handlers, slog.NewJSONHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		g.logFile = &logWriter{f: f}
+		handlers = append(handlers, slog.NewJSONHandler(g.logFile, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	if g.Verbose {
 		handlers = append(handlers, slog.NewTextHandler(g.IO.ErrOut, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -199,14 +207,47 @@ func (g *Globals) close(err error, code int) error {
 	if g.logFile == nil {
 		return nil
 	}
-	f := g.logFile
+	w := g.logFile
 	g.logFile = nil
-	serr := f.Sync()
-	cerr := f.Close()
-	if serr != nil || cerr != nil {
-		return fmt.Errorf("--log-file %s: %s", g.LogFile, describeFileError(errors.Join(serr, cerr)))
+	if err := w.close(); err != nil {
+		return fmt.Errorf("--log-file %s: %s", g.LogFile, describeFileError(err))
 	}
 	return nil
+}
+
+// logWriter is the forensic log file. slog drops a handler's write error,
+// so the writer keeps the first one: a run whose forensic record is
+// incomplete must not end as if it were whole.
+type logWriter struct {
+	mu  sync.Mutex
+	f   *os.File
+	err error
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.f.Write(p)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		w.err = fmt.Errorf("writing: %w", err)
+	}
+	return n, err
+}
+
+// close syncs and closes the file and returns the first failure of a
+// write, the sync or the close.
+func (w *logWriter) close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	serr := w.f.Sync()
+	cerr := w.f.Close()
+	return errors.Join(w.err, serr, cerr)
 }
 
 // usageError is a usage or local-input error: exit 2, with a hint.

@@ -32,3 +32,19 @@ func TryLock(f *os.File) (busy bool, err error) {
 	}
 	return false, err
 }
+
+// oNoFollow makes open fail on a symbolic link in the last path element.
+const oNoFollow = syscall.O_NOFOLLOW
+
+func isSymlinkRefusal(err error) bool { return errors.Is(err, syscall.ELOOP) }
+
+func ownerOf(fi os.FileInfo) (int, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return int(st.Uid), true
+}
+
+// oNonBlock keeps an open of a FIFO from waiting for a reader.
+const oNonBlock = syscall.O_NONBLOCK

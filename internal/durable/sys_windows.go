@@ -23,3 +23,13 @@ func TryLock(f *os.File) (busy bool, err error) {
 	}
 	return false, err
 }
+
+// oNoFollow: Windows' open does not follow symbolic links the Unix way;
+// ownership is not checked there either.
+const oNoFollow = 0
+
+func isSymlinkRefusal(error) bool { return false }
+
+func ownerOf(os.FileInfo) (int, bool) { return 0, false }
+
+const oNonBlock = 0
