@@ -430,3 +430,81 @@ func TestRotateKDCUnreachable(t *testing.T) {
 		})
 	}
 }
+
+// Someone else changes the key between the crash and --resume (the
+// journal is at locked: no password yet, so the KDC's new key is not the
+// journal's). This pins today's behaviour, a gap rather than a double
+// send: kpasswd cannot send the change (the old key no longer logs in),
+// but the admin backends send it blind, so the KDC ends at kvno 4 with a
+// key the pending keytab (labelled kvno 3) does not hold, and test.pending
+// fails. Nothing checks, before a change, that the KDC is still at the
+// journal's old kvno.
+func TestResumeAfterForeignKeyChange(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			g := newRig(t, Client, backend)
+			wantCrash(t, g.run(false, StepLock).rep, StepLock)
+			if err := g.kdc.SetPassword(g.principal, "someone-elses-password"); err != nil {
+				t.Fatal(err)
+			}
+			out := g.run(true, "")
+			set, _ := stepOf(out.rep, StepSet)
+			if backend == BackendKpasswd {
+				wantSteps(t, out.rep, StepSet, runbook.Error)
+				if !strings.Contains(set.Message, "PREAUTH_FAILED") {
+					t.Errorf("set.kdc: %q", set.Message)
+				}
+				if got := g.kdc.KVNO(g.principal); got != rigOldKVNO+1 {
+					t.Errorf("kvno %d, want %d (the foreign change only)", got, rigOldKVNO+1)
+				}
+			} else {
+				wantSteps(t, out.rep, StepTest, runbook.Fail)
+				if got := g.kdc.KVNO(g.principal); got != rigOldKVNO+2 {
+					t.Errorf("kvno %d, want %d (the foreign change, then krbops')", got, rigOldKVNO+2)
+				}
+			}
+			if n := g.kdc.ChangeRequests(g.principal); n != 1 {
+				t.Errorf("%d key-change requests, want 1", n)
+			}
+		})
+	}
+}
+
+// BUG (pre-existing, pinned here): create.keys derives the new keys with
+// the enctypes and salts the KDC reported before the change, but MIT gives
+// a changed key the realm's enctypes with the normal salt (DESIGN.md: "Ask
+// ETYPE-INFO2 again after the change before writing keys"). For a
+// principal with another salt, or without the realm's strongest enctype,
+// the KDC takes the change and then rejects the pending keytab: test.pending
+// fails, the store's current keytab is the old one the KDC no longer
+// accepts (a client is locked out), and --resume cannot get past
+// test.pending. The journal keeps the password, the only way back. Seen
+// the same on the real MIT KDC (addprinc -e aes256-cts-hmac-sha1-96:norealm).
+// When fixed, these cases must complete with kvno 3 and one change.
+func TestRotateKeysChangeShapeBug(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		salt     string
+		enctypes []int32
+	}{
+		{"non-normal-salt", "batch", nil},              // norealm: a migrated principal
+		{"missing-strongest-enctype", "", []int32{17}}, // aes128 only; the realm gives aes256 too
+	} {
+		for _, backend := range backends {
+			t.Run(tc.name+"/"+backend, func(t *testing.T) {
+				t.Parallel()
+				g := newRigShape(t, Client, backend, tc.salt, tc.enctypes)
+				wantSteps(t, g.run(false, "").rep, StepTest, runbook.Fail)
+				wantSteps(t, g.run(true, "").rep, StepTest, runbook.Fail)
+				if n := g.kdc.ChangeRequests(g.principal); n != 1 {
+					t.Errorf("%d key-change requests, want 1", n)
+				}
+				if j := g.loadJournal(); j.State != StateSet || j.Password == "" {
+					t.Errorf("journal %s, password kept %v", j.State, j.Password != "")
+				}
+				g.check(final{kvno: rigOldKVNO + 1, completed: false, login: false})
+			})
+		}
+	}
+}

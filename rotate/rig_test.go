@@ -43,22 +43,24 @@ type rig struct {
 	allowlist, kdcLog      string
 	orig                   []byte // the keytab file before any rotation
 	origEntries            []kdcops.KeytabEntry
-	salt                   string // the principal's salt before the rotation; "" for the normal one
+	salt                   string  // the principal's salt before the rotation; "" for the normal one
+	enctypes               []int32 // the principal's enctypes before the rotation; nil for the realm's
 	// afterStep, when set, runs after each step of every run (before a
 	// crash): a test's way to change the KDC at an exact point.
 	afterStep func(id string)
 }
 
 func newRig(t *testing.T, role Role, backend string) *rig {
-	return newRigSalt(t, role, backend, "")
+	return newRigShape(t, role, backend, "", nil)
 }
 
-// newRigSalt is newRig for a principal whose keys have salt (a renamed or
-// migrated principal); "" for the normal salt.
-func newRigSalt(t *testing.T, role Role, backend, salt string) *rig {
+// newRigShape is newRig for a principal whose keys have salt (a renamed
+// or migrated principal; "" for the normal salt) and enctypes (nil for the
+// realm's).
+func newRigShape(t *testing.T, role Role, backend, salt string, enctypes []int32) *rig {
 	t.Helper()
 	dir := t.TempDir()
-	g := &rig{t: t, kdc: fakekdc.New(rigRealm), role: role, backend: backend, salt: salt,
+	g := &rig{t: t, kdc: fakekdc.New(rigRealm), role: role, backend: backend, salt: salt, enctypes: enctypes,
 		keytab: filepath.Join(dir, "service.keytab"), adminKeytab: filepath.Join(dir, "admin.keytab"),
 		store: filepath.Join(dir, "store"), ledger: filepath.Join(dir, "ledger.db"), journal: filepath.Join(dir, "journal"),
 		allowlist: filepath.Join(dir, "allow.txt"), kdcLog: filepath.Join(dir, "krb5kdc.log")}
@@ -93,7 +95,7 @@ func newRigSalt(t *testing.T, role Role, backend, salt string) *rig {
 // the KDC database from a backup taken before the rotation would.
 func (g *rig) put() {
 	g.t.Helper()
-	if err := g.kdc.Put(fakekdc.Principal{Name: g.principal, Password: rigPassword, KVNO: rigOldKVNO, Salt: g.salt}); err != nil {
+	if err := g.kdc.Put(fakekdc.Principal{Name: g.principal, Password: rigPassword, KVNO: rigOldKVNO, Salt: g.salt, Enctypes: g.enctypes}); err != nil {
 		g.t.Fatal(err)
 	}
 }
