@@ -28,14 +28,14 @@ const (
 type resumeCase struct {
 	state    string // the journal's state; "none" when there is no journal
 	kdc      kdcAt
-	promoted bool // the store's pending version is already current
-	why      string
+	promoted bool   // the store's pending version is already current
+	why      string // how the combination arises, where it is not a plain crash
 
 	// What --resume does.
 	nothing     bool           // finds no rotation to resume (exit 1); the operator starts a fresh one
 	alreadyDone bool           // reports the rotation the ledger says ended
 	stop        string         // the first step that does not pass; "" when all pass
-	stopStatus  runbook.Status //
+	stopStatus  runbook.Status // stop's status
 	setMsg      string         // in set.kdc's message
 	requests    int            // key-change requests sent after the crash
 
