@@ -20,9 +20,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"time"
 
@@ -110,6 +108,13 @@ type Rotation struct {
 	Kadmin         string   // the MIT kadmin binary
 	KadminEnv      []string // environment of kadmin (KRB5_CONFIG)
 
+	// KDC answers the rotation's Kerberos requests and makes the key
+	// change; nil means the realm's real KDCs (see [KDC]).
+	KDC KDC
+	// ClockProbe reads one KDC's clock for preflight.clock; nil means a
+	// real probe (kdcops.ProbeClock).
+	ClockProbe func(ctx context.Context, k kdcops.KDC) (*kdcops.ClockSample, error)
+
 	Operator      string
 	CorrelationID string
 	Timeout       time.Duration
@@ -132,10 +137,6 @@ func (r *Rotation) now() time.Time {
 		return r.Now()
 	}
 	return time.Now()
-}
-
-func (r *Rotation) client() *kdcops.OnlineClient {
-	return &kdcops.OnlineClient{Config: r.Config, Timeout: r.Timeout, Log: r.Log}
 }
 
 func (r *Rotation) components() []string {
@@ -163,9 +164,9 @@ func (r *Rotation) Runbook(resume bool, j *Journal) runbook.Runbook {
 		}
 		steps = append(steps, s)
 	}
-	clock := clock.Check{Config: r.Config, Realm: r.Realm, Principal: r.Principal, KDCs: r.KDCs,
-		WarnSkew: r.WarnSkew, MaxSkew: r.Config.ClockSkew(), Timeout: r.Timeout, Log: r.Log, Quick: true}
-	cs := clock.FirstKDCStep(StepClock, "KDC clock within clockskew")
+	clk := clock.Check{Config: r.Config, Realm: r.Realm, Principal: r.Principal, KDCs: r.KDCs,
+		WarnSkew: r.WarnSkew, MaxSkew: r.Config.ClockSkew(), Timeout: r.Timeout, Log: r.Log, Quick: true, ProbeKDC: r.ClockProbe}
+	cs := clk.FirstKDCStep(StepClock, "KDC clock within clockskew")
 	add(cs.ID, cs.Title, cs.Run)
 	if !resume {
 		add(StepKeytab, "current keytab authenticates", r.stepKeytab)
@@ -218,7 +219,7 @@ func (r *Rotation) stepKeytab(ctx context.Context, _ *runbook.State) runbook.Res
 	if err != nil {
 		return runbook.Failf("%s", err).WithHint("pass --keytab with the principal's current keytab")
 	}
-	res, err := r.client().Check(ctx, ents)
+	res, err := r.kdc().Check(ctx, ents)
 	if err != nil {
 		return runbook.Errorf("asking the KDC about %s: %s", r.Principal, err).WithHint("check that the KDC answers (krbops clock-check)")
 	}
@@ -242,11 +243,11 @@ func (r *Rotation) stepKeytab(ctx context.Context, _ *runbook.State) runbook.Res
 	if r.Role == Server {
 		// A ticket issued now, under the old kvno, must still decrypt with
 		// the phase-1 keytab: test proves it.
-		sess, _, err := r.client().LoginPerKVNO(ctx, r.current)
+		sess, err := r.kdc().Login(ctx, r.current)
 		if err != nil || sess == nil {
 			return runbook.Errorf("login as %s for a pre-rotation service ticket failed", r.Principal).WithHint("check that the KDC answers")
 		}
-		tkt, err := r.client().ServiceTicket(ctx, sess, types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: r.components()})
+		tkt, err := r.kdc().ServiceTicket(ctx, sess, types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: r.components()})
 		if err != nil {
 			return runbook.Errorf("service ticket for %s: %s", r.Principal, err).WithHint("the principal must be usable as a service")
 		}
@@ -261,55 +262,20 @@ func (r *Rotation) stepKeytab(ctx context.Context, _ *runbook.State) runbook.Res
 }
 
 func (r *Rotation) stepKpasswd(ctx context.Context, _ *runbook.State) runbook.Result {
-	var addrs []string
-	var port string
-	switch r.Backend {
-	case BackendKadmin:
-		port = "749"
-		for _, rl := range r.Config.Realms {
-			if rl.Realm == r.Realm {
-				addrs = rl.AdminServer
-			}
-		}
+	if r.Backend != BackendKpasswd {
 		if _, err := os.Stat(r.AdminKeytab); err != nil {
 			return runbook.Failf("--admin-keytab %s: %s", r.AdminKeytab, describe(err)).WithHint("pass the admin principal's keytab")
 		}
-		if _, err := exec.LookPath(r.Kadmin); err != nil {
-			return runbook.Failf("the MIT kadmin client %q is not installed", r.Kadmin).WithHint("install krb5-user or pass --kadmin PATH")
-		}
-	default:
-		port = "464"
-		_, servers, err := r.Config.GetKpasswdServers(r.Realm, true)
-		if err == nil {
-			for _, s := range servers {
-				addrs = append(addrs, s)
-			}
-		}
-		if r.Backend == BackendKpasswdAdmin {
-			if _, err := os.Stat(r.AdminKeytab); err != nil {
-				return runbook.Failf("--admin-keytab %s: %s", r.AdminKeytab, describe(err)).WithHint("pass the admin principal's keytab")
-			}
-		}
 	}
-	if len(addrs) == 0 {
-		return runbook.Failf("krb5.conf names no %s server for %s", r.Backend, r.Realm).WithHint("set admin_server (and kpasswd_server) under [realms]")
+	server, err := r.kdc().ChangeServer(ctx, r.Backend)
+	var se *setupError
+	switch {
+	case errors.As(err, &se):
+		return runbook.Failf("%s", se.msg).WithHint("%s", se.hint)
+	case err != nil:
+		return runbook.Errorf("%s", err).WithHint("check kadmind is running and reachable; nothing was changed")
 	}
-	var d net.Dialer
-	var last error
-	for _, a := range addrs {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			a = net.JoinHostPort(a, port)
-		}
-		dctx, cancel := context.WithTimeout(ctx, r.Timeout)
-		c, err := d.DialContext(dctx, "tcp", a)
-		cancel()
-		if err == nil {
-			c.Close()
-			return runbook.Passf("%s server %s answers", r.Backend, a).With(runbook.Evidence{"server": a})
-		}
-		last = err
-	}
-	return runbook.Errorf("no %s server answers: %s", r.Backend, last).WithHint("check kadmind is running and reachable; nothing was changed")
+	return runbook.Passf("%s server %s answers", r.Backend, server).With(runbook.Evidence{"server": server})
 }
 
 func (r *Rotation) stepStore(ctx context.Context, _ *runbook.State) runbook.Result {
@@ -540,7 +506,7 @@ func (r *Rotation) pendingWorks(ctx context.Context) (*kdcops.Session, bool, err
 	if err != nil {
 		return nil, false, err
 	}
-	sess, _, err := r.client().LoginPerKVNO(ctx, kdcops.AtKVNO(ents, r.journal.NewKVNO))
+	sess, err := r.kdc().Login(ctx, kdcops.AtKVNO(ents, r.journal.NewKVNO))
 	if err != nil {
 		return nil, false, err
 	}
@@ -575,16 +541,16 @@ func (r *Rotation) stepSet(ctx context.Context, _ *runbook.State) runbook.Result
 	case BackendKpasswd:
 		var cur []kdcops.KeytabEntry
 		if cur, _, err = readKeytab(r.Keytab, r.Principal); err == nil {
-			err = r.client().KpasswdSet(ctx, kdcops.AtKVNO(cur, j.OldKVNO), r.Realm, r.components(), j.Password)
+			err = r.kdc().Kpasswd(ctx, kdcops.AtKVNO(cur, j.OldKVNO), r.Realm, r.components(), j.Password)
 		}
 	case BackendKpasswdAdmin:
 		var admin []kdcops.KeytabEntry
 		if admin, _, err = readKeytab(r.AdminKeytab, r.AdminPrincipal); err == nil {
 			kv := kdcops.KVNOs(admin)
-			err = r.client().KpasswdSet(ctx, kdcops.AtKVNO(admin, kv[len(kv)-1]), r.Realm, r.components(), j.Password)
+			err = r.kdc().Kpasswd(ctx, kdcops.AtKVNO(admin, kv[len(kv)-1]), r.Realm, r.components(), j.Password)
 		}
 	case BackendKadmin:
-		err = r.kadminCPW(ctx, j.Password)
+		err = r.kdc().KadminCPW(ctx, r.AdminPrincipal, r.AdminKeytab, r.Principal, j.Password)
 	default:
 		err = fmt.Errorf("unknown backend %q", r.Backend)
 	}
@@ -596,41 +562,6 @@ func (r *Rotation) stepSet(ctx context.Context, _ *runbook.State) runbook.Result
 		return journalError(err)
 	}
 	return runbook.Passf("the KDC changed the key of %s (%s)", r.Principal, r.Backend)
-}
-
-// kadminCPW runs MIT kadmin with the admin keytab. The password goes to
-// kadmin's two prompts on stdin: argv is visible to every local user.
-func (r *Rotation) kadminCPW(ctx context.Context, pw string) error {
-	for _, s := range []string{r.Principal, r.AdminPrincipal, r.AdminKeytab} {
-		if strings.ContainsAny(s, " \t\n\"'\\") {
-			return fmt.Errorf("%q cannot be passed to kadmin -q safely", s)
-		}
-	}
-	cctx, cancel := context.WithTimeout(ctx, 4*r.Timeout+10*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(cctx, r.Kadmin, "-k", "-t", r.AdminKeytab, "-p", r.AdminPrincipal, "-q", "cpw "+r.Principal)
-	cmd.Env = append(os.Environ(), r.KadminEnv...)
-	cmd.Stdin = strings.NewReader(pw + "\n" + pw + "\n")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	text := out.String()
-	if err == nil && strings.Contains(text, "changed.") {
-		return nil
-	}
-	// kadmin's output holds prompts and errors, never the password.
-	var msg []string
-	for _, l := range strings.Split(text, "\n") {
-		l = strings.TrimSpace(l)
-		if l == "" || strings.HasPrefix(l, "Authenticating as") || strings.Contains(l, "password for principal") {
-			continue
-		}
-		msg = append(msg, l)
-	}
-	if err == nil {
-		err = errors.New("kadmin did not confirm the change")
-	}
-	return fmt.Errorf("%s: %s", err, strings.Join(msg, "; "))
 }
 
 func (r *Rotation) stepTest(ctx context.Context, _ *runbook.State) runbook.Result {
@@ -647,7 +578,7 @@ func (r *Rotation) stepTest(ctx context.Context, _ *runbook.State) runbook.Resul
 			WithHint("the key changed to something else (a concurrent rotation?): inspect with kadmin getprinc; the store still has the old keytab as current")
 	}
 	ents, _ := r.pendingEntries()
-	tkt, err := r.client().ServiceTicket(ctx, sess, types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: r.components()})
+	tkt, err := r.kdc().ServiceTicket(ctx, sess, types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: r.components()})
 	if err != nil {
 		return runbook.Errorf("service ticket for %s: %s", r.Principal, err)
 	}
