@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/krbops/krbops/dynamo"
+	"github.com/krbops/krbops/internal/awserr"
 	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/runbook"
@@ -428,11 +429,23 @@ func queryHint(err error) string {
 		case dynamo.ClassNotFound:
 			return "the endpoint answered 404 Not Found: check --endpoint-url"
 		case dynamo.ClassTLS:
-			return re.Hint()
+			return tlsTrustHint(re.Detail)
 		}
 		return "see --log-file for the request's error, then resume with the same command"
 	}
 	return fault.HintOf(err)
+}
+
+// tlsTrustHint: the query.aws-clock step reads the endpoint with its own
+// HTTP client, which trusts the system store (and SSL_CERT_FILE) but not
+// AWS_CA_BUNDLE, so that is the setting that makes the whole run work.
+func tlsTrustHint(c dynamo.Classified) string {
+	h := c.TLSHint("SSL_CERT_FILE")
+	switch c.TLSReason {
+	case awserr.TLSUnknownAuthority, awserr.TLSNoRoots, awserr.TLSInvalid:
+		h += " (AWS_CA_BUNDLE reaches the DynamoDB requests but not the query.aws-clock step)"
+	}
+	return h
 }
 
 // rewordSegmentHints gives a failed segment's step the hint in flag

@@ -161,7 +161,7 @@ func (c Classified) TLSHint(caVar string) string {
 	case TLSHostname:
 		return "connect with a host name the certificate lists, or have the server's certificate reissued for the name in use"
 	case TLSExpired:
-		return "the certificate of " + strings.TrimPrefix(at, "the ") + " has expired: have it renewed; if it should still be valid, check this host's clock"
+		return at + " presents an expired certificate: have it renewed; if it should still be valid, check this host's clock"
 	case TLSNotYetValid:
 		return "this host's clock is probably behind: fix it (chronyc tracking; chronyc makestep), or wait until the certificate is valid"
 	case TLSNotTLS:
