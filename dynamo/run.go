@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/krbops/krbops/internal/awserr"
 	"github.com/krbops/krbops/internal/fault"
 )
 
@@ -295,7 +296,12 @@ func (w *Worker) refresh(ctx context.Context, reason string) error {
 			return ke
 		}
 		// A standard-chain provider's error can quote a credential_process
-		// helper's output: replace it.
+		// helper's output: replace it. A TLS failure (an SSO or STS
+		// endpoint behind an untrusted certificate) is described from its
+		// typed errors only, so it is kept.
+		if c := awserr.Classify(err); c.Class == ClassTLS {
+			return &RequestError{Operation: "credentials", Detail: c}
+		}
 		return &RequestError{Operation: "credentials", Detail: Classified{Class: ClassCredentials,
 			Message: "the standard AWS credential chain could not refresh the credentials"}}
 	}
