@@ -109,8 +109,9 @@ Errors, by class:
                   a port that does not speak TLS: the run stops at once,
                   naming the host and the problem; never retried (exit 2
                   for --endpoint-url or the broker, 3 for AWS's own
-                  endpoint). Trust a private CA with AWS_CA_BUNDLE or the
-                  system trust store.
+                  endpoint). Trust a private CA with the system trust
+                  store or SSL_CERT_FILE (AWS_CA_BUNDLE does not reach the
+                  query.aws-clock step).
 Every ticket request, refresh and expiry and every AWS error goes to
 --log-file with the correlation id and the segment.
 

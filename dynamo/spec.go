@@ -78,7 +78,9 @@ func ParseValues(s string) (map[string]types.AttributeValue, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, nil
 	}
-	bad := func(msg string) error { return &FieldError{Field: "Spec.Values", Msg: msg} }
+	bad := func(msg string) error {
+		return &FieldError{Field: "Spec.Values", Msg: msg, Help: `for example {Spec.Values} '{":pk": {"S": "a"}, ":n": {"N": "5"}}'`}
+	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(s), &raw); err != nil {
 		return nil, bad(fmt.Sprintf("{Spec.Values} is not a JSON object: %v", err))
@@ -103,7 +105,8 @@ func ParseNames(s string) (map[string]string, error) {
 	}
 	var m map[string]string
 	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		return nil, &FieldError{Field: "Spec.Names", Msg: fmt.Sprintf("{Spec.Names} is not a JSON object of strings (e.g. {\"#s\": \"status\"}): %v", err)}
+		return nil, &FieldError{Field: "Spec.Names", Msg: fmt.Sprintf("{Spec.Names} is not a JSON object of strings (e.g. {\"#s\": \"status\"}): %v", err),
+			Help: `for example {Spec.Names} '{"#s": "status"}'`}
 	}
 	return m, nil
 }
