@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/krbops/krbops/dynamo"
+	"github.com/krbops/krbops/internal/awserr"
 	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/runbook"
@@ -103,6 +104,14 @@ Errors, by class:
                   each retry spends one token of --retry-budget and each
                   successful page earns one back; an empty budget stops the
                   run (exit 3)
+  tls             a certificate this host does not trust (unknown
+                  authority, wrong host name, expired or not yet valid) or
+                  a port that does not speak TLS: the run stops at once,
+                  naming the host and the problem; never retried (exit 2
+                  for --endpoint-url or the broker, 3 for AWS's own
+                  endpoint). Trust a private CA with the system trust
+                  store or SSL_CERT_FILE (AWS_CA_BUNDLE does not reach the
+                  query.aws-clock step).
 Every ticket request, refresh and expiry and every AWS error goes to
 --log-file with the correlation id and the segment.
 
@@ -125,7 +134,8 @@ stderr only, never with --quiet or -o json/junit. See docs/resume-query.md.
 What sets the exit code here: 0 every segment done; 1 access denied,
 authentication failed again after a refresh, or the Kerberos login was
 refused; 2 bad flags, unusable --out/--checkpoint, unknown table or index,
-expressions DynamoDB rejects, or a checkpoint bound to a different run;
+expressions DynamoDB rejects, a checkpoint bound to a different run, or a
+TLS certificate of --endpoint-url or the broker this host does not trust;
 3 retry budget exhausted, endpoint, KDC or broker unreachable, disk
 full; 130 interrupted (committed pages are kept: resume).` + exitStatusHelp,
 		Example: `  krbops resume-query --table orders --scan --segments 8 --workers 4 --out orders.jsonl
@@ -174,58 +184,28 @@ full; 130 interrupted (committed pages are kept: resume).` + exitStatusHelp,
 	return cmd
 }
 
-// config checks the flags and turns them into a dynamo.Config.
+// config checks the flags and turns them into a dynamo.Config. dynamo
+// validates the Config; its errors name the offending field, which
+// queryWording turns back into the flag that set it.
 func (o *ResumeQueryOptions) config() (dynamo.Config, error) {
-	usage := func(err error, hint string) (dynamo.Config, error) {
-		return dynamo.Config{}, usageError(err, hint)
+	usage := func(err error) (dynamo.Config, error) {
+		return dynamo.Config{}, usageError(queryWording(err), queryHint(err))
 	}
 	format, err := dynamo.ParseFormat(o.Format)
 	if err != nil {
-		return usage(err, "pick --format json or --format dynamodb-json")
+		return usage(err)
 	}
 	values, err := dynamo.ParseValues(o.Values)
 	if err != nil {
-		return usage(err, `for example --values '{":pk": {"S": "a"}, ":n": {"N": "5"}}'`)
+		return usage(err)
 	}
 	names, err := dynamo.ParseNames(o.Names)
 	if err != nil {
-		return usage(err, `for example --names '{"#s": "status"}'`)
-	}
-	spec := dynamo.Spec{
-		Table: o.Table, Index: o.Index, Scan: o.Scan, Segments: o.Segments, KeyCondition: o.KeyCondition,
-		Filter: o.Filter, Projection: o.Projection, Names: names, Values: values, Consistent: o.Consistent,
-		PageSize: o.PageSize,
-	}
-	if err := spec.Validate(); err != nil {
-		return usage(err, `run "krbops resume-query --help" to see the flags`)
+		return usage(err)
 	}
 	workers := o.Workers
 	if workers == 0 {
 		workers = min(o.Segments, 8)
-	}
-	if workers < 1 || workers > o.Segments {
-		return usage(fmt.Errorf("--workers %d must be between 1 and --segments %d", workers, o.Segments),
-			"a worker reads one segment at a time: more workers than segments would idle")
-	}
-	if o.Out == "" {
-		return usage(errors.New("--out is required"), "items are written as JSON lines to --out FILE")
-	}
-	if o.TicketMargin <= 0 {
-		return usage(errors.New("--ticket-margin must be positive"), "for example --ticket-margin 10m")
-	}
-	if o.MaxRCU < 0 {
-		return usage(fmt.Errorf("--max-rcu %g must not be negative", o.MaxRCU), "0 means no limit")
-	}
-	if o.RetryBudget < 0 {
-		return usage(fmt.Errorf("--retry-budget %d must not be negative", o.RetryBudget), "for example --retry-budget 50")
-	}
-	krb := o.Keytab != "" || o.Principal != "" || o.Broker != ""
-	if krb && (o.Keytab == "" || o.Principal == "" || o.Broker == "") {
-		return usage(errors.New("--keytab, --principal and --credential-broker go together"),
-			"the keytab's ticket is what the broker exchanges for AWS credentials: pass all three, or none for the standard AWS chain")
-	}
-	if o.BrokerSPN != "" && o.Broker == "" {
-		return usage(errors.New("--broker-spn needs --credential-broker"), "pass --credential-broker URL")
 	}
 	endpoint := o.EndpointURL
 	for _, k := range []string{"AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"} {
@@ -234,14 +214,22 @@ func (o *ResumeQueryOptions) config() (dynamo.Config, error) {
 		}
 	}
 	cfg := dynamo.Config{
-		Spec: spec, Format: format, Out: o.Out, Checkpoint: o.Checkpoint, Workers: workers,
+		Spec: dynamo.Spec{
+			Table: o.Table, Index: o.Index, Scan: o.Scan, Segments: o.Segments, KeyCondition: o.KeyCondition,
+			Filter: o.Filter, Projection: o.Projection, Names: names, Values: values, Consistent: o.Consistent,
+			PageSize: o.PageSize,
+		},
+		Format: format, Out: o.Out, Checkpoint: o.Checkpoint, Workers: workers,
 		Region: o.Region, Endpoint: endpoint, Profile: o.Profile,
+		Broker: o.Broker, BrokerSPN: o.BrokerSPN,
 		TicketMargin: o.TicketMargin, MaxRCU: o.MaxRCU, RetryBudget: o.RetryBudget,
 		Timeout: o.Timeout, Log: o.Log,
 	}
-	if krb {
+	if o.Keytab != "" || o.Principal != "" || o.Broker != "" {
 		cfg.Kerberos = &dynamo.KerberosConfig{Keytab: o.Keytab, Principal: o.Principal, Krb5Conf: kdcops.ConfigPath(o.Krb5Config, o.IO.Getenv)}
-		cfg.Broker, cfg.BrokerSPN = o.Broker, o.BrokerSPN
+	}
+	if err := cfg.Validate(); err != nil {
+		return usage(err)
 	}
 	return cfg, nil
 }
@@ -271,54 +259,160 @@ func resumeQueryRun(ctx context.Context, opts *ResumeQueryOptions) error {
 		stop := opts.showProgress(plan)
 		defer stop()
 	}
-	q := resumequery.Query{Plan: plan, Timeout: opts.Timeout, Log: cfg.Log}
+	// A failed segment's hint names flags, not dynamo's Config fields.
+	q := resumequery.Query{Plan: plan, Timeout: opts.Timeout, Log: cfg.Log, Hint: queryHint}
 	return opts.runReport(ctx, runbook.Runbook{Command: "resume-query", Steps: q.Steps()})
 }
 
 // prepareError maps what stopped the run before its report to the
 // documented exit code: 2 for anything the invocation must change, 1 for
-// a denial or a refused login, 3 for what could not be reached.
+// a denial or a refused login, 3 for what could not be reached. A TLS
+// failure is 2 against an endpoint or broker the operator configured (the
+// trust store or the URL is local configuration), else 3.
 func prepareError(ctx context.Context, err error) error {
 	if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 		return fault.New(fault.Cancelled, errors.New("interrupted before the first page; nothing was written"), "")
 	}
-	type hinter interface{ Hint() string }
-	hint := ""
-	var h hinter
-	if errors.As(err, &h) {
-		hint = h.Hint()
+	// dynamo's errors know their class (see dynamo/classify.go); this
+	// only words them for people, with flag names.
+	class := fault.ClassOf(err)
+	if class == fault.Unclassified {
+		class = fault.Unreachable
 	}
+	return fault.New(class, queryWording(err), queryHint(err))
+}
+
+// queryFlags is the flag that sets each dynamo.Config field.
+var queryFlags = map[string]string{
+	"Spec.Table": "--table", "Spec.Index": "--index", "Spec.Scan": "--scan", "Spec.Segments": "--segments",
+	"Spec.KeyCondition": "--key-condition", "Spec.Filter": "--filter", "Spec.Projection": "--projection",
+	"Spec.Names": "--names", "Spec.Values": "--values", "Spec.Consistent": "--consistent", "Spec.PageSize": "--page-size",
+	"Format": "--format", "Out": "--out", "Checkpoint": "--checkpoint", "Workers": "--workers",
+	"Region": "--region", "Endpoint": "--endpoint-url", "Profile": "--profile",
+	"Kerberos.Keytab": "--keytab", "Kerberos.Principal": "--principal", "Kerberos.Krb5Conf": "--krb5-config",
+	"Broker": "--credential-broker", "BrokerSPN": "--broker-spn", "TicketMargin": "--ticket-margin",
+	"MaxRCU": "--max-rcu", "RetryBudget": "--retry-budget",
+}
+
+func queryFlag(field string) string { return queryFlags[field] }
+
+// bindingLabel names a field a checkpoint is bound to: DynamoDB's name
+// where the operator knows it from the table or the API, with the flag.
+func bindingLabel(field string) string {
+	switch field {
+	case "TableARN", "KeySchema", "Expressions":
+		return dynamo.FieldName(field)
+	case "Operation":
+		return "operation (--scan)"
+	case "Spec.Segments", "Spec.Consistent":
+		return dynamo.FieldName(field) + " (" + queryFlags[field] + ")"
+	}
+	if f := queryFlags[field]; f != "" {
+		return f
+	}
+	return dynamo.FieldName(field)
+}
+
+// worded is err with its message spelled in flags.
+type worded struct {
+	msg string
+	err error
+}
+
+func (w *worded) Error() string { return w.msg }
+func (w *worded) Unwrap() error { return w.err }
+
+// queryWording spells a dynamo error that names Config fields with the
+// flags that set them; other errors are returned as they are.
+func queryWording(err error) error {
+	var fe *dynamo.FieldError
+	var be *dynamo.BindingError
+	switch {
+	case errors.As(err, &fe):
+		return &worded{fe.Render(queryFlag), err}
+	case errors.As(err, &be):
+		return &worded{be.Render(bindingLabel), err}
+	}
+	return err
+}
+
+// queryHint is what the operator of resume-query does next about err, in
+// terms of its flags; "" when err has no hint.
+func queryHint(err error) string {
 	var (
-		ce *dynamo.ConfigError
+		fe *dynamo.FieldError
 		be *dynamo.BindingError
 		ke *dynamo.CheckpointError
 		pe *dynamo.PermissionError
 		ae *dynamo.AuthError
+		bu *dynamo.BudgetError
 		kr *dynamo.KerberosError
 		br *dynamo.BrokerError
 		re *dynamo.RequestError
 	)
 	switch {
-	case errors.As(err, &ce), errors.As(err, &be), errors.As(err, &ke):
-		return usageError(err, hint)
-	case errors.As(err, &re) && re.Detail.Class == dynamo.ClassInvalid:
-		return usageError(err, hint)
-	case errors.As(err, &pe), errors.As(err, &ae):
-		return fault.New(fault.CheckFailed, err, hint)
+	case errors.As(err, &fe):
+		if h := fe.RenderHint(queryFlag); h != "" {
+			return h
+		}
+		return `run "krbops resume-query --help" to see the flags`
+	case errors.As(err, &be):
+		return "resume with the flags of the run that wrote the checkpoint, or start over: delete the checkpoint and the output, or pass new --out and --checkpoint paths"
+	case errors.As(err, &ke):
+		return "restore the checkpoint from the run that wrote it, or start over with new --out and --checkpoint paths"
+	case errors.As(err, &pe):
+		return fmt.Sprintf("grant %s on %s to the identity krbops runs as (see --log-file for the service's message), then resume with the same command: committed pages are kept", pe.Action, pe.Resource)
+	case errors.As(err, &ae):
+		if ae.ClockSkew() {
+			return "this host's clock is off: run krbops clock-check --aws-endpoint <endpoint>, fix the clock, then resume with the same command"
+		}
+		return ae.Hint()
+	case errors.As(err, &bu):
+		return "the service keeps failing or throttling: lower --max-rcu or --workers, or wait, then resume with the same command"
 	case errors.As(err, &kr):
-		code := fault.CheckFailed
-		if kr.Unreachable {
-			code = fault.Unreachable
+		switch {
+		case kr.Unreachable:
+			return "no KDC answered: check the realm's kdc entries in krb5.conf (--krb5-config) and the network"
+		case kr.PrincipalUnknown():
+			return "the KDC does not know the principal (or the broker's SPN): check --principal and --broker-spn"
 		}
-		return fault.New(code, err, hint)
+		return kr.Hint()
 	case errors.As(err, &br):
-		code := fault.Unreachable
-		if br.Class == dynamo.ClassPermission || br.Class == dynamo.ClassAuth {
-			code = fault.CheckFailed
+		switch br.Class {
+		case dynamo.ClassAuth:
+			return "the broker did not accept the Kerberos ticket: check --broker-spn and that the broker's keytab is current"
+		case dynamo.ClassPermission, dynamo.ClassTLS:
+			return br.Hint()
 		}
-		return fault.New(code, err, hint)
+		return "check --credential-broker and that the broker is up, then resume with the same command"
+	case errors.As(err, &re):
+		switch re.Detail.Class {
+		case dynamo.ClassInvalid:
+			return "fix the expressions (--key-condition, --filter, --projection, --names, --values) or --table/--index"
+		case dynamo.ClassCredentials:
+			return "set AWS credentials (AWS_PROFILE, aws sso login, ...) or pass --keytab, --principal and --credential-broker"
+		case dynamo.ClassTransient:
+			return "check --endpoint-url/--region and the network, then resume with the same command"
+		case dynamo.ClassNotFound:
+			return "the endpoint answered 404 Not Found: check --endpoint-url"
+		case dynamo.ClassTLS:
+			return tlsTrustHint(re.Detail)
+		}
+		return "see --log-file for the request's error, then resume with the same command"
 	}
-	return fault.New(fault.Unreachable, err, hint)
+	return fault.HintOf(err)
+}
+
+// tlsTrustHint: the query.aws-clock step reads the endpoint with its own
+// HTTP client, which trusts the system store (and SSL_CERT_FILE) but not
+// AWS_CA_BUNDLE, so that is the setting that makes the whole run work.
+func tlsTrustHint(c dynamo.Classified) string {
+	h := c.TLSHint("SSL_CERT_FILE")
+	switch c.TLSReason {
+	case awserr.TLSUnknownAuthority, awserr.TLSNoRoots, awserr.TLSInvalid:
+		h += " (AWS_CA_BUNDLE reaches the DynamoDB requests but not the query.aws-clock step)"
+	}
+	return h
 }
 
 // showProgress redraws one status line on the terminal's stderr until

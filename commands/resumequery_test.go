@@ -101,7 +101,11 @@ func TestPrepareErrorExitCodes(t *testing.T) {
 		err  error
 		code int
 	}{
-		{&dynamo.BindingError{Checkpoint: "c", Diffs: []dynamo.Difference{{Field: "--filter"}}}, fault.ExitUsage},
+		{&dynamo.BindingError{Checkpoint: "c", Diffs: []dynamo.Difference{{Field: "Spec.Filter"}}}, fault.ExitUsage},
+		{&dynamo.FieldError{Field: "Spec.Table", Msg: "table t not found"}, fault.ExitUsage},
+		{&dynamo.RequestError{Operation: "DescribeTable", Detail: dynamo.Classified{Class: dynamo.ClassTLS}, CustomEndpoint: true}, fault.ExitUsage},
+		{&dynamo.RequestError{Operation: "DescribeTable", Detail: dynamo.Classified{Class: dynamo.ClassTLS}}, fault.ExitUnreachable},
+		{&dynamo.BrokerError{Class: dynamo.ClassTLS}, fault.ExitUsage},
 		{&dynamo.CheckpointError{Path: "c", Msg: "bad"}, fault.ExitUsage},
 		{&dynamo.ConfigError{Err: errors.New("x")}, fault.ExitUsage},
 		{&dynamo.RequestError{Operation: "Scan", Detail: dynamo.Classified{Class: dynamo.ClassInvalid, Code: "ValidationException"}}, fault.ExitUsage},
@@ -272,7 +276,9 @@ func TestResumeQueryDeniedMidRunExitsOne(t *testing.T) {
 	if code := fault.ExitCode(fault.ClassOf(err)); code != fault.ExitCheckFailed {
 		t.Fatalf("exit %d (%v), want 1", code, err)
 	}
-	for _, want := range []string{`"status": "fail"`, `access denied: dynamodb:Scan on arn:aws:dynamodb:us-east-1:1:table/t`, `"action": "dynamodb:Scan"`, `"retries": 0`} {
+	for _, want := range []string{`"status": "fail"`, `access denied: dynamodb:Scan on arn:aws:dynamodb:us-east-1:1:table/t`, `"action": "dynamodb:Scan"`, `"retries": 0`,
+		// The segment's hint is worded in flags here, not in dynamo.
+		`"hint": "grant dynamodb:Scan on arn:aws:dynamodb:us-east-1:1:table/t to the identity krbops runs as (see --log-file for the service's message)`} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("report lacks %s:\n%s", want, stdout)
 		}
@@ -289,5 +295,40 @@ func TestStatusWriterClearsBeforeOtherOutput(t *testing.T) {
 	want := clearLine + "  query 1 items" + clearLine + "  query 2 items" + clearLine + "  pass  query.segment:0\n"
 	if b.String() != want {
 		t.Errorf("got %q\nwant %q", b.String(), want)
+	}
+}
+
+// dynamo names Config fields; resume-query's messages and hints name the
+// flags that set them.
+func TestPrepareErrorsAreWordedInFlags(t *testing.T) {
+	for _, tc := range []struct {
+		err       error
+		msg, hint string
+	}{
+		{&dynamo.BindingError{Checkpoint: "c", Diffs: []dynamo.Difference{{Field: "Spec.Filter"}, {Field: "Spec.Segments", Was: "2", Now: "4"}, {Field: "Operation", Was: "Scan", Now: "Query"}}},
+			"checkpoint c was written for a different run: --filter differs; TotalSegments (--segments) was 2, now 4; operation (--scan) was Scan, now Query",
+			"resume with the flags of the run that wrote the checkpoint"},
+		{&dynamo.FieldError{Field: "Spec.Table", Msg: "table t not found (region r, endpoint e)", Help: "check {Spec.Table}, {Region} and {Endpoint}"},
+			"table t not found (region r, endpoint e)", "check --table, --region and --endpoint-url"},
+		{&dynamo.BudgetError{Budget: 2, Last: dynamo.Classified{Code: "ThrottlingException"}},
+			"retry budget of 2 exhausted; last error: ThrottlingException", "lower --max-rcu or --workers"},
+		{&dynamo.RequestError{Operation: "Scan", Detail: dynamo.Classified{Class: dynamo.ClassInvalid, Code: "ValidationException", Message: "bad"}},
+			"dynamodb Scan rejected: ValidationException: bad", "--key-condition, --filter"},
+		{&dynamo.RequestError{Operation: "DescribeTable", CustomEndpoint: true, Detail: dynamo.Classified{Class: dynamo.ClassTLS,
+			TLSHost: "127.0.0.1:4443", TLSReason: "unknown-authority", Message: "the server at 127.0.0.1:4443 presents a certificate signed by an unknown authority"}},
+			"dynamodb DescribeTable failed: the server at 127.0.0.1:4443 presents a certificate signed by an unknown authority",
+			"the server at 127.0.0.1:4443 presents a certificate signed by an unknown authority: point SSL_CERT_FILE at the CA's PEM file or add the CA to the system trust store (AWS_CA_BUNDLE reaches the DynamoDB requests but not the query.aws-clock step)"},
+		{&dynamo.AuthError{Detail: dynamo.Classified{Code: "InvalidSignatureException", Message: "Signature expired: 20200101T000000Z is now earlier than ..."}},
+			"authentication failed again", "krbops clock-check --aws-endpoint"},
+	} {
+		err := prepareError(context.Background(), tc.err)
+		var ee *fault.Error
+		if !errors.As(err, &ee) || !strings.HasPrefix(err.Error(), tc.msg) || !strings.Contains(ee.Hint, tc.hint) {
+			t.Errorf("%T:\n got %q\n     hint %q\nwant %q\n     hint with %q", tc.err, err, ee.Hint, tc.msg, tc.hint)
+		}
+		// The typed error is still there to match.
+		if !errors.As(err, new(interface{ Hint() string })) {
+			t.Errorf("%T: the dynamo error is no longer in the chain", tc.err)
+		}
 	}
 }

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/krbops/krbops/internal/awserr"
+	"github.com/krbops/krbops/internal/fault"
 )
 
 // logKey carries the logger of the worker and segment a call is made for,
@@ -41,6 +44,9 @@ type BrokerError struct {
 	Status int // HTTP status, 0 when there was no reply
 	Class  Class
 	Msg    string
+	// With ClassTLS: the server and what is wrong with its certificate.
+	TLSHost   string
+	TLSReason awserr.TLSReason
 }
 
 func (e *BrokerError) Error() string {
@@ -56,9 +62,27 @@ func (e *BrokerError) Hint() string {
 	case ClassPermission:
 		return "the broker refuses this principal: ask its owners to allow it"
 	case ClassAuth:
-		return "the broker did not accept the Kerberos ticket: check --broker-spn and that the broker's keytab is current"
+		return "the broker did not accept the Kerberos ticket: check the broker's SPN and that the broker's keytab is current"
+	case ClassTLS:
+		// The broker's client is plain net/http: it reads SSL_CERT_FILE,
+		// not AWS_CA_BUNDLE.
+		return Classified{Class: e.Class, TLSHost: e.TLSHost, TLSReason: e.TLSReason}.TLSHint("SSL_CERT_FILE")
 	}
-	return "check --credential-broker and that the broker is up, then resume with the same command"
+	return "check the broker's URL and that the broker is up, then resume with the same command"
+}
+
+// FaultClass: the broker's URL is always the operator's, so a TLS failure
+// is local configuration (fault.Usage); a broker that denies or refuses
+// the identity is a failed check (fault.CheckFailed); anything else is the
+// broker failing (fault.Unreachable). See classify.go.
+func (e *BrokerError) FaultClass() fault.Class {
+	switch e.Class {
+	case ClassTLS:
+		return fault.Usage
+	case ClassPermission, ClassAuth:
+		return fault.CheckFailed
+	}
+	return fault.Unreachable
 }
 
 // DefaultBrokerSPN is the SPN krbops asks a ticket for: HTTP/<host of the
@@ -67,7 +91,7 @@ func (e *BrokerError) Hint() string {
 func DefaultBrokerSPN(rawURL string) (string, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Hostname() == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return "", fmt.Errorf("--credential-broker %q is not an http(s) URL", rawURL)
+		return "", fmt.Errorf("%q is not an http(s) URL", rawURL)
 	}
 	return "HTTP/" + strings.ToLower(u.Hostname()), nil
 }
@@ -103,11 +127,18 @@ type processCredentials struct {
 // Retrieve fetches a fresh set of credentials.
 func (p *BrokerProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
 	log := logFrom(ctx, p.Log)
-	fail := func(status int, class Class, msg string) (aws.Credentials, error) {
-		be := &BrokerError{URL: p.URL, Status: status, Class: class, Msg: msg}
-		log.LogAttrs(ctx, slog.LevelWarn, "credentials error", slog.String("broker", p.URL),
-			slog.Int("http_status", status), slog.String("class", string(class)), slog.String("error", msg))
+	failErr := func(be *BrokerError) (aws.Credentials, error) {
+		be.URL = p.URL
+		attrs := []slog.Attr{slog.String("broker", p.URL), slog.Int("http_status", be.Status),
+			slog.String("class", string(be.Class)), slog.String("error", be.Msg)}
+		if be.Class == ClassTLS {
+			attrs = append(attrs, slog.String("tls_host", be.TLSHost), slog.String("tls_reason", string(be.TLSReason)))
+		}
+		log.LogAttrs(ctx, slog.LevelWarn, "credentials error", attrs...)
 		return aws.Credentials{}, be
+	}
+	fail := func(status int, class Class, msg string) (aws.Credentials, error) {
+		return failErr(&BrokerError{Status: status, Class: class, Msg: msg})
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "credentials request", slog.String("broker", p.URL), slog.String("principal", p.Krb.Principal()))
 	if p.Timeout > 0 {
@@ -134,12 +165,15 @@ func (p *BrokerProvider) Retrieve(ctx context.Context) (aws.Credentials, error) 
 		if errors.Is(ctx.Err(), context.Canceled) {
 			return aws.Credentials{}, ctx.Err()
 		}
-		return fail(0, ClassTransient, networkMessage(err))
+		if c := awserr.Classify(err); c.Class == ClassTLS {
+			return failErr(&BrokerError{Class: ClassTLS, Msg: c.Message, TLSHost: c.TLSHost, TLSReason: c.TLSReason})
+		}
+		return fail(0, ClassTransient, awserr.NetworkMessage(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBrokerReply+1))
 	if err != nil {
-		return fail(resp.StatusCode, ClassTransient, "reading the reply: "+networkMessage(err))
+		return fail(resp.StatusCode, ClassTransient, "reading the reply: "+awserr.NetworkMessage(err))
 	}
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized:

@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/krbops/krbops/internal/durable"
+	"github.com/krbops/krbops/internal/fault"
 )
 
 // CheckpointVersion is the checkpoint file's format version. A reader
@@ -27,28 +28,35 @@ type Binding struct {
 	Index     string `json:"index"`
 	Operation string `json:"operation"` // Scan or Query
 	// Expressions holds one hash per part (key_condition, filter,
-	// projection, names, values) so a mismatch names the flag;
+	// projection, names, values) so a mismatch names the part;
 	// ExpressionHash covers them all.
 	Expressions    map[string]string `json:"expressions"`
 	ExpressionHash string            `json:"expression_hash"`
 	TotalSegments  int               `json:"total_segments"`
 	ConsistentRead bool              `json:"consistent_read"`
 	Format         Format            `json:"format"`
-	Output         string            `json:"output"` // absolute path of --out
+	Output         string            `json:"output"` // absolute path of the output file
 }
 
 // Difference is one field in which a resume differs from its checkpoint.
 type Difference struct {
-	Field string // as an operator knows it: "--filter", "table ARN", "TotalSegments (--segments)"
+	// Field is the Config path of what differs ("Spec.Filter",
+	// "Spec.Segments", "Out") or, for what the table decides, a Binding
+	// field ("TableARN", "KeySchema", "Expressions").
+	Field string
 	Was   string
 	Now   string
 }
 
-func (d Difference) String() string {
+func (d Difference) String() string { return d.Render(FieldName) }
+
+// Render spells the difference with name(Field).
+func (d Difference) Render(name func(field string) string) string {
+	f := name(d.Field)
 	if d.Was == "" && d.Now == "" {
-		return d.Field + " differs"
+		return f + " differs"
 	}
-	return fmt.Sprintf("%s was %s, now %s", d.Field, d.Was, d.Now)
+	return fmt.Sprintf("%s was %s, now %s", f, d.Was, d.Now)
 }
 
 // Diff lists how now differs from b (the checkpoint's), in a fixed order.
@@ -59,28 +67,28 @@ func (b Binding) Diff(now Binding) []Difference {
 			d = append(d, Difference{Field: field, Was: quoteOrNone(was), Now: quoteOrNone(is)})
 		}
 	}
-	add("table ARN", b.TableARN, now.TableARN)
-	add("key schema", b.KeySchema, now.KeySchema)
-	add("--index", b.Index, now.Index)
-	add("operation (--scan)", b.Operation, now.Operation)
+	add("TableARN", b.TableARN, now.TableARN)
+	add("KeySchema", b.KeySchema, now.KeySchema)
+	add("Spec.Index", b.Index, now.Index)
+	add("Operation", b.Operation, now.Operation)
 	for _, part := range []string{partKeyCondition, partFilter, partProjection, partNames, partValues} {
 		// Expression text is not in the checkpoint, only its hash: say
-		// which flag changed, not to what.
+		// which part changed, not to what.
 		if b.Expressions[part] != now.Expressions[part] {
-			d = append(d, Difference{Field: partFlags[part]})
+			d = append(d, Difference{Field: partFields[part]})
 		}
 	}
 	if len(d) == 0 && b.ExpressionHash != now.ExpressionHash {
-		d = append(d, Difference{Field: "expressions"})
+		d = append(d, Difference{Field: "Expressions"})
 	}
 	if b.TotalSegments != now.TotalSegments {
-		d = append(d, Difference{Field: "TotalSegments (--segments)", Was: fmt.Sprint(b.TotalSegments), Now: fmt.Sprint(now.TotalSegments)})
+		d = append(d, Difference{Field: "Spec.Segments", Was: fmt.Sprint(b.TotalSegments), Now: fmt.Sprint(now.TotalSegments)})
 	}
 	if b.ConsistentRead != now.ConsistentRead {
-		d = append(d, Difference{Field: "ConsistentRead (--consistent)", Was: fmt.Sprint(b.ConsistentRead), Now: fmt.Sprint(now.ConsistentRead)})
+		d = append(d, Difference{Field: "Spec.Consistent", Was: fmt.Sprint(b.ConsistentRead), Now: fmt.Sprint(now.ConsistentRead)})
 	}
-	add("--format", string(b.Format), string(now.Format))
-	add("--out", b.Output, now.Output)
+	add("Format", string(b.Format), string(now.Format))
+	add("Out", b.Output, now.Output)
 	return d
 }
 
@@ -98,18 +106,24 @@ type BindingError struct {
 	Diffs      []Difference
 }
 
-func (e *BindingError) Error() string {
+func (e *BindingError) Error() string { return e.Render(FieldName) }
+
+// Render spells the message with name(Field) for each difference.
+func (e *BindingError) Render(name func(field string) string) string {
 	parts := make([]string, len(e.Diffs))
 	for i, d := range e.Diffs {
-		parts[i] = d.String()
+		parts[i] = d.Render(name)
 	}
 	return fmt.Sprintf("checkpoint %s was written for a different run: %s", e.Checkpoint, strings.Join(parts, "; "))
 }
 
 // Hint says what to do next.
 func (e *BindingError) Hint() string {
-	return "resume with the flags of the run that wrote the checkpoint, or start over: delete the checkpoint and the output, or pass new --out and --checkpoint paths"
+	return "resume with the settings of the run that wrote the checkpoint, or start over: delete the checkpoint and the output, or use a new output file and checkpoint file"
 }
+
+// FaultClass: the invocation differs from the checkpoint's (fault.Usage).
+func (e *BindingError) FaultClass() fault.Class { return fault.Usage }
 
 // SegmentState is one segment's progress. Items, Scanned, Pages, Bytes and
 // CapacityUnits are totals over every run that worked on the segment.
@@ -151,13 +165,13 @@ func (s SegmentState) Key() (map[string]types.AttributeValue, error) {
 	return m, nil
 }
 
-// Checkpoint is the file --checkpoint names: the binding, how many bytes
+// Checkpoint is the checkpoint file: the binding, how many bytes
 // of the output are committed, and every segment's state. It is replaced
 // atomically after each page.
 type Checkpoint struct {
 	Version     int            `json:"version"`
 	Binding     Binding        `json:"binding"`
-	OutputBytes int64          `json:"output_bytes"` // the committed length of --out; anything after it is discarded on resume
+	OutputBytes int64          `json:"output_bytes"` // the committed length of the output; anything after it is discarded on resume
 	Segments    []SegmentState `json:"segments"`
 	UpdatedAt   time.Time      `json:"updated_at"`
 }
@@ -193,8 +207,12 @@ func (e *CheckpointError) Error() string { return fmt.Sprintf("checkpoint %s: %s
 
 // Hint says what to do next.
 func (e *CheckpointError) Hint() string {
-	return "restore the checkpoint from the run that wrote it, or start over with new --out and --checkpoint paths"
+	return "restore the checkpoint from the run that wrote it, or start over with a new output file and checkpoint file"
 }
+
+// FaultClass: a local file krbops was told to resume from is unusable
+// (fault.Usage).
+func (e *CheckpointError) FaultClass() fault.Class { return fault.Usage }
 
 // LoadCheckpoint reads and checks a checkpoint. A missing file is returned
 // as an error satisfying errors.Is(err, os.ErrNotExist).

@@ -145,9 +145,16 @@ func TestBindingDiffNamesEachDifference(t *testing.T) {
 		Values: map[string]types.AttributeValue{":a": &types.AttributeValueMemberS{Value: "x"}}}
 	now.Expressions, now.ExpressionHash = spec.expressionHashes()
 	err := &BindingError{Checkpoint: "/data/t.jsonl.checkpoint", Diffs: b.Diff(now)}
-	want := "checkpoint /data/t.jsonl.checkpoint was written for a different run: table ARN was arn:aws:dynamodb:eu-west-1:1:table/t, now arn:aws:dynamodb:eu-west-1:1:table/u; --filter differs; TotalSegments (--segments) was 2, now 4"
+	want := "checkpoint /data/t.jsonl.checkpoint was written for a different run: table ARN was arn:aws:dynamodb:eu-west-1:1:table/t, now arn:aws:dynamodb:eu-west-1:1:table/u; FilterExpression differs; TotalSegments was 2, now 4"
 	if err.Error() != want {
 		t.Errorf("got  %s\nwant %s", err, want)
+	}
+	// A caller spells the fields its own way.
+	flags := func(f string) string {
+		return map[string]string{"Spec.Filter": "--filter", "TableARN": "table ARN"}[f] + "!"
+	}
+	if got := err.Render(flags); !strings.Contains(got, "table ARN! was arn:aws:dynamodb:eu-west-1:1:table/t") || !strings.Contains(got, "; --filter! differs; ") {
+		t.Errorf("rendered %s", got)
 	}
 	if d := b.Diff(testBinding()); len(d) != 0 {
 		t.Errorf("identical bindings differ: %v", d)

@@ -3,16 +3,23 @@ package dynamo
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"github.com/krbops/krbops/internal/fault"
 )
 
 // scanVia sends one Scan through the real SDK to a server that answers
@@ -171,5 +178,135 @@ func TestKerberosErrorFromGokrb5Text(t *testing.T) {
 		if ke.Hint() == "" {
 			t.Errorf("%q: no hint", text)
 		}
+	}
+}
+
+// A certificate this host does not trust stops Prepare at its first
+// request: classified TLS, naming the host, sent once (no backoff, no
+// budget spent) and, against an endpoint the operator configured, a
+// usage error.
+func TestPrepareStopsAtOnceOnAnUntrustedCertificate(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	defer srv.Close()
+	for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "SECRET", "AWS_REGION": "us-east-1",
+		"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_EC2_METADATA_DISABLED": "true",
+		"AWS_CA_BUNDLE": "", "AWS_ENDPOINT_URL": "", "AWS_ENDPOINT_URL_DYNAMODB": "", "AWS_PROFILE": ""} {
+		t.Setenv(k, v)
+	}
+	f := newFixture(t, 1)
+	_, err := f.prepare(context.Background(), func(c *Config) {
+		c.NewAPI, c.Endpoint, c.RetryBudget = nil, srv.URL, 50
+	})
+	var re *RequestError
+	if !errors.As(err, &re) || re.Detail.Class != ClassTLS || !re.CustomEndpoint {
+		t.Fatalf("Prepare = %v (%T), want a TLS RequestError", err, err)
+	}
+	host := strings.TrimPrefix(srv.URL, "https://")
+	if !strings.Contains(err.Error(), "the server at "+host+" presents a certificate signed by an unknown authority") {
+		t.Errorf("message %q", err)
+	}
+	if h := re.Hint(); !strings.Contains(h, "AWS_CA_BUNDLE") || !strings.Contains(h, host) {
+		t.Errorf("hint %q", h)
+	}
+	if fault.ClassOf(err) != fault.Usage {
+		t.Errorf("fault class %s, want usage", fault.ClassOf(err))
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections, want 1", n)
+	}
+	logged := f.log.String()
+	if strings.Contains(logged, `"msg":"retry"`) || !strings.Contains(logged, `"class":"tls"`) || !strings.Contains(logged, `"tls_reason":"unknown-authority"`) {
+		t.Errorf("forensic log:\n%s", logged)
+	}
+	if _, err := os.Stat(f.dir + "/out.jsonl.checkpoint.lock"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("lock file left behind: %v", err)
+	}
+}
+
+func TestFaultClasses(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want fault.Class
+	}{
+		{&PermissionError{}, fault.CheckFailed},
+		{&AuthError{}, fault.CheckFailed},
+		{&BudgetError{}, fault.Unreachable},
+		{&KerberosError{}, fault.CheckFailed},
+		{&KerberosError{Unreachable: true}, fault.Unreachable},
+		{&WriteError{Err: errors.New("disk full")}, fault.Unreachable},
+		{&RequestError{Detail: Classified{Class: ClassTransient}}, fault.Unreachable},
+		{&RequestError{Detail: Classified{Class: ClassInvalid}}, fault.Usage},
+		{&RequestError{Detail: Classified{Class: ClassCredentials}}, fault.Usage},
+		{&RequestError{Detail: Classified{Class: ClassTLS}, CustomEndpoint: true}, fault.Usage},
+		{&RequestError{Detail: Classified{Class: ClassTLS}}, fault.Unreachable},
+		{&BrokerError{Class: ClassTLS}, fault.Usage},
+		{&BrokerError{Class: ClassTransient}, fault.Unreachable},
+		{&BrokerError{Class: ClassPermission}, fault.CheckFailed},
+		{&FieldError{Field: "Out"}, fault.Usage},
+		{&ConfigError{Err: errors.New("x")}, fault.Usage},
+		{&BindingError{}, fault.Usage},
+		{&CheckpointError{}, fault.Usage},
+	} {
+		if got := fault.ClassOf(fmt.Errorf("wrapped: %w", tc.err)); got != tc.want {
+			t.Errorf("%T %+v: %s, want %s", tc.err, tc.err, got, tc.want)
+		}
+	}
+}
+
+// Validation names the offending field; the message spells it in the
+// package's words unless the caller spells it.
+func TestValidateNamesTheField(t *testing.T) {
+	ok := Config{Spec: Spec{Table: "t", Scan: true, Segments: 2}, Out: "o", TicketMargin: time.Minute}
+	krb := &KerberosConfig{Keytab: "k", Principal: "p"}
+	for _, tc := range []struct {
+		mod   func(*Config)
+		field string
+		msg   string
+	}{
+		{func(c *Config) { c.Spec.Table = "" }, "Spec.Table", "TableName is required"},
+		{func(c *Config) { c.Spec.Scan = false }, "Spec.KeyCondition", "a query needs KeyConditionExpression (or pass Scan)"},
+		{func(c *Config) { c.Spec.KeyCondition = "pk = :p" }, "Spec.KeyCondition", "KeyConditionExpression is for a query; a Scan reads every item (use FilterExpression)"},
+		{func(c *Config) { c.Spec.Segments = 0 }, "Spec.Segments", "TotalSegments 0 must be at least 1"},
+		{func(c *Config) { c.Spec.PageSize = -1 }, "Spec.PageSize", "Limit -1 must not be negative"},
+		{func(c *Config) { c.Spec.Names = map[string]string{"s": "status"} }, "Spec.Names", `ExpressionAttributeNames: placeholder "s" must start with '#'`},
+		{func(c *Config) { c.Workers = 3 }, "Workers", "workers 3 must be between 1 and TotalSegments 2"},
+		{func(c *Config) { c.Out = "" }, "Out", "output file is required"},
+		{func(c *Config) { c.RetryBudget = -1 }, "RetryBudget", "retry budget -1 must not be negative"},
+		{func(c *Config) { c.MaxRCU = -1 }, "MaxRCU", "read-capacity limit -1 must not be negative"},
+		{func(c *Config) { c.TicketMargin = 0 }, "TicketMargin", "ticket margin must be positive"},
+		{func(c *Config) { c.Kerberos = krb }, "Kerberos", "keytab, principal and credential broker URL go together"},
+		{func(c *Config) { c.Broker = "https://b" }, "Kerberos", "keytab, principal and credential broker URL go together"},
+		{func(c *Config) { c.BrokerSPN = "HTTP/b" }, "BrokerSPN", "broker SPN needs credential broker URL"},
+	} {
+		c := ok
+		tc.mod(&c)
+		err := c.Validate()
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field || err.Error() != tc.msg {
+			t.Errorf("%v (field %v), want %s: %q", err, fe, tc.field, tc.msg)
+			continue
+		}
+		if got := fe.Render(func(string) string { return "<x>" }); strings.Contains(got, "{") {
+			t.Errorf("rendered %q keeps a placeholder", got)
+		}
+	}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("valid config: %v", err)
+	}
+	// Braces that came in with a value are not placeholders.
+	if _, err := ParseValues(`{"{Spec.Table}": 1}`); err == nil || !strings.Contains(err.Error(), "ExpressionAttributeValues") {
+		t.Errorf("ParseValues: %v", err)
+	}
+	fe := &FieldError{Field: "Out", Msg: `{Out} "{Nope}" is bad`}
+	if got := fe.Render(nil); got != `output file "{Nope}" is bad` {
+		t.Errorf("unknown placeholder: %q", got)
 	}
 }

@@ -25,14 +25,14 @@ const (
 // Formats lists the formats in help order.
 var Formats = []Format{FormatJSON, FormatDynamoDBJSON}
 
-// ParseFormat checks a --format value.
+// ParseFormat checks a format's name. Its error is a *FieldError.
 func ParseFormat(s string) (Format, error) {
 	for _, f := range Formats {
 		if string(f) == s {
 			return f, nil
 		}
 	}
-	return "", fmt.Errorf("--format %q: want json or dynamodb-json", s)
+	return "", &FieldError{Field: "Format", Msg: fmt.Sprintf("{Format} %q: want json or dynamodb-json", s), Help: "pick {Format} json or {Format} dynamodb-json"}
 }
 
 // AppendItem appends item as one JSON object with its keys sorted, so the
@@ -240,7 +240,7 @@ func appendBase64(buf []byte, b []byte) []byte {
 // are JSON numbers; anything else is an error, never a silent change.
 func appendNumber(buf []byte, n string) ([]byte, error) {
 	if !validJSONNumber(n) {
-		return buf, fmt.Errorf("number %q is not a JSON number (use --format dynamodb-json)", n)
+		return buf, fmt.Errorf("number %q is not a JSON number (use the dynamodb-json format)", n)
 	}
 	return append(buf, n...), nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/spnego"
 	"github.com/jcmturner/gokrb5/v8/types"
+	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
 )
 
@@ -37,15 +38,30 @@ func (e *KerberosError) Error() string {
 func (e *KerberosError) Hint() string {
 	switch {
 	case e.Unreachable:
-		return "no KDC answered: check the realm's kdc entries in krb5.conf (--krb5-config) and the network"
+		return "no KDC answered: check the realm's kdc entries in krb5.conf and the network"
 	case strings.Contains(e.Reason, "PREAUTH_FAILED"), strings.Contains(e.Reason, "integrity"):
 		return "the keytab's key is not the principal's current key (rotated?): fetch the current keytab, then resume with the same command"
 	case strings.Contains(e.Reason, "SKEW"):
 		return "this host's clock is off from the KDC's: run krbops clock-check"
-	case strings.Contains(e.Reason, "PRINCIPAL_UNKNOWN"):
-		return "the KDC does not know the principal (or the broker's SPN): check --principal and --broker-spn"
+	case e.PrincipalUnknown():
+		return "the KDC does not know the principal (or the broker's SPN): check the principal's name and the broker's SPN"
 	}
 	return "check the principal with kinit -kt <keytab> <principal>, then resume with the same command"
+}
+
+// PrincipalUnknown reports whether the KDC does not know the principal
+// (or the service principal a ticket was asked for).
+func (e *KerberosError) PrincipalUnknown() bool {
+	return strings.Contains(e.Reason, "PRINCIPAL_UNKNOWN")
+}
+
+// FaultClass: the KDC refused or did not answer (fault.Unreachable; see
+// classify.go).
+func (e *KerberosError) FaultClass() fault.Class {
+	if e.Unreachable {
+		return fault.Unreachable
+	}
+	return fault.CheckFailed
 }
 
 var krbErrName = regexp.MustCompile(`\b(KDC_ERR_[A-Z_]+|KRB_AP_ERR_[A-Z_]+|KRB_ERR_[A-Z_]+)\b`)
@@ -100,7 +116,7 @@ type KerberosOptions struct {
 // shared with other workers or processes. It does its own AS and TGS
 // exchanges instead of gokrb5's session cache, which starts a renewal
 // goroutine per login (a second user of the client) and does not expose
-// the TGT's end time that --ticket-margin needs.
+// the TGT's end time that the ticket margin needs.
 type KerberosLogin struct {
 	opts  KerberosOptions
 	name  types.PrincipalName
@@ -143,7 +159,7 @@ func NewKerberosLogin(o KerberosOptions) (*KerberosLogin, error) {
 		realm = cfg.LibDefaults.DefaultRealm
 	}
 	if name == "" || realm == "" {
-		return nil, fmt.Errorf("--principal %q: need name@REALM (krb5.conf has no default_realm)", o.Principal)
+		return nil, fmt.Errorf("principal %q: need name@REALM (krb5.conf has no default_realm)", o.Principal)
 	}
 	kt, _, err := kdcops.LoadLoginKeytab(o.Keytab, name+"@"+realm)
 	if err != nil {

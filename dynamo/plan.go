@@ -20,6 +20,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go/logging"
+
+	"github.com/krbops/krbops/internal/fault"
 )
 
 // API is the part of the DynamoDB client a run uses; tests replace it.
@@ -37,7 +39,8 @@ type KerberosConfig struct {
 	Krb5Conf  string
 }
 
-// Config is everything Prepare needs. Flags map onto it one to one.
+// Config is everything Prepare needs. Its fields are what a FieldError
+// names ("Workers", "Spec.Table").
 type Config struct {
 	Spec       Spec
 	Format     Format
@@ -46,13 +49,13 @@ type Config struct {
 	Workers    int // ≤ Spec.Segments
 
 	Region   string
-	Endpoint string // --endpoint-url (or AWS_ENDPOINT_URL_DYNAMODB), "" for AWS's
+	Endpoint string // "" for AWS's (or the SDK's AWS_ENDPOINT_URL*, profile endpoint_url)
 	Profile  string
 
 	// Kerberos and Broker together replace the standard credential chain:
 	// each worker gets its credentials from Broker with SPNEGO.
 	Kerberos     *KerberosConfig
-	Broker       string
+	Broker       string // URL
 	BrokerSPN    string // default HTTP/<broker host>
 	TicketMargin time.Duration
 
@@ -71,7 +74,8 @@ type Config struct {
 var errLocked = errors.New("locked by another process")
 
 // ConfigError is a usage or configuration problem found before anything
-// was read: a bad flag combination, an unusable file, an unknown table.
+// was read that no single Config field explains (a checkpoint locked by
+// another run, an expression DynamoDB rejects); see also FieldError.
 type ConfigError struct {
 	Err      error
 	HintText string
@@ -82,6 +86,45 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 
 // Hint says what to do next.
 func (e *ConfigError) Hint() string { return e.HintText }
+
+// FaultClass: the invocation or local configuration must change
+// (fault.Usage).
+func (e *ConfigError) FaultClass() fault.Class { return fault.Usage }
+
+// Validate checks what can be checked before anything is opened or
+// asked: the Spec, and the Config values that go with it. Workers 0 (one
+// per segment) is accepted; Prepare gives TicketMargin its default before
+// it validates. Its errors are *FieldError.
+func (c Config) Validate() error {
+	if err := c.Spec.Validate(); err != nil {
+		return err
+	}
+	bad := func(field, msg, help string) error { return &FieldError{Field: field, Msg: msg, Help: help} }
+	switch {
+	case c.Workers < 0 || c.Workers > c.Spec.Segments:
+		return bad("Workers", fmt.Sprintf("{Workers} %d must be between 1 and {Spec.Segments} %d", c.Workers, c.Spec.Segments),
+			"a worker reads one segment at a time: more workers than segments would idle")
+	case c.Out == "":
+		return bad("Out", "{Out} is required", "items are written as JSON lines to {Out}")
+	case c.MaxRCU < 0:
+		return bad("MaxRCU", fmt.Sprintf("{MaxRCU} %g must not be negative", c.MaxRCU), "0 means no limit")
+	case c.RetryBudget < 0:
+		return bad("RetryBudget", fmt.Sprintf("{RetryBudget} %d must not be negative", c.RetryBudget), "for example {RetryBudget} 50")
+	case c.TicketMargin <= 0:
+		return bad("TicketMargin", "{TicketMargin} must be positive", "for example {TicketMargin} 10m")
+	}
+	k := c.Kerberos
+	if k != nil || c.Broker != "" {
+		if k == nil || k.Keytab == "" || k.Principal == "" || c.Broker == "" {
+			return bad("Kerberos", "{Kerberos.Keytab}, {Kerberos.Principal} and {Broker} go together",
+				"the keytab's ticket is what the broker exchanges for AWS credentials: pass all three, or none for the standard AWS chain")
+		}
+	}
+	if c.BrokerSPN != "" && c.Broker == "" {
+		return bad("BrokerSPN", "{BrokerSPN} needs {Broker}", "pass {Broker} URL")
+	}
+	return nil
+}
 
 // TableInfo is what DescribeTable said about the table.
 type TableInfo struct {
@@ -133,6 +176,8 @@ type Plan struct {
 	Workers  []*Worker
 	endpoint string
 	region   string
+	// customEndpoint: the operator chose the endpoint (not AWS's default).
+	customEndpoint bool
 
 	cp       *Checkpoint // the run's working copy; guarded by commit.mu during Run
 	start    *Checkpoint // as loaded, for the report
@@ -180,25 +225,14 @@ func Prepare(ctx context.Context, cfg Config) (_ *Plan, err error) {
 	if cfg.Backoff.Base <= 0 {
 		cfg.Backoff = DefaultBackoff
 	}
-	if err := cfg.Spec.Validate(); err != nil {
-		return nil, &ConfigError{Err: err, HintText: `run "krbops resume-query --help" to see the flags`}
+	if cfg.TicketMargin == 0 {
+		cfg.TicketMargin = 10 * time.Minute
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Workers == 0 {
 		cfg.Workers = cfg.Spec.Segments
-	}
-	if cfg.Workers < 1 || cfg.Workers > cfg.Spec.Segments {
-		return nil, &ConfigError{Err: fmt.Errorf("--workers %d must be between 1 and --segments %d", cfg.Workers, cfg.Spec.Segments),
-			HintText: "a worker reads one segment at a time: more workers than segments would idle"}
-	}
-	if cfg.RetryBudget < 0 {
-		return nil, &ConfigError{Err: fmt.Errorf("--retry-budget %d must not be negative", cfg.RetryBudget), HintText: "for example --retry-budget 50"}
-	}
-	if (cfg.Kerberos != nil) != (cfg.Broker != "") {
-		return nil, &ConfigError{Err: errors.New("--keytab and --principal go with --credential-broker"),
-			HintText: "the keytab's ticket is what the broker exchanges for AWS credentials: pass all three, or none for the standard AWS chain"}
-	}
-	if cfg.Out == "" {
-		return nil, &ConfigError{Err: errors.New("--out is required"), HintText: "items are written as JSON lines to --out FILE"}
 	}
 	out, err := filepath.Abs(cfg.Out)
 	if err != nil {
@@ -212,7 +246,7 @@ func Prepare(ctx context.Context, cfg Config) (_ *Plan, err error) {
 		return nil, &ConfigError{Err: err}
 	}
 	if cfg.Checkpoint == cfg.Out {
-		return nil, &ConfigError{Err: errors.New("--checkpoint and --out are the same file"), HintText: "give the checkpoint its own path"}
+		return nil, &FieldError{Field: "Checkpoint", Msg: "{Checkpoint} and {Out} are the same file", Help: "give the checkpoint its own path"}
 	}
 
 	p := &Plan{cfg: cfg, budget: NewRetryBudget(cfg.RetryBudget), backoff: cfg.Backoff, limiter: NewRateLimiter(cfg.MaxRCU)}
@@ -235,7 +269,8 @@ func Prepare(ctx context.Context, cfg Config) (_ *Plan, err error) {
 			return nil, &ConfigError{Err: fmt.Errorf("checkpoint %s is in use by another krbops run (lock %s)", cfg.Checkpoint, lockPath),
 				HintText: "wait for that run to finish, or stop it; two runs on one checkpoint would write the same pages twice"}
 		}
-		return nil, &ConfigError{Err: fmt.Errorf("checkpoint %s: %s", cfg.Checkpoint, describeFileErr(err)), HintText: "pick a writable directory for --checkpoint"}
+		return nil, &FieldError{Field: "Checkpoint", Msg: fmt.Sprintf("checkpoint %s: %s", cfg.Checkpoint, describeFileErr(err)),
+			Help: "put the {Checkpoint} in a writable directory"}
 	}
 	if err := p.loadCheckpoint(); err != nil {
 		return nil, err
@@ -279,8 +314,8 @@ func (p *Plan) loadCheckpoint() error {
 		// A fresh run: an existing non-empty output is someone's data,
 		// and appending to it would break "output = the item set".
 		if statErr == nil && outInfo.Size() > 0 {
-			return &ConfigError{Err: fmt.Errorf("--out %s already has data but there is no checkpoint %s", p.cfg.Out, p.cfg.Checkpoint),
-				HintText: "pass the --checkpoint of the run that wrote it, or remove the file, or pick another --out"}
+			return &FieldError{Field: "Out", Msg: fmt.Sprintf("{Out} %s already has data but there is no checkpoint %s", p.cfg.Out, p.cfg.Checkpoint),
+				Help: "pass the {Checkpoint} of the run that wrote it, or remove the file, or pick another {Out}"}
 		}
 		return nil
 	case err != nil:
@@ -290,7 +325,7 @@ func (p *Plan) loadCheckpoint() error {
 	return nil
 }
 
-// checkOutput runs after the binding check (which names a changed --out
+// checkOutput runs after the binding check (which names a changed output
 // better than a size mismatch would): the output must still hold every
 // committed byte.
 func (p *Plan) checkOutput() error {
@@ -303,10 +338,10 @@ func (p *Plan) checkOutput() error {
 	if statErr == nil {
 		size = outInfo.Size()
 	} else if !errors.Is(statErr, os.ErrNotExist) {
-		return &ConfigError{Err: fmt.Errorf("--out %s: %s", p.cfg.Out, describeFileErr(statErr))}
+		return &FieldError{Field: "Out", Msg: fmt.Sprintf("{Out} %s: %s", p.cfg.Out, describeFileErr(statErr))}
 	}
 	if size < cp.OutputBytes {
-		return &CheckpointError{Path: p.cfg.Checkpoint, Msg: fmt.Sprintf("records %d committed bytes but --out %s has %d: the output was changed or replaced since", cp.OutputBytes, p.cfg.Out, size)}
+		return &CheckpointError{Path: p.cfg.Checkpoint, Msg: fmt.Sprintf("records %d committed bytes but the output %s has %d: the output was changed or replaced since", cp.OutputBytes, p.cfg.Out, size)}
 	}
 	return nil
 }
@@ -323,12 +358,13 @@ func (p *Plan) buildWorkers(ctx context.Context) error {
 		for i := range cfg.Workers {
 			p.Workers = append(p.Workers, &Worker{ID: i, API: cfg.NewAPI(i), Log: cfg.Log.With("worker", i)})
 		}
-		p.endpoint, p.region = cfg.Endpoint, cfg.Region
+		p.endpoint, p.region, p.customEndpoint = cfg.Endpoint, cfg.Region, cfg.Endpoint != ""
 		return p.addKerberos()
 	}
 	opts := []func(*config.LoadOptions) error{
 		// krbops decides what is retried (DESIGN.md error classes) and
-		// logs every failure; the SDK's own retryer would hide both.
+		// logs every failure; the SDK's own retryer would hide both. (It
+		// would also retry TLS failures: see awserr.WithoutTLSRetries.)
 		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
 		config.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
 			t.MaxIdleConnsPerHost = cfg.Workers + 2
@@ -348,10 +384,11 @@ func (p *Plan) buildWorkers(ctx context.Context) error {
 	})))
 	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
-		return &ConfigError{Err: fmt.Errorf("aws configuration: %s", firstLine(err.Error())), HintText: "check --profile / AWS_PROFILE and ~/.aws/config"}
+		return &FieldError{Field: "Profile", Msg: fmt.Sprintf("aws configuration: %s", firstLine(err.Error())),
+			Help: "check {Profile} (AWS_PROFILE) and ~/.aws/config"}
 	}
 	if awsCfg.Region == "" {
-		return &ConfigError{Err: errors.New("no AWS region"), HintText: "pass --region or set AWS_REGION"}
+		return &FieldError{Field: "Region", Msg: "no AWS region", Help: "pass {Region} or set AWS_REGION"}
 	}
 	p.endpoint, p.region = cfg.Endpoint, awsCfg.Region
 	if p.endpoint == "" {
@@ -385,6 +422,9 @@ func (p *Plan) buildWorkers(ctx context.Context) error {
 			if cfg.Endpoint != "" {
 				o.BaseEndpoint = aws.String(cfg.Endpoint)
 			}
+			// The SDK has already applied AWS_ENDPOINT_URL* and the
+			// profile's endpoint_url here: any of them is the operator's.
+			p.customEndpoint = o.BaseEndpoint != nil
 			o.Retryer = aws.NopRetryer{}
 		})
 	}
@@ -396,26 +436,21 @@ func (p *Plan) addKerberos() error {
 	if cfg.Kerberos == nil {
 		return nil
 	}
-	if p.cfg.BrokerSPN == "" {
-		spn, err := DefaultBrokerSPN(cfg.Broker)
-		if err != nil {
-			return &ConfigError{Err: err, HintText: "for example --credential-broker https://broker.example.com/aws/credentials"}
-		}
-		p.cfg.BrokerSPN = spn
-	} else if _, err := DefaultBrokerSPN(cfg.Broker); err != nil {
-		return &ConfigError{Err: err, HintText: "for example --credential-broker https://broker.example.com/aws/credentials"}
+	spn, err := DefaultBrokerSPN(cfg.Broker)
+	if err != nil {
+		return &FieldError{Field: "Broker", Msg: fmt.Sprintf("{Broker} %q is not an http(s) URL", cfg.Broker), Err: err,
+			Help: "for example {Broker} https://broker.example.com/aws/credentials"}
 	}
-	margin := cfg.TicketMargin
-	if margin <= 0 {
-		margin = 10 * time.Minute
+	if p.cfg.BrokerSPN == "" {
+		p.cfg.BrokerSPN = spn
 	}
 	for _, w := range p.Workers {
 		k, err := NewKerberosLogin(KerberosOptions{
 			Principal: cfg.Kerberos.Principal, Keytab: cfg.Kerberos.Keytab, Krb5Conf: cfg.Kerberos.Krb5Conf,
-			Margin: margin, Worker: w.ID, Log: w.Log,
+			Margin: cfg.TicketMargin, Worker: w.ID, Log: w.Log,
 		})
 		if err != nil {
-			return &ConfigError{Err: err, HintText: "check --keytab, --principal and --krb5-config"}
+			return &FieldError{Field: "Kerberos", Err: err, Help: "check {Kerberos.Keytab}, {Kerberos.Principal} and {Kerberos.Krb5Conf}"}
 		}
 		w.Krb = k
 	}
@@ -476,8 +511,8 @@ func (p *Plan) describe(ctx context.Context, w *Worker) error {
 	if err != nil {
 		var re *RequestError
 		if errors.As(err, &re) && re.Detail.Code == "ResourceNotFoundException" {
-			return &ConfigError{Err: fmt.Errorf("table %s not found (region %s, endpoint %s)", spec.Table, p.regionName(), p.endpoint),
-				HintText: "check --table, --region and --endpoint-url"}
+			return &FieldError{Field: "Spec.Table", Msg: fmt.Sprintf("table %s not found (region %s, endpoint %s)", spec.Table, p.regionName(), p.endpoint),
+				Help: "check {Spec.Table}, {Region} and {Endpoint}"}
 		}
 		var pe *PermissionError
 		if errors.As(err, &pe) {
@@ -487,7 +522,7 @@ func (p *Plan) describe(ctx context.Context, w *Worker) error {
 	}
 	td := out.Table
 	if td == nil {
-		return &RequestError{Operation: "DescribeTable", Detail: Classified{Class: ClassOther, Message: "reply has no table"}}
+		return &RequestError{Operation: "DescribeTable", Detail: Classified{Class: ClassOther, Message: "reply has no table"}, CustomEndpoint: p.customEndpoint}
 	}
 	attrTypes := map[string]string{}
 	for _, a := range td.AttributeDefinitions {
@@ -525,7 +560,7 @@ func (p *Plan) describe(ctx context.Context, w *Worker) error {
 			if len(names) > 0 {
 				list = strings.Join(names, ", ")
 			}
-			return &ConfigError{Err: fmt.Errorf("table %s has no index %q (indexes: %s)", spec.Table, spec.Index, list), HintText: "check --index"}
+			return &FieldError{Field: "Spec.Index", Msg: fmt.Sprintf("table %s has no index %q (indexes: %s)", spec.Table, spec.Index, list), Help: "check {Spec.Index}"}
 		}
 	}
 	p.Table = t

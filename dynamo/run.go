@@ -14,6 +14,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/krbops/krbops/internal/awserr"
+	"github.com/krbops/krbops/internal/fault"
 )
 
 // Outcome is how a segment ended in one run.
@@ -72,6 +75,9 @@ func (e *WriteError) Unwrap() error { return e.Err }
 func (e *WriteError) Hint() string {
 	return "free space or fix permissions, then resume with the same command: committed pages are kept"
 }
+
+// FaultClass: the run could not complete (fault.Unreachable).
+func (e *WriteError) FaultClass() fault.Class { return fault.Unreachable }
 
 // page is one response, reduced to what a run keeps.
 type page struct {
@@ -157,6 +163,8 @@ func capacity(c *types.ConsumedCapacity) float64 {
 //   - permission: a *PermissionError at once, never retried.
 //   - transient: full-jitter backoff, each retry paid from the shared
 //     retry budget; an empty budget is a *BudgetError.
+//   - TLS: never retried; the broker's *BrokerError when the handshake
+//     with the broker failed, else a *RequestError.
 //   - anything else: a *RequestError.
 //
 // Every failure is logged with its class before it is acted on.
@@ -211,6 +219,9 @@ func (p *Plan) call(ctx context.Context, w *Worker, seg int, op string, res *Seg
 		if c.RequestID != "" {
 			attrs = append(attrs, slog.String("request_id", c.RequestID))
 		}
+		if c.Class == ClassTLS {
+			attrs = append(attrs, slog.String("tls_host", c.TLSHost), slog.String("tls_reason", string(c.TLSReason)))
+		}
 		log.LogAttrs(ctx, slog.LevelWarn, "aws error", attrs...)
 		switch c.Class {
 		case ClassAuth:
@@ -242,8 +253,14 @@ func (p *Plan) call(ctx context.Context, w *Worker, seg int, op string, res *Seg
 			if err := transient(c); err != nil {
 				return err
 			}
+		case ClassTLS:
+			var be *BrokerError
+			if errors.As(err, &be) {
+				return be
+			}
+			return &RequestError{Operation: op, Detail: c, CustomEndpoint: p.customEndpoint}
 		default:
-			return &RequestError{Operation: op, Detail: c}
+			return &RequestError{Operation: op, Detail: c, CustomEndpoint: p.customEndpoint}
 		}
 	}
 }
@@ -279,7 +296,12 @@ func (w *Worker) refresh(ctx context.Context, reason string) error {
 			return ke
 		}
 		// A standard-chain provider's error can quote a credential_process
-		// helper's output: replace it.
+		// helper's output: replace it. A TLS failure (an SSO or STS
+		// endpoint behind an untrusted certificate) is described from its
+		// typed errors only, so it is kept.
+		if c := awserr.Classify(err); c.Class == ClassTLS {
+			return &RequestError{Operation: "credentials", Detail: c}
+		}
 		return &RequestError{Operation: "credentials", Detail: Classified{Class: ClassCredentials,
 			Message: "the standard AWS credential chain could not refresh the credentials"}}
 	}

@@ -454,15 +454,15 @@ func TestResumeRefusedWhenTheRunDiffers(t *testing.T) {
 		mod   func(*Config)
 		field string
 	}{
-		{"filter", func(c *Config) { c.Spec.Filter = "n < :min" }, "--filter"},
+		{"filter", func(c *Config) { c.Spec.Filter = "n < :min" }, "Spec.Filter"},
 		{"values", func(c *Config) {
 			c.Spec.Values = map[string]types.AttributeValue{":min": &types.AttributeValueMemberN{Value: "4"}}
-		}, "--values"},
-		{"projection", func(c *Config) { c.Spec.Projection = "pk" }, "--projection"},
-		{"segments", func(c *Config) { c.Spec.Segments = 2 }, "TotalSegments (--segments)"},
-		{"consistent", func(c *Config) { c.Spec.Consistent = true }, "ConsistentRead (--consistent)"},
-		{"format", func(c *Config) { c.Format = FormatDynamoDBJSON }, "--format"},
-		{"out", func(c *Config) { c.Out = filepath.Join(f.dir, "other.jsonl") }, "--out"},
+		}, "Spec.Values"},
+		{"projection", func(c *Config) { c.Spec.Projection = "pk" }, "Spec.Projection"},
+		{"segments", func(c *Config) { c.Spec.Segments = 2 }, "Spec.Segments"},
+		{"consistent", func(c *Config) { c.Spec.Consistent = true }, "Spec.Consistent"},
+		{"format", func(c *Config) { c.Format = FormatDynamoDBJSON }, "Format"},
+		{"out", func(c *Config) { c.Out = filepath.Join(f.dir, "other.jsonl") }, "Out"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -474,8 +474,8 @@ func TestResumeRefusedWhenTheRunDiffers(t *testing.T) {
 			if len(be.Diffs) != 1 || be.Diffs[0].Field != tc.field {
 				t.Errorf("diffs %v, want only %s", be.Diffs, tc.field)
 			}
-			if !strings.Contains(err.Error(), tc.field) || !strings.Contains(err.Error(), "run.checkpoint was written for a different run") {
-				t.Errorf("message %q does not name %s", err, tc.field)
+			if !strings.Contains(err.Error(), FieldName(tc.field)) || !strings.Contains(err.Error(), "run.checkpoint was written for a different run") {
+				t.Errorf("message %q does not name %s", err, FieldName(tc.field))
 			}
 		})
 	}
@@ -491,9 +491,10 @@ func TestPrepareRefusals(t *testing.T) {
 	f := newFixture(t, 10)
 	out := filepath.Join(f.dir, "out.jsonl")
 	var ce *ConfigError
+	var fe *FieldError
 
 	os.WriteFile(out, []byte("someone's data\n"), 0o600)
-	if _, err := f.prepare(context.Background()); !errors.As(err, &ce) || !strings.Contains(err.Error(), "already has data but there is no checkpoint") {
+	if _, err := f.prepare(context.Background()); !errors.As(err, &fe) || fe.Field != "Out" || !strings.Contains(err.Error(), "already has data but there is no checkpoint") {
 		t.Errorf("existing output: %v", err)
 	}
 	os.Remove(out)
@@ -521,10 +522,10 @@ func TestPrepareRefusals(t *testing.T) {
 	if _, err := f2.prepare(context.Background()); !errors.As(err, &ce) || !strings.Contains(err.Error(), "ValidationException") {
 		t.Errorf("rejected expression: %v", err)
 	}
-	if _, err := f2.prepare(context.Background(), func(c *Config) { c.Spec.Table = "nope" }); !errors.As(err, &ce) || !strings.Contains(err.Error(), "table nope not found") {
+	if _, err := f2.prepare(context.Background(), func(c *Config) { c.Spec.Table = "nope" }); !errors.As(err, &fe) || fe.Field != "Spec.Table" || !strings.Contains(err.Error(), "table nope not found") {
 		t.Errorf("unknown table: %v", err)
 	}
-	if _, err := f2.prepare(context.Background(), func(c *Config) { c.Workers = 5 }); !errors.As(err, &ce) {
+	if _, err := f2.prepare(context.Background(), func(c *Config) { c.Workers = 5 }); !errors.As(err, &fe) || fe.Field != "Workers" {
 		t.Errorf("5 workers for 4 segments: %v", err)
 	}
 }

@@ -4,8 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -36,68 +37,76 @@ func (s Spec) Operation() string {
 	return "Query"
 }
 
-// Validate checks what can be checked without asking DynamoDB.
+// Validate checks what can be checked without asking DynamoDB. Its
+// errors are *FieldError.
 func (s Spec) Validate() error {
+	bad := func(field, msg string) error { return &FieldError{Field: field, Msg: msg} }
 	switch {
 	case s.Table == "":
-		return errors.New("--table is required")
+		return bad("Spec.Table", "{Spec.Table} is required")
 	case s.Scan && s.KeyCondition != "":
-		return errors.New("--key-condition is for a query; a --scan reads every item (use --filter)")
+		return bad("Spec.KeyCondition", "{Spec.KeyCondition} is for a query; a {Spec.Scan} reads every item (use {Spec.Filter})")
 	case !s.Scan && s.KeyCondition == "":
-		return errors.New("a query needs --key-condition (or pass --scan)")
+		return bad("Spec.KeyCondition", "a query needs {Spec.KeyCondition} (or pass {Spec.Scan})")
 	case s.Segments < 1:
-		return fmt.Errorf("--segments %d must be at least 1", s.Segments)
+		return bad("Spec.Segments", fmt.Sprintf("{Spec.Segments} %d must be at least 1", s.Segments))
 	case !s.Scan && s.Segments != 1:
-		return errors.New("--segments is for a --scan; a query is read as one segment")
+		return bad("Spec.Segments", "{Spec.Segments} is for a {Spec.Scan}; a query is read as one segment")
 	case s.Segments > 1000000:
 		// DynamoDB's own limit on TotalSegments.
-		return fmt.Errorf("--segments %d is above DynamoDB's limit of 1000000", s.Segments)
+		return bad("Spec.Segments", fmt.Sprintf("{Spec.Segments} %d is above DynamoDB's limit of 1000000", s.Segments))
 	case s.PageSize < 0:
-		return fmt.Errorf("--page-size %d must not be negative", s.PageSize)
+		return bad("Spec.PageSize", fmt.Sprintf("{Spec.PageSize} %d must not be negative", s.PageSize))
 	}
-	for k := range s.Values {
+	for _, k := range slices.Sorted(maps.Keys(s.Values)) {
 		if !strings.HasPrefix(k, ":") {
-			return fmt.Errorf("--values: placeholder %q must start with ':'", k)
+			return bad("Spec.Values", fmt.Sprintf("{Spec.Values}: placeholder %q must start with ':'", k))
 		}
 	}
-	for k := range s.Names {
+	for _, k := range slices.Sorted(maps.Keys(s.Names)) {
 		if !strings.HasPrefix(k, "#") {
-			return fmt.Errorf("--names: placeholder %q must start with '#'", k)
+			return bad("Spec.Names", fmt.Sprintf("{Spec.Names}: placeholder %q must start with '#'", k))
 		}
 	}
 	return nil
 }
 
-// ParseValues reads --values: DynamoDB JSON as the AWS CLI takes it,
-// {":pk": {"S": "a"}, ":n": {"N": "5"}}.
+// ParseValues reads ExpressionAttributeValues given as DynamoDB JSON, as
+// the AWS CLI takes them: {":pk": {"S": "a"}, ":n": {"N": "5"}}. Its
+// errors are *FieldError.
 func ParseValues(s string) (map[string]types.AttributeValue, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, nil
 	}
+	bad := func(msg string) error {
+		return &FieldError{Field: "Spec.Values", Msg: msg, Help: `for example {Spec.Values} '{":pk": {"S": "a"}, ":n": {"N": "5"}}'`}
+	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(s), &raw); err != nil {
-		return nil, fmt.Errorf("--values is not a JSON object: %v", err)
+		return nil, bad(fmt.Sprintf("{Spec.Values} is not a JSON object: %v", err))
 	}
 	m, err := attributevalue.UnmarshalMapJSON([]byte(s))
 	if err != nil {
-		return nil, fmt.Errorf("--values is not DynamoDB JSON (e.g. {\":pk\": {\"S\": \"a\"}}): %v", err)
+		return nil, bad(fmt.Sprintf("{Spec.Values} is not DynamoDB JSON (e.g. {\":pk\": {\"S\": \"a\"}}): %v", err))
 	}
 	for k, v := range m {
 		if v == nil {
-			return nil, fmt.Errorf("--values: %s has no type (e.g. {\"S\": \"a\"})", k)
+			return nil, bad(fmt.Sprintf("{Spec.Values}: %s has no type (e.g. {\"S\": \"a\"})", k))
 		}
 	}
 	return m, nil
 }
 
-// ParseNames reads --names: {"#n": "name"}.
+// ParseNames reads ExpressionAttributeNames: {"#n": "name"}. Its errors
+// are *FieldError.
 func ParseNames(s string) (map[string]string, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, nil
 	}
 	var m map[string]string
 	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		return nil, fmt.Errorf("--names is not a JSON object of strings (e.g. {\"#s\": \"status\"}): %v", err)
+		return nil, &FieldError{Field: "Spec.Names", Msg: fmt.Sprintf("{Spec.Names} is not a JSON object of strings (e.g. {\"#s\": \"status\"}): %v", err),
+			Help: `for example {Spec.Names} '{"#s": "status"}'`}
 	}
 	return m, nil
 }
@@ -111,18 +120,19 @@ const (
 	partValues       = "values"
 )
 
-// partFlags maps an expression part to the flag an operator changes.
-var partFlags = map[string]string{
-	partKeyCondition: "--key-condition",
-	partFilter:       "--filter",
-	partProjection:   "--projection",
-	partNames:        "--names",
-	partValues:       "--values",
+// partFields maps an expression part to its Spec field, which a
+// Difference names.
+var partFields = map[string]string{
+	partKeyCondition: "Spec.KeyCondition",
+	partFilter:       "Spec.Filter",
+	partProjection:   "Spec.Projection",
+	partNames:        "Spec.Names",
+	partValues:       "Spec.Values",
 }
 
 // expressionHashes hashes each expression part on its own, so a refused
-// resume can say which flag changed, and all of them together. Hashes
-// rather than the text: --values may hold customer identifiers, and the
+// resume can say which part changed, and all of them together. Hashes
+// rather than the text: the values may hold customer identifiers, and the
 // checkpoint only needs to recognise them.
 func (s Spec) expressionHashes() (map[string]string, string) {
 	names, _ := json.Marshal(s.Names) // sorted keys: canonical

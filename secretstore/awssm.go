@@ -13,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
+
+	"github.com/krbops/krbops/internal/awserr"
 )
 
 // Secrets Manager's staging labels for the three stages.
@@ -63,6 +65,9 @@ type awsStore struct {
 	url    string
 	prefix string
 	sm     smAPI
+	// customEndpoint: the endpoint came from the URL or the operator's AWS
+	// configuration, not AWS's default for the region.
+	customEndpoint bool
 }
 
 func openAWSSM(ctx context.Context, rawURL string, opts Options) (*awsStore, error) {
@@ -120,7 +125,15 @@ func openAWSSM(ctx context.Context, rawURL string, opts Options) (*awsStore, err
 		if endpoint != nil {
 			o.BaseEndpoint = endpoint
 		}
-		o.APIOptions = append(o.APIOptions, addXMLErrorMiddleware)
+		// The SDK has applied AWS_ENDPOINT_URL* and the profile's
+		// endpoint_url by now: any of them is the operator's choice.
+		s.customEndpoint = o.BaseEndpoint != nil
+		// A JSON-protocol client reads only JSON error bodies; an AWS
+		// look-alike denies in XML (moto: 403 AccessDenied).
+		o.APIOptions = append(o.APIOptions, awserr.AddXMLErrorMiddleware)
+		// The standard retryer would retry a certificate it cannot
+		// verify, with backoff, until its attempts are spent.
+		o.Retryer = awserr.WithoutTLSRetries(o.Retryer)
 	})
 	return s, nil
 }
@@ -142,7 +155,7 @@ func (s *awsStore) fail(ctx context.Context, op, name string, err error) error {
 	e := &Error{Op: op, Store: s.url, Secret: s.id(name), Err: err}
 	var ke *kindError
 	if errors.As(err, &ke) {
-		e.Kind, e.Hint = ke.kind, ke.hint
+		e.Kind, e.HintText = ke.kind, ke.hint
 		return e
 	}
 	if ctx.Err() != nil {
@@ -150,8 +163,9 @@ func (s *awsStore) fail(ctx context.Context, op, name string, err error) error {
 		// and not worth a retry.
 		return e
 	}
-	e.Kind = classifyAWS(err)
-	e.Hint = awsHint(e.Kind, op, s.id(name))
+	var c awserr.Classified
+	e.Kind, e.class, e.Err, c = classifyAWS(err, s.customEndpoint)
+	e.HintText = awsHint(e.Kind, c, op, s.id(name))
 	return e
 }
 

@@ -8,12 +8,15 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
 	"github.com/aws/smithy-go/logging"
 
+	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/internal/motolab"
 )
 
@@ -391,5 +395,66 @@ func TestAWSSMTransient(t *testing.T) {
 	<-cctx.Done()
 	if err := st.Check(cctx, "svc@EXAMPLE.COM"); IsTransient(err) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("expired context: %v, want the context's error, not transient", err)
+	}
+}
+
+// A store endpoint whose certificate this host does not trust fails at
+// once with ErrTLS: one connection (neither krbops nor the SDK's standard
+// retryer tries again), a message naming the host and the problem, a hint
+// at the trust store, and a usage fault since the endpoint is the
+// operator's.
+func TestAWSSMUntrustedCertificate(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	defer srv.Close()
+	// The SDK's default retryer (standard, 3 attempts), as a real run has.
+	cfg := aws.Config{Region: "us-east-1", Credentials: aws.AnonymousCredentials{}}
+	st, err := Open(context.Background(), "awssm://?endpoint="+srv.URL, Options{AWS: &cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Check(context.Background(), "svc@EXAMPLE.COM")
+	host := strings.TrimPrefix(srv.URL, "https://")
+	if !errors.Is(err, ErrTLS) || IsTransient(err) {
+		t.Fatalf("Check = %v, want ErrTLS", err)
+	}
+	if want := "the server at " + host + " presents a certificate signed by an unknown authority"; !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+		t.Errorf("message %q, want one line with %q", err, want)
+	}
+	if h := HintOf(err); !strings.Contains(h, "AWS_CA_BUNDLE") {
+		t.Errorf("hint %q", h)
+	}
+	if c := fault.ClassOf(err); c != fault.Usage {
+		t.Errorf("fault class %s, want usage", c)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections, want 1: the TLS failure was retried", n)
+	}
+}
+
+// A credential provider's error text (a credential_process helper's
+// output) never reaches the store's error.
+func TestAWSSMCredentialFailureKeepsNoHelperOutput(t *testing.T) {
+	leaky := aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+		return aws.Credentials{}, errors.New(`credential_process: {"SecretAccessKey":"wJalrXUtnFEMI/K7MDENG"}`)
+	})
+	cfg := aws.Config{Region: "us-east-1", Credentials: aws.NewCredentialsCache(leaky), RetryMaxAttempts: 1}
+	st, err := Open(context.Background(), "awssm://?endpoint=http://127.0.0.1:9", Options{AWS: &cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Check(context.Background(), "svc@EXAMPLE.COM")
+	if !errors.Is(err, ErrCredentials) || strings.Contains(err.Error(), "wJalr") || strings.Contains(fmt.Sprintf("%+v", err), "wJalr") {
+		t.Errorf("Check = %v, want ErrCredentials without the helper's output", err)
+	}
+	if c := fault.ClassOf(err); c != fault.Usage {
+		t.Errorf("fault class %s, want usage", c)
 	}
 }

@@ -3,6 +3,8 @@ package secretstore
 import (
 	"errors"
 	"fmt"
+
+	"github.com/krbops/krbops/internal/fault"
 )
 
 // Error kinds. Every error a Store returns for a backend failure is an
@@ -34,6 +36,13 @@ var (
 	ErrCorrupt = errors.New("corrupt")
 	// ErrInsecure: a file store's directory or file is open to other users.
 	ErrInsecure = errors.New("insecure permissions")
+	// ErrTLS: the TLS handshake with the store's endpoint failed (a
+	// certificate this host does not trust, expired or for another name;
+	// a port that does not speak TLS). Never retried, by krbops or the
+	// SDK: the trust store, the endpoint or the certificate must change.
+	ErrTLS = errors.New("tls handshake failed")
+	// ErrCredentials: no AWS credentials could be obtained at all.
+	ErrCredentials = errors.New("no credentials")
 )
 
 // Error is a failed Store operation. Its message names the operation, the
@@ -44,9 +53,11 @@ type Error struct {
 	Secret string // the secret's name (awssm: with the URL's prefix)
 	Kind   error  // one of the Err* kinds, or nil
 	Err    error  // the cause; for awssm the SDK's error (which never carries SecretBinary)
-	// Hint says what the on-call should do next; empty when there is
+	// HintText says what the on-call should do next; empty when there is
 	// nothing better than retrying later.
-	Hint string
+	HintText string
+
+	class fault.Class // when the kind alone does not decide it
 }
 
 func (e *Error) Error() string {
@@ -72,6 +83,31 @@ func (e *Error) Unwrap() []error {
 	return errs
 }
 
+// Hint says what the on-call should do next, or "".
+func (e *Error) Hint() string { return e.HintText }
+
+// FaultClass sorts the failure for the exit-code table (internal/fault):
+//
+//   - not found, conflict, insecure permissions, no credentials, an
+//     invalid request, a file store's permission error, and a TLS failure
+//     against an endpoint the operator configured: fault.Usage. The
+//     invocation, the store's setup or local configuration must change.
+//   - an IAM/KMS denial, authentication failing, transient failures, a
+//     lock held by another run, corrupt stored data, a TLS failure
+//     against AWS's own endpoint, and anything unclassified:
+//     fault.Unreachable. The store refused, failed or answered with
+//     something unusable; the run could not complete.
+func (e *Error) FaultClass() fault.Class {
+	if e.class != fault.Unclassified {
+		return e.class
+	}
+	switch e.Kind {
+	case ErrNotFound, ErrConflict, ErrInsecure, ErrCredentials:
+		return fault.Usage
+	}
+	return fault.Unreachable
+}
+
 // IsTransient reports whether err is worth retrying later unchanged.
 func IsTransient(err error) bool { return errors.Is(err, ErrTransient) }
 
@@ -79,7 +115,7 @@ func IsTransient(err error) bool { return errors.Is(err, ErrTransient) }
 func HintOf(err error) string {
 	var e *Error
 	if errors.As(err, &e) {
-		return e.Hint
+		return e.HintText
 	}
 	return ""
 }

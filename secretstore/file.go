@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/krbops/krbops/internal/durable"
+	"github.com/krbops/krbops/internal/fault"
 )
 
 // File layout under the store directory (see docs/secret-store.md):
@@ -123,9 +124,13 @@ func (s *fileStore) wrap(op, name string, err error) error {
 	var ke *kindError
 	switch {
 	case errors.As(err, &ke):
-		e.Kind, e.Hint = ke.kind, ke.hint
+		e.Kind, e.HintText = ke.kind, ke.hint
 	case errors.Is(err, fs.ErrPermission):
-		e.Kind, e.Hint = ErrPermission, "run krbops as the store's owner, or fix the ownership of "+s.root
+		e.Kind, e.HintText = ErrPermission, "run krbops as the store's owner, or fix the ownership of "+s.root
+	}
+	if e.Kind == ErrPermission {
+		// File modes on this host, not a service's refusal.
+		e.class = fault.Usage
 	}
 	return e
 }

@@ -100,6 +100,7 @@ func TestScript(t *testing.T) {
 				"gen-corrupt": cmdGenCorrupt,
 				"findings":    cmdFindings,
 				"truncate":    cmdTruncate,
+				"tls-proxy":   cmdTLSProxy,
 			}
 			for name, c := range labCmds(r) {
 				cmds[name] = c

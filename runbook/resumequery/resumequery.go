@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/krbops/krbops/dynamo"
+	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/runbook"
 	"github.com/krbops/krbops/runbook/clock"
@@ -38,6 +39,9 @@ type Query struct {
 	Timeout  time.Duration
 	WarnSkew time.Duration // clock offset that warns; beyond clock.SigV4MaxSkew fails
 	Log      *slog.Logger
+	// Hint words the hint of an error that stopped the run for people
+	// (flag names); nil uses the error's own hint.
+	Hint func(err error) string
 	// ProbeHTTP defaults to kdcops.HTTPDateOffset; tests replace it.
 	ProbeHTTP func(ctx context.Context, endpoint string) (*kdcops.SourceSample, error)
 }
@@ -255,18 +259,17 @@ func (q Query) segment(ctx context.Context, rn *run, seg int) runbook.Result {
 		return runbook.Result{Status: runbook.Skip, Message: fmt.Sprintf("stopped after %s: segment %d failed", counts, session.StoppedBy()),
 			Hint: "resume with the same command once the cause is fixed", Evidence: ev}.With(runbook.Evidence{"stopped_by": session.StoppedBy()})
 	}
-	return failedSegment(r.Err, counts).With(ev)
+	return q.failedSegment(r.Err, counts).With(ev)
 }
 
-// failedSegment maps the error that stopped the run to its status: what
-// the identity may not do or cannot authenticate for is a failure (1);
+// failedSegment turns the error that stopped the run into the segment's
+// result. dynamo's errors carry their class (internal/fault): a denial or
+// a refused login is a failed check (1), a wrong expression or an
+// untrusted certificate of the operator's endpoint is local input (2),
 // what could not be completed (budget, disk, unreachable) is an error (3).
-func failedSegment(err error, counts string) runbook.Result {
-	type hinter interface{ Hint() string }
-	hint := "resume with the same command"
-	if h, ok := err.(hinter); ok {
-		hint = h.Hint()
-	}
+func (q Query) failedSegment(err error, counts string) runbook.Result {
+	msg := fmt.Sprintf("%s (after %s)", err.Error(), counts)
+	ev := runbook.Evidence{}
 	var pe *dynamo.PermissionError
 	var ae *dynamo.AuthError
 	var ke *dynamo.KerberosError
@@ -274,29 +277,42 @@ func failedSegment(err error, counts string) runbook.Result {
 	var re *dynamo.RequestError
 	switch {
 	case errors.As(err, &pe):
-		return runbook.Failf("%s after %s; not retried", pe.Error(), counts).WithHint("%s", pe.Hint()).
-			With(runbook.Evidence{"error_class": string(dynamo.ClassPermission), "action": pe.Action, "resource": pe.Resource, "code": pe.Detail.Code})
+		msg = fmt.Sprintf("%s after %s; not retried", pe.Error(), counts)
+		ev = runbook.Evidence{"error_class": string(dynamo.ClassPermission), "action": pe.Action, "resource": pe.Resource, "code": pe.Detail.Code}
 	case errors.As(err, &ae):
-		return runbook.Failf("%s (after %s)", ae.Error(), counts).WithHint("%s", ae.Hint()).
-			With(runbook.Evidence{"error_class": string(dynamo.ClassAuth), "code": ae.Detail.Code})
+		ev = runbook.Evidence{"error_class": string(dynamo.ClassAuth), "code": ae.Detail.Code}
 	case errors.As(err, &ke):
-		r := kerberosResult(ke)
-		r.Message += " (after " + counts + ")"
-		return r
+		ev = runbook.Evidence{"principal": ke.Principal, "unreachable": ke.Unreachable}
 	case errors.As(err, &be):
-		r := runbook.Errorf("%s (after %s)", be.Error(), counts)
-		if be.Class == dynamo.ClassPermission || be.Class == dynamo.ClassAuth {
-			r.Status = runbook.Fail
-		}
-		return r.WithHint("%s", be.Hint()).With(runbook.Evidence{"error_class": string(be.Class)})
-	case errors.As(err, &re) && re.Detail.Class == dynamo.ClassInvalid:
-		return runbook.Failf("%s (after %s)", re.Error(), counts).WithHint("%s", re.Hint()).With(runbook.Evidence{"error_class": string(re.Detail.Class), "code": re.Detail.Code})
+		ev = runbook.Evidence{"error_class": string(be.Class)}
+	case errors.As(err, &re):
+		ev = runbook.Evidence{"error_class": string(re.Detail.Class), "code": re.Detail.Code}
 	}
-	r := runbook.Errorf("%s (after %s)", err.Error(), counts).WithHint("%s", hint)
-	if re != nil {
-		r = r.With(runbook.Evidence{"error_class": string(re.Detail.Class), "code": re.Detail.Code})
+	var r runbook.Result
+	switch fault.ClassOf(err) {
+	case fault.CheckFailed:
+		r = runbook.Failf("%s", msg)
+	case fault.Usage:
+		r = runbook.Usagef("%s", msg)
+	default:
+		r = runbook.Errorf("%s", msg)
 	}
-	return r
+	return r.WithHint("%s", q.hint(err)).With(ev)
+}
+
+// hint is what to do after err: in the command's words when it gave a
+// Hint function, else the error's own.
+func (q Query) hint(err error) string {
+	h := ""
+	if q.Hint != nil {
+		h = q.Hint(err)
+	} else {
+		h = fault.HintOf(err)
+	}
+	if h == "" {
+		h = "resume with the same command"
+	}
+	return h
 }
 
 func roundDur(d time.Duration) time.Duration {
