@@ -25,7 +25,7 @@ func (r *Rotation) Finish(force bool) runbook.Runbook {
 		{ID: StepPhase2Wait, Title: "max ticket lifetime passed since phase 1", Run: func(ctx context.Context, _ *runbook.State) runbook.Result {
 			open, err := r.Ledger.List(ctx, ledger.Filter{Principal: r.Principal, Outcome: ledger.AwaitingPhase2, Limit: 1})
 			if err != nil {
-				return runbook.Errorf("ledger: %s", err)
+				return ledgerResult(err, "ledger: %s", err)
 			}
 			if len(open) == 0 {
 				return runbook.Failf("%s has no server rotation waiting for phase 2", r.Principal).WithHint("krbops rotate status lists the open rotations")
@@ -45,7 +45,7 @@ func (r *Rotation) Finish(force bool) runbook.Runbook {
 		{ID: StepPhase2Store, Title: "new-kvno-only keytab current in the store", Needs: []string{StepPhase2Wait}, Run: func(ctx context.Context, _ *runbook.State) runbook.Result {
 			cur, err := r.Store.Get(ctx, r.Secret, secretstore.StageCurrent)
 			if err != nil {
-				return runbook.Errorf("%s", err)
+				return storeResult(err, "%s", err)
 			}
 			kt, err := kdcops.ParseKeytab(cur.Data, kdcops.KeytabOptions{KeepKeys: true})
 			if err != nil {
@@ -66,17 +66,17 @@ func (r *Rotation) Finish(force bool) runbook.Runbook {
 			sum := sha256.Sum256([]byte("phase2 " + rot.ID))
 			v, err := r.Store.PutPending(ctx, r.Secret, only, hex.EncodeToString(sum[:20]))
 			if err != nil {
-				return runbook.Errorf("%s", err)
+				return storeResult(err, "%s", err)
 			}
 			if err := r.Store.Promote(ctx, r.Secret, v.ID); err != nil {
-				return runbook.Errorf("%s", err)
+				return storeResult(err, "%s", err)
 			}
 			return runbook.Passf("version %s with kvno %d only is current", v.ID, rot.NewKVNO)
 		}},
 		{ID: StepPhase2Keytb, Title: "keytab file holds the new kvno only", Needs: []string{StepPhase2Store}, Run: func(context.Context, *runbook.State) runbook.Result {
 			backup := BackupPath(r.Keytab, rot.OldKVNO) + ".phase1"
 			if err := publish(r.Keytab, r.Principal, only, backup); err != nil {
-				return runbook.Errorf("write %s: %s", r.Keytab, describe(err))
+				return runbook.Usagef("write %s: %s", r.Keytab, describe(err))
 			}
 			return runbook.Passf("%s holds kvno %d only; the phase-1 file is %s", r.Keytab, rot.NewKVNO, backup)
 		}},
@@ -85,7 +85,7 @@ func (r *Rotation) Finish(force bool) runbook.Runbook {
 				x.Outcome, x.Phase = ledger.Succeeded, ledger.Phase2
 				return nil
 			}); err != nil {
-				return runbook.Errorf("ledger: %s", err)
+				return ledgerResult(err, "ledger: %s", err)
 			}
 			return runbook.Passf("rotation %s of %s complete", rot.ID, r.Principal)
 		}},

@@ -29,6 +29,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/types"
 
 	"github.com/krbops/krbops/internal/durable"
+	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/ledger"
 	"github.com/krbops/krbops/runbook"
@@ -217,6 +218,9 @@ func readKeytab(path, principal string) ([]kdcops.KeytabEntry, *kdcops.Keytab, e
 func (r *Rotation) stepKeytab(ctx context.Context, _ *runbook.State) runbook.Result {
 	ents, _, err := readKeytab(r.Keytab, r.Principal)
 	if err != nil {
+		if isFileError(err) {
+			return runbook.Usagef("--keytab %s: %s", r.Keytab, describe(err)).WithHint("pass --keytab with the principal's current keytab")
+		}
 		return runbook.Failf("%s", err).WithHint("pass --keytab with the principal's current keytab")
 	}
 	res, err := r.kdc().Check(ctx, ents)
@@ -264,14 +268,14 @@ func (r *Rotation) stepKeytab(ctx context.Context, _ *runbook.State) runbook.Res
 func (r *Rotation) stepKpasswd(ctx context.Context, _ *runbook.State) runbook.Result {
 	if r.Backend != BackendKpasswd {
 		if _, err := os.Stat(r.AdminKeytab); err != nil {
-			return runbook.Failf("--admin-keytab %s: %s", r.AdminKeytab, describe(err)).WithHint("pass the admin principal's keytab")
+			return runbook.Usagef("--admin-keytab %s: %s", r.AdminKeytab, describe(err)).WithHint("pass the admin principal's keytab")
 		}
 	}
 	server, err := r.kdc().ChangeServer(ctx, r.Backend)
 	var se *setupError
 	switch {
 	case errors.As(err, &se):
-		return runbook.Failf("%s", se.msg).WithHint("%s", se.hint)
+		return runbook.Usagef("%s", se.msg).WithHint("%s", se.hint)
 	case err != nil:
 		return runbook.Errorf("%s", err).WithHint("check kadmind is running and reachable; nothing was changed")
 	}
@@ -280,7 +284,7 @@ func (r *Rotation) stepKpasswd(ctx context.Context, _ *runbook.State) runbook.Re
 
 func (r *Rotation) stepStore(ctx context.Context, _ *runbook.State) runbook.Result {
 	if err := r.Store.Check(ctx, r.Secret); err != nil {
-		return runbook.Errorf("%s", err).WithHint("fix the secret store's access before rotating; nothing was changed")
+		return storeResult(err, "%s", err).WithHint("fix the secret store's access before rotating; nothing was changed")
 	}
 	return runbook.Passf("secret %s can be written", r.Secret)
 }
@@ -288,7 +292,7 @@ func (r *Rotation) stepStore(ctx context.Context, _ *runbook.State) runbook.Resu
 func (r *Rotation) stepAllowlist(context.Context, *runbook.State) runbook.Result {
 	b, err := os.ReadFile(r.Allowlist)
 	if err != nil {
-		return runbook.Failf("--allowlist %s: %s", r.Allowlist, describe(err)).WithHint("pass the file of clusters cleared for rotation, one per line")
+		return runbook.Usagef("--allowlist %s: %s", r.Allowlist, describe(err)).WithHint("pass the file of clusters cleared for rotation, one per line")
 	}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
@@ -305,7 +309,7 @@ func (r *Rotation) stepRate(ctx context.Context, _ *runbook.State) runbook.Resul
 	since := r.now().Add(-r.Window)
 	n, err := r.Ledger.CountSince(ctx, r.Cluster, string(r.Role), since)
 	if err != nil {
-		return runbook.Errorf("ledger: %s", err).WithHint("check the ledger file")
+		return ledgerResult(err, "ledger: %s", err).WithHint("check the ledger file")
 	}
 	ev := runbook.Evidence{"count": n, "max": r.MaxPerWindow, "window": r.Window.String()}
 	if n >= r.MaxPerWindow {
@@ -318,7 +322,7 @@ func (r *Rotation) stepRate(ctx context.Context, _ *runbook.State) runbook.Resul
 func (r *Rotation) stepLastLogin(context.Context, *runbook.State) runbook.Result {
 	at, found, err := LastLogin(r.KDCLog, r.Principal, r.runStart)
 	if err != nil {
-		return runbook.Failf("--kdc-log: %s", describe(err)).WithHint("pass the KDC log (MIT krb5kdc format) that records the principal's logins")
+		return runbook.Usagef("--kdc-log: %s", describe(err)).WithHint("pass the KDC log (MIT krb5kdc format) that records the principal's logins")
 	}
 	if !found {
 		return runbook.Passf("no login of %s in %s: no TGT to outlive", r.Principal, r.KDCLog)
@@ -343,18 +347,18 @@ func (r *Rotation) stepLock(ctx context.Context, _ *runbook.State) runbook.Resul
 			// The crash came between ledger.Start and the journal update.
 			open, err := r.Ledger.List(ctx, ledger.Filter{Principal: r.Principal, Outcome: ledger.InProgress, Limit: 1})
 			if err != nil {
-				return runbook.Errorf("ledger: %s", err)
+				return ledgerResult(err, "ledger: %s", err)
 			}
 			if len(open) == 0 {
 				rot, err := r.startLedger(ctx, j)
 				if err != nil {
-					return runbook.Errorf("ledger: %s", err)
+					return ledgerResult(err, "ledger: %s", err)
 				}
 				open = append(open, rot)
 			}
 			j.LedgerID = open[0].ID
 			if err := j.save(r.JournalDir, r.now()); err != nil {
-				return runbook.Errorf("journal: %s", err).WithHint("make --journal-dir writable, then rotate --resume")
+				return runbook.Usagef("journal: %s", err).WithHint("make --journal-dir writable, then rotate --resume")
 			}
 		}
 		return runbook.Passf("resuming rotation %s of %s from state %s", j.ID, r.Principal, j.State).
@@ -374,7 +378,7 @@ func (r *Rotation) stepLock(ctx context.Context, _ *runbook.State) runbook.Resul
 	// Journal first: a lock or ledger record without a journal could
 	// only be cleared by hand.
 	if err := j.save(r.JournalDir, r.now()); err != nil {
-		return runbook.Errorf("journal: %s", err).WithHint("make --journal-dir writable; nothing was changed")
+		return runbook.Usagef("journal: %s", err).WithHint("make --journal-dir writable; nothing was changed")
 	}
 	if _, err := r.Ledger.Lock(ctx, r.Principal, r.holder(j), lockTTL); err != nil {
 		_ = removeJournal(r.JournalDir, r.Principal)
@@ -388,11 +392,11 @@ func (r *Rotation) stepLock(ctx context.Context, _ *runbook.State) runbook.Resul
 			return runbook.Failf("%s already has an open rotation in the ledger", r.Principal).
 				WithHint("finish it first: krbops rotate status, then rotate finish (servers) or rotate --resume")
 		}
-		return runbook.Errorf("ledger: %s", err)
+		return ledgerResult(err, "ledger: %s", err)
 	}
 	j.LedgerID = rot.ID
 	if err := j.save(r.JournalDir, r.now()); err != nil {
-		return runbook.Errorf("journal: %s", err).WithHint("make --journal-dir writable, then rotate --resume")
+		return runbook.Usagef("journal: %s", err).WithHint("make --journal-dir writable, then rotate --resume")
 	}
 	return runbook.Passf("locked %s for rotation %s", r.Principal, j.ID).With(runbook.Evidence{"ledger_id": rot.ID})
 }
@@ -423,7 +427,7 @@ func (r *Rotation) saveJournal(s State) error {
 }
 
 func journalError(err error) runbook.Result {
-	return runbook.Errorf("journal: %s", err).WithHint("make --journal-dir writable, then krbops rotate --resume")
+	return runbook.Usagef("journal: %s", err).WithHint("make --journal-dir writable, then krbops rotate --resume")
 }
 
 func (r *Rotation) stepCreate(context.Context, *runbook.State) runbook.Result {
@@ -475,14 +479,14 @@ func (r *Rotation) stepPutPending(ctx context.Context, _ *runbook.State) runbook
 			return runbook.Errorf("%s", err)
 		}
 		if _, err := r.Store.Seed(ctx, r.Secret, data, j.SeedToken); err != nil && !errors.Is(err, secretstore.ErrConflict) {
-			return runbook.Errorf("seed the secret store: %s", err).WithHint("fix the store, then krbops rotate --resume; the KDC is unchanged")
+			return storeResult(err, "seed the secret store: %s", err).WithHint("fix the store, then krbops rotate --resume; the KDC is unchanged")
 		}
 	} else if err != nil {
-		return runbook.Errorf("%s", err).WithHint("fix the store, then krbops rotate --resume; the KDC is unchanged")
+		return storeResult(err, "%s", err).WithHint("fix the store, then krbops rotate --resume; the KDC is unchanged")
 	}
 	v, err := r.Store.PutPending(ctx, r.Secret, j.Pending, j.Token)
 	if err != nil {
-		return runbook.Errorf("store the pending keytab: %s", err).WithHint("fix the store, then krbops rotate --resume; the KDC is unchanged")
+		return storeResult(err, "store the pending keytab: %s", err).WithHint("fix the store, then krbops rotate --resume; the KDC is unchanged")
 	}
 	j.PendingVersion = v.ID
 	if err := r.saveJournal(StateStored); err != nil {
@@ -610,7 +614,7 @@ func (r *Rotation) stepPromote(ctx context.Context, _ *runbook.State) runbook.Re
 		return runbook.Passf("version %s already current", j.PendingVersion)
 	}
 	if err := r.Store.Promote(ctx, r.Secret, j.PendingVersion); err != nil {
-		return runbook.Errorf("promote %s: %s", j.PendingVersion, err).WithHint("the KDC uses the new key and the store has it as pending: fix the store, then krbops rotate --resume")
+		return storeResult(err, "promote %s: %s", j.PendingVersion, err).WithHint("the KDC uses the new key and the store has it as pending: fix the store, then krbops rotate --resume")
 	}
 	if err := r.saveJournal(StatePromoted); err != nil {
 		return journalError(err)
@@ -663,7 +667,7 @@ func (r *Rotation) stepPublish(context.Context, *runbook.State) runbook.Result {
 	}
 	backup := BackupPath(r.Keytab, j.OldKVNO)
 	if err := publish(r.Keytab, r.Principal, j.Pending, backup); err != nil {
-		return runbook.Errorf("write %s: %s", r.Keytab, describe(err)).WithHint("the store's current version is the new keytab; fix the path, then krbops rotate --resume")
+		return runbook.Usagef("write %s: %s", r.Keytab, describe(err)).WithHint("the store's current version is the new keytab; fix the path, then krbops rotate --resume")
 	}
 	if err := r.saveJournal(StatePublished); err != nil {
 		return journalError(err)
@@ -688,27 +692,56 @@ func (r *Rotation) stepLedger(ctx context.Context, _ *runbook.State) runbook.Res
 	}
 	cur, err := r.Ledger.Get(ctx, j.LedgerID)
 	if err != nil {
-		return runbook.Errorf("ledger: %s", err)
+		return ledgerResult(err, "ledger: %s", err)
 	}
 	if cur.Outcome != outcome {
 		if _, err := r.Ledger.Update(ctx, j.LedgerID, func(rot *ledger.Rotation) error {
 			rot.Outcome, rot.NewKVNO, rot.OldKVNO = outcome, j.NewKVNO, j.OldKVNO
 			return nil
 		}); err != nil {
-			return runbook.Errorf("ledger: %s", err).WithHint("the rotation itself is complete; krbops rotate --resume records it")
+			return ledgerResult(err, "ledger: %s", err).WithHint("the rotation itself is complete; krbops rotate --resume records it")
 		}
 	}
 	if err := r.Ledger.Unlock(ctx, r.Principal, r.holder(j)); err != nil {
-		return runbook.Errorf("ledger unlock: %s", err)
+		return ledgerResult(err, "ledger unlock: %s", err)
 	}
 	if err := removeJournal(r.JournalDir, r.Principal); err != nil {
-		return runbook.Errorf("remove the journal: %s", err)
+		return runbook.Usagef("remove the journal: %s", err)
 	}
 	if j.Role == Server {
 		return runbook.Passf("phase 1 done: kvno %d and %d published; run rotate finish after %s", j.OldKVNO, j.NewKVNO, r.TicketLifetime).
 			With(runbook.Evidence{"outcome": string(outcome), "phase2_after": r.now().Add(r.TicketLifetime).UTC().Format(time.RFC3339)})
 	}
 	return runbook.Passf("rotated %s from kvno %d to %d", r.Principal, j.OldKVNO, j.NewKVNO).With(runbook.Evidence{"outcome": string(outcome)})
+}
+
+// storeResult is an error result for a secret-store failure, classed by
+// the store: a local problem (a missing or insecure file-store directory,
+// missing credentials) exits 2, a store that refused or failed exits 3.
+func storeResult(err error, format string, a ...any) runbook.Result {
+	r := runbook.Errorf(format, a...)
+	if c := fault.ClassOf(err); c == fault.Usage || c == fault.Unreachable || c == fault.CheckFailed {
+		r.Class = c
+	}
+	return r
+}
+
+// ledgerResult is an error result for a ledger failure. The bbolt ledger
+// is a local file, so what it cannot do is local input (exit 2) unless the
+// ledger said otherwise.
+func ledgerResult(err error, format string, a ...any) runbook.Result {
+	r := runbook.Usagef(format, a...)
+	if c := fault.ClassOf(err); c == fault.Unreachable || c == fault.CheckFailed {
+		r.Class = c
+	}
+	return r
+}
+
+// isFileError reports whether err is the file system's (missing,
+// unreadable), not the content's.
+func isFileError(err error) bool {
+	var pe *fs.PathError
+	return errors.As(err, &pe)
 }
 
 func describe(err error) string {
