@@ -31,6 +31,20 @@ type Fault func(step string) error
 // TempPrefix, for the caller's clean-up. perm is applied to the temp file
 // before the rename, so the final file never exists with a wider mode.
 func WriteFile(path string, data []byte, perm os.FileMode, fault Fault) (err error) {
+	return write(path, data, &Attrs{Mode: perm, UID: -1, GID: -1}, fault)
+}
+
+// WriteFileAs is WriteFile for a file that must come back exactly as it
+// was to the programs that read it: the new file gets a's owner, group,
+// mode and extended attributes (ACLs, SELinux label) before it replaces
+// the old one, so a service never sees its keytab, even for an instant,
+// with an owner or mode it cannot read. Use [ReadAttrs] for a and
+// [CanReproduce] before anything irreversible.
+func WriteFileAs(path string, data []byte, a Attrs, fault Fault) error {
+	return write(path, data, &a, fault)
+}
+
+func write(path string, data []byte, a *Attrs, fault Fault) (err error) {
 	step := func(name string) error {
 		if fault == nil {
 			return nil
@@ -56,10 +70,8 @@ func WriteFile(path string, data []byte, perm os.FileMode, fault Fault) (err err
 			os.Remove(tmp)
 		}
 	}()
-	if perm != 0o600 {
-		if err = f.Chmod(perm); err != nil {
-			return err
-		}
+	if err = applyAttrs(f, a); err != nil {
+		return err
 	}
 	if err = step("write"); err != nil {
 		return err
