@@ -239,3 +239,50 @@ func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	return truncate(s, 300)
 }
+
+// keyEnctypes are the enctypes a key change can give a principal that
+// krbops can derive keys for: the AES families, des3 and rc4.
+var keyEnctypes = []int32{18, 17, 20, 19, 16, 23}
+
+// KDCKeys asks the KDC which enctypes and salts it holds for the
+// principal now, one AS-REQ without pre-authentication per enctype (the
+// KDC's ETYPE-INFO2 answers for the current kvno). A rotation asks again
+// after the key change: MIT gives a changed password the realm's
+// supported_enctypes with the normal salt, whatever the old keys were.
+func (c *OnlineClient) KDCKeys(ctx context.Context, realm string, components []string) ([]KDCKey, error) {
+	cname := types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: components}
+	var out []KDCKey
+	for _, et := range keyEnctypes {
+		key, has, err := c.probeEnctype(ctx, realm, cname, et)
+		if err != nil {
+			return nil, err
+		}
+		if has {
+			out = append(out, key)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("the KDC reports no key of %s that krbops can derive", unparsePrincipal(components, realm))
+	}
+	return out, nil
+}
+
+// SameKeys reports whether a and b list the same (enctype, salt) pairs,
+// in any order.
+func SameKeys(a, b []KDCKey) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	seen := map[KDCKey]int{}
+	for _, k := range a {
+		seen[KDCKey{Enctype: k.Enctype, Salt: k.Salt}]++
+	}
+	for _, k := range b {
+		kk := KDCKey{Enctype: k.Enctype, Salt: k.Salt}
+		if seen[kk] == 0 {
+			return false
+		}
+		seen[kk]--
+	}
+	return true
+}

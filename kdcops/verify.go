@@ -178,6 +178,17 @@ type APResult struct {
 	Held        bool     // the ticket's kvno is among them
 	Decrypted   bool     // a key of that kvno and enctype decrypted the ticket
 	Client      string   // cname inside the decrypted ticket
+	// StartTime and EndTime are the decrypted ticket's validity.
+	StartTime, EndTime time.Time
+}
+
+// Lifetime is how long the decrypted ticket was issued for; zero when it
+// was not decrypted.
+func (r APResult) Lifetime() time.Duration {
+	if !r.Decrypted || r.EndTime.IsZero() {
+		return 0
+	}
+	return r.EndTime.Sub(r.StartTime)
 }
 
 // DecryptTicket decrypts a service ticket with a server keytab's entries
@@ -203,6 +214,10 @@ func DecryptTicket(tkt messages.Ticket, server []KeytabEntry) APResult {
 		}
 		res.Decrypted = true
 		res.Client = unparsePrincipal(part.CName.NameString, part.CRealm)
+		res.StartTime, res.EndTime = part.StartTime, part.EndTime
+		if res.StartTime.IsZero() {
+			res.StartTime = part.AuthTime
+		}
 		break
 	}
 	return res

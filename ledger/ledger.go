@@ -71,6 +71,16 @@ type Rotation struct {
 	NewKVNO       uint32  `json:"new_kvno,omitempty"`
 	Phase         Phase   `json:"phase,omitempty"`
 	Outcome       Outcome `json:"outcome"`
+	// JournalID and PendingSHA256 bind the record to the local journal
+	// that drives the rotation and to the pending keytab it created (a
+	// SHA-256 of the keytab file: it identifies the keys without
+	// revealing them). rotate --resume refuses a journal that does not
+	// match its record.
+	JournalID     string `json:"journal_id,omitempty"`
+	PendingSHA256 string `json:"pending_sha256,omitempty"`
+	// Phase2Wait is how long phase 2 must wait after phase 1: the longest
+	// ticket lifetime the KDC issued when the rotation started.
+	Phase2Wait time.Duration `json:"phase2_wait_ns,omitempty"`
 	// Message is a one-line reason for a failure or an abort. It must
 	// never hold a password or key.
 	Message    string    `json:"message,omitempty"`

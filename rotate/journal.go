@@ -1,9 +1,12 @@
 package rotate
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -69,12 +72,22 @@ type Journal struct {
 	SeedToken string `json:"seed_token,omitempty"`
 	// Password is needed to repeat the key change after a crash; it is
 	// dropped once the change is tested.
-	Password       string    `json:"password,omitempty"`
-	Pending        []byte    `json:"pending,omitempty"` // the pending keytab
-	PendingVersion string    `json:"pending_version,omitempty"`
-	State          State     `json:"state"`
-	Started        time.Time `json:"started"`
-	Updated        time.Time `json:"updated"`
+	Password       string `json:"password,omitempty"`
+	Pending        []byte `json:"pending,omitempty"` // the pending keytab
+	PendingVersion string `json:"pending_version,omitempty"`
+	// CreatedSHA is the SHA-256 of the pending keytab as create.keys made
+	// it, also in the ledger record: the two must agree on resume.
+	CreatedSHA string `json:"created_sha256,omitempty"`
+	// Rekeyed: after the key change the KDC reported other enctypes or
+	// salts than before, and the pending keytab was derived again.
+	Rekeyed bool `json:"rekeyed,omitempty"`
+	// Backup is the file finish.keytab saved the old keytab to, once made.
+	Backup string `json:"backup,omitempty"`
+	// Phase2Wait is how long phase 2 must wait (see Rotation.Phase2Wait).
+	Phase2Wait time.Duration `json:"phase2_wait_ns,omitempty"`
+	State      State         `json:"state"`
+	Started    time.Time     `json:"started"`
+	Updated    time.Time     `json:"updated"`
 }
 
 // String keeps the password and keytab out of fmt and loggers.
@@ -92,14 +105,37 @@ func JournalPath(dir, principal string) string {
 	return filepath.Join(dir, url.PathEscape(principal)+".json")
 }
 
-// LoadJournal reads the journal of principal; ErrNoJournal when none.
+// maxJournalSize bounds what LoadJournal reads: a journal holds one
+// pending keytab (at most secretstore.MaxDataSize) and a few fields.
+const maxJournalSize = 1 << 20
+
+// LoadJournal reads the journal of principal; ErrNoJournal when none. The
+// directory and the file must be this user's and private (see
+// durable.TrustDir, TrustFile): a journal steers a key change, so one that
+// another user could have written is refused (an error wrapping
+// durable.ErrUntrusted), never read.
 func LoadJournal(dir, principal string) (*Journal, error) {
-	b, err := os.ReadFile(JournalPath(dir, principal))
-	if errors.Is(err, fs.ErrNotExist) {
+	path := JournalPath(dir, principal)
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrNoJournal
 	}
+	if err := CheckJournalDir(dir); err != nil {
+		return nil, err
+	}
+	if err := durable.TrustFile(path, true); err != nil {
+		return nil, fmt.Errorf("rotation journal %w", err)
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read the rotation journal: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxJournalSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read the rotation journal: %w", err)
+	}
+	if len(b) > maxJournalSize {
+		return nil, fmt.Errorf("rotation journal %s is larger than %d bytes: not a krbops journal", path, maxJournalSize)
 	}
 	var j Journal
 	if err := json.Unmarshal(b, &j); err != nil {
@@ -111,6 +147,15 @@ func LoadJournal(dir, principal string) (*Journal, error) {
 	return &j, nil
 }
 
+// CheckJournalDir refuses a journal directory another user could write
+// to. A missing directory is fine: save creates it 0700.
+func CheckJournalDir(dir string) error {
+	if err := durable.TrustDir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("journal directory %w", err)
+	}
+	return nil
+}
+
 // ListJournals returns every journal in dir.
 func ListJournals(dir string) ([]*Journal, error) {
 	ents, err := os.ReadDir(dir)
@@ -118,6 +163,9 @@ func ListJournals(dir string) ([]*Journal, error) {
 		return nil, nil
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := CheckJournalDir(dir); err != nil {
 		return nil, err
 	}
 	var out []*Journal
@@ -150,6 +198,9 @@ func (j *Journal) save(dir string, now time.Time) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create the journal directory: %w", err)
 	}
+	if err := CheckJournalDir(dir); err != nil {
+		return err
+	}
 	return durable.WriteFile(JournalPath(dir, j.Principal), b, 0o600, nil)
 }
 
@@ -165,4 +216,11 @@ func firstWords(s string) string {
 		return s[:120]
 	}
 	return s
+}
+
+// keytabSHA is the fingerprint of a pending keytab that binds journal,
+// ledger record and store version together.
+func keytabSHA(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

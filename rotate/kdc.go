@@ -31,6 +31,9 @@ type KDC interface {
 	// Login logs in with one principal's entries, newest kvno first and
 	// one kvno at a time; nil and no error when the KDC rejects them all.
 	Login(ctx context.Context, entries []kdcops.KeytabEntry) (*kdcops.Session, error)
+	// Keys asks which enctypes and salts the KDC holds for the principal
+	// now (ETYPE-INFO2, no credentials needed).
+	Keys(ctx context.Context, realm string, components []string) ([]kdcops.KDCKey, error)
 	// ServiceTicket asks for a ticket to sname with a session's TGT.
 	ServiceTicket(ctx context.Context, s *kdcops.Session, sname types.PrincipalName) (messages.Ticket, error)
 	// ChangeServer reports which server of backend (kpasswd or kadmind)
@@ -77,6 +80,10 @@ func (k *onlineKDC) Check(ctx context.Context, entries []kdcops.KeytabEntry) (*k
 func (k *onlineKDC) Login(ctx context.Context, entries []kdcops.KeytabEntry) (*kdcops.Session, error) {
 	sess, _, err := k.client.LoginPerKVNO(ctx, entries)
 	return sess, err
+}
+
+func (k *onlineKDC) Keys(ctx context.Context, realm string, components []string) ([]kdcops.KDCKey, error) {
+	return k.client.KDCKeys(ctx, realm, components)
 }
 
 func (k *onlineKDC) ServiceTicket(ctx context.Context, s *kdcops.Session, sname types.PrincipalName) (messages.Ticket, error) {

@@ -2,7 +2,11 @@ package rotate
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strconv"
@@ -14,21 +18,66 @@ import (
 //	... AS_REQ (2 etypes {...}) 127.0.0.1: ISSUE: authtime 1763900000, etypes {...}, alice@R for krbtgt/R@R
 var asReqIssue = regexp.MustCompile(`AS_REQ .*ISSUE: authtime (\d+), .*\}, (\S+) for krbtgt/`)
 
-// LastLogin returns the authtime of principal's last TGT in an MIT KDC
-// log issued before before. Logins at or after before are krbops' own
-// checks of this run, which give the service no ticket. found is false
-// when the log has none.
-func LastLogin(path, principal string, before time.Time) (t time.Time, found bool, err error) {
+// asReq is the cheap test before the regexp: most lines of a KDC log are
+// TGS_REQ.
+var asReq = []byte("AS_REQ")
+
+// maxLogLine bounds one log line; a longer one is not a KDC's and is
+// passed over, not buffered without end.
+const maxLogLine = 1 << 20
+
+// LastLogin returns the authtime of principal's last TGT in MIT KDC logs
+// issued before before. Each path may be a live log, a rotated one
+// (kdc.log.1) or a gzipped one (kdc.log.2.gz, recognised by its magic
+// bytes, not its name); the newest login over all of them counts. Logins
+// at or after before are krbops' own checks of this run, which give the
+// service no ticket. found is false when no log has one.
+func LastLogin(paths []string, principal string, before time.Time) (t time.Time, found bool, err error) {
+	cut := before.Truncate(time.Second)
+	for _, path := range paths {
+		at, ok, err := lastLoginIn(path, principal, cut)
+		if err != nil {
+			return time.Time{}, false, err
+		}
+		if ok && (!found || at.After(t)) {
+			t, found = at, true
+		}
+	}
+	return t, found, nil
+}
+
+func lastLoginIn(path, principal string, cut time.Time) (t time.Time, found bool, err error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	if !fi.Mode().IsRegular() {
+		// A FIFO would block the read for ever; a device has no end.
+		return time.Time{}, false, fmt.Errorf("%s is not a regular file", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return time.Time{}, false, err
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	cut := before.Truncate(time.Second)
+	br := bufio.NewReader(f)
+	var r io.Reader = br
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return time.Time{}, false, fmt.Errorf("%s: %w", path, err)
+		}
+		defer zr.Close()
+		r = zr
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), maxLogLine)
 	for sc.Scan() {
-		m := asReqIssue.FindSubmatch(sc.Bytes())
+		line := sc.Bytes()
+		if !bytes.Contains(line, asReq) {
+			continue
+		}
+		m := asReqIssue.FindSubmatch(line)
 		if m == nil || string(m[2]) != principal {
 			continue
 		}
@@ -45,6 +94,9 @@ func LastLogin(path, principal string, before time.Time) (t time.Time, found boo
 		}
 	}
 	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return time.Time{}, false, fmt.Errorf("%s has a line longer than %d bytes: not a KDC log", path, maxLogLine)
+		}
 		return time.Time{}, false, fmt.Errorf("read %s: %w", path, err)
 	}
 	return t, found, nil

@@ -31,8 +31,11 @@ func (r *Rotation) Finish(force bool) runbook.Runbook {
 				return runbook.Failf("%s has no server rotation waiting for phase 2", r.Principal).WithHint("krbops rotate status lists the open rotations")
 			}
 			rot = open[0]
-			ready := rot.Phase1Done.Add(r.TicketLifetime)
-			ev := runbook.Evidence{"phase1_done": rot.Phase1Done.UTC().Format(time.RFC3339), "ready_at": ready.UTC().Format(time.RFC3339)}
+			// The wait is the longest lifetime the KDC issued when phase 1
+			// began (recorded in the ledger), never less than configured.
+			wait := max(rot.Phase2Wait, r.TicketLifetime)
+			ready := rot.Phase1Done.Add(wait)
+			ev := runbook.Evidence{"phase1_done": rot.Phase1Done.UTC().Format(time.RFC3339), "ready_at": ready.UTC().Format(time.RFC3339), "wait": wait.String()}
 			if left := ready.Sub(r.now()); left > 0 {
 				if !force {
 					return runbook.Failf("phase 1 ended %s ago; tickets under kvno %d may live %s more", r.now().Sub(rot.Phase1Done).Round(time.Second), rot.OldKVNO, left.Round(time.Second)).
@@ -40,7 +43,7 @@ func (r *Rotation) Finish(force bool) runbook.Runbook {
 				}
 				return runbook.Warnf("--force: tickets under kvno %d may live %s more and will fail", rot.OldKVNO, left.Round(time.Second)).With(ev)
 			}
-			return runbook.Passf("phase 1 ended %s ago, beyond the %s ticket lifetime", r.now().Sub(rot.Phase1Done).Round(time.Second), r.TicketLifetime).With(ev)
+			return runbook.Passf("phase 1 ended %s ago, beyond the %s ticket lifetime", r.now().Sub(rot.Phase1Done).Round(time.Second), wait).With(ev)
 		}},
 		{ID: StepPhase2Store, Title: "new-kvno-only keytab current in the store", Needs: []string{StepPhase2Wait}, Run: func(ctx context.Context, _ *runbook.State) runbook.Result {
 			cur, err := r.Store.Get(ctx, r.Secret, secretstore.StageCurrent)
@@ -74,8 +77,8 @@ func (r *Rotation) Finish(force bool) runbook.Runbook {
 			return runbook.Passf("version %s with kvno %d only is current", v.ID, rot.NewKVNO)
 		}},
 		{ID: StepPhase2Keytb, Title: "keytab file holds the new kvno only", Needs: []string{StepPhase2Store}, Run: func(context.Context, *runbook.State) runbook.Result {
-			backup := BackupPath(r.Keytab, rot.OldKVNO) + ".phase1"
-			if err := publish(r.Keytab, r.Principal, only, backup); err != nil {
+			backup, err := publish(r.Keytab, r.Principal, only, BackupPath(r.Keytab, rot.OldKVNO)+".phase1", "", nil)
+			if err != nil {
 				return runbook.Usagef("write %s: %s", r.Keytab, describe(err))
 			}
 			return runbook.Passf("%s holds kvno %d only; the phase-1 file is %s", r.Keytab, rot.NewKVNO, backup)

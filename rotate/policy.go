@@ -1,6 +1,9 @@
 package rotate
 
 import (
+	"errors"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/krbops/krbops/kdcops"
@@ -47,4 +50,51 @@ func DefaultTicketLifetime(cfg *kdcops.Config) time.Duration {
 		return cfg.LibDefaults.TicketLifetime
 	}
 	return 24 * time.Hour
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but the
+// characters a principal or path usually has, so a hint's command can be
+// pasted as it is: a principal read from a keytab can carry $(…) or ;.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("@%+=:,./_-", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// BuiltinDeny are principals no rotation may touch, whatever the flags:
+// the realm's own keys. Changing krbtgt's key invalidates every ticket of
+// the realm; kadmin/*, changepw/* and kiprop/* are the admin and
+// propagation services, K/M the master key. There is no override.
+var BuiltinDeny = []string{"krbtgt/*", "kadmin/*", "K/M", "kiprop/*", "changepw/*"}
+
+// Denied returns the deny pattern principal matches, if any: a built-in
+// one or one of extra. A pattern is matched (path.Match syntax, case
+// insensitive, as AD's names are) against the principal's name without
+// its realm, and against the whole principal when it names a realm.
+func Denied(principal string, extra []string) (pattern string, denied bool) {
+	name, _ := kdcops.SplitPrincipal(principal)
+	for _, list := range [][]string{BuiltinDeny, extra} {
+		for _, p := range list {
+			subject := name
+			if strings.Contains(p, "@") {
+				subject = principal
+			}
+			if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(subject)); ok {
+				return p, true
+			}
+		}
+	}
+	return "", false
+}
+
+// ValidDenyPattern reports whether p is a pattern Denied can match with.
+func ValidDenyPattern(p string) error {
+	if strings.TrimSpace(p) == "" {
+		return errors.New("empty deny pattern")
+	}
+	_, err := path.Match(p, "")
+	return err
 }

@@ -83,7 +83,10 @@ func newRigShape(t *testing.T, role Role, backend, salt string, enctypes []int32
 	if err := os.Mkdir(g.store, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	for path, data := range map[string]string{g.allowlist: "# cleared\nc1\n", g.kdcLog: ""} {
+	// The principal logged in a minute ago: its TGT outlives the change.
+	login := fmt.Sprintf("Dec  1 12:00:00 kdc krb5kdc[1](info): AS_REQ (2 etypes {aes256-cts-hmac-sha1-96(18)}) 127.0.0.1: ISSUE: authtime %d, etypes {rep=aes256-cts-hmac-sha1-96(18), tkt=aes256-cts-hmac-sha1-96(18), ses=aes256-cts-hmac-sha1-96(18)}, %s for krbtgt/%s@%s\n",
+		time.Now().Add(-time.Minute).Unix(), g.principal, rigRealm, rigRealm)
+	for path, data := range map[string]string{g.allowlist: "# cleared\nc1\n", g.kdcLog: login} {
 		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 			t.Fatal(err)
 		}

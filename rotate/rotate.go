@@ -18,9 +18,11 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,11 +43,25 @@ import (
 // decrypts service tickets.
 type Role string
 
-// Roles.
+// Roles. A principal that both logs in and accepts tickets (a service
+// that also calls other services as itself) is Both: it gets the client's
+// last-login check and the server's two-phase timeline.
 const (
 	Client Role = "client"
 	Server Role = "server"
+	Both   Role = "both"
 )
+
+// LogsIn reports whether the principal logs in with its keytab: its last
+// TGT must outlive the key change.
+func (r Role) LogsIn() bool { return r == Client || r == Both }
+
+// Serves reports whether the principal decrypts service tickets: its
+// keytab must hold the old kvno until tickets under it expire (phase 2).
+func (r Role) Serves() bool { return r == Server || r == Both }
+
+// Valid reports whether r is a known role.
+func (r Role) Valid() bool { return r == Client || r == Server || r == Both }
 
 // Backends that change the key at the KDC.
 const (
@@ -125,12 +141,36 @@ type Rotation struct {
 	// AfterStep runs after each step (the test-only crash hook).
 	AfterStep func(id string)
 
+	// Deny lists principal patterns (path.Match syntax, on the name
+	// with or without the realm) that must never be rotated, on top of
+	// the built-in ones (see [Denied]).
+	Deny []string
+	// NoLoginRecordOK lets a client rotate when the KDC logs hold no
+	// login of it (a new principal, logs kept elsewhere): without it the
+	// last-login check fails closed.
+	NoLoginRecordOK bool
+	// KDCLogs are the KDC logs the last-login check reads (MIT krb5kdc
+	// format; rotated and .gz files too). KDCLog, when set, is one more.
+	KDCLogs []string
+
 	// run state
 	runStart  time.Time
 	journal   *Journal
 	current   []kdcops.KeytabEntry // --keytab's entries of the principal at the KDC's kvno
 	preTicket *messages.Ticket     // a server's ticket issued before the change
 	resume    bool
+	// preflightKVNO is the KDC's kvno preflight.keytab saw; the plan is
+	// made again under the lock and refused if the KDC moved meanwhile.
+	preflightKVNO uint32
+	// issued is the longest lifetime the KDC gave the tickets of
+	// preflight (TGT, service ticket): phase 2 waits at least that long.
+	issued time.Duration
+	// tgtLifetime is the lifetime of the TGT the KDC issued the principal
+	// in preflight: how long a client's last login keeps it logged in.
+	tgtLifetime time.Duration
+	// keytabAttrs are --keytab's owner, group, mode and xattrs, which the
+	// published file keeps.
+	keytabAttrs durable.Attrs
 }
 
 func (r *Rotation) now() time.Time {
@@ -177,7 +217,7 @@ func (r *Rotation) Runbook(resume bool, j *Journal) runbook.Runbook {
 	if !resume {
 		add(StepAllowlist, "cluster in allowlist", r.stepAllowlist)
 		add(StepRate, "rate limit of (cluster, role)", r.stepRate)
-		if r.Role == Client {
+		if r.Role.LogsIn() {
 			add(StepLastLogin, "last login leaves TGT lifetime", r.stepLastLogin)
 		}
 	}
@@ -216,6 +256,20 @@ func readKeytab(path, principal string) ([]kdcops.KeytabEntry, *kdcops.Keytab, e
 }
 
 func (r *Rotation) stepKeytab(ctx context.Context, _ *runbook.State) runbook.Result {
+	// The published keytab must come back exactly as its service reads it:
+	// refuse now, before the KDC changes, if this process cannot do that.
+	attrs, err := durable.ReadAttrs(r.Keytab)
+	if err != nil {
+		if errors.Is(err, durable.ErrNotPrivate) {
+			return runbook.Usagef("--keytab %s", describe(err)).WithHint("pass the keytab file itself, not a link to it")
+		}
+		return runbook.Usagef("--keytab %s: %s", r.Keytab, describe(err)).WithHint("pass --keytab with the principal's current keytab")
+	}
+	if err := durable.CanReplace(r.Keytab, attrs); err != nil {
+		return runbook.Usagef("--keytab %s: %s", r.Keytab, describe(err)).
+			WithHint("run krbops as root or as the keytab's owner, so the rewritten keytab keeps its owner, group and mode; nothing was changed")
+	}
+	r.keytabAttrs = attrs
 	ents, _, err := readKeytab(r.Keytab, r.Principal)
 	if err != nil {
 		if isFileError(err) {
@@ -243,27 +297,46 @@ func (r *Rotation) stepKeytab(ctx context.Context, _ *runbook.State) runbook.Res
 		return runbook.Failf("the keytab holds no working key at the KDC's kvno %d", res.KDCKVNO).WithHint("repair the keytab first (krbops verify)")
 	}
 	r.current = kdcops.AtKVNO(ents, res.KDCKVNO)
-	r.journal = &Journal{OldKVNO: res.KDCKVNO, NewKVNO: res.KDCKVNO + 1, KDCKeys: res.KDCKeys}
-	if r.Role == Server {
-		// A ticket issued now, under the old kvno, must still decrypt with
-		// the phase-1 keytab: test proves it.
-		sess, err := r.kdc().Login(ctx, r.current)
-		if err != nil || sess == nil {
-			return runbook.Errorf("login as %s for a pre-rotation service ticket failed", r.Principal).WithHint("check that the KDC answers")
+	r.preflightKVNO = res.KDCKVNO
+	ev := runbook.Evidence{"kdc_kvno": res.KDCKVNO, "new_kvno": res.KDCKVNO + 1}
+	// The lifetimes the KDC really issues decide phase 2's wait: a
+	// krb5.conf on the operator's host says what it asks for, not what
+	// the KDC grants.
+	sess, err := r.kdc().Login(ctx, r.current)
+	if err != nil || sess == nil {
+		return runbook.Errorf("login as %s to measure ticket lifetimes failed", r.Principal).WithHint("check that the KDC answers")
+	}
+	r.issued, r.tgtLifetime = sess.Lifetime(), sess.Lifetime()
+	ev["tgt_lifetime"] = r.issued.String()
+	tkt, err := r.kdc().ServiceTicket(ctx, sess, types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: r.components()})
+	switch {
+	case err == nil:
+		if ap := kdcops.DecryptTicket(tkt, r.current); ap.Decrypted {
+			ev["ticket_lifetime"] = ap.Lifetime().String()
+			r.issued = max(r.issued, ap.Lifetime())
 		}
-		tkt, err := r.kdc().ServiceTicket(ctx, sess, types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: r.components()})
-		if err != nil {
-			return runbook.Errorf("service ticket for %s: %s", r.Principal, err).WithHint("the principal must be usable as a service")
-		}
+		// A ticket issued now, under the old kvno, must still decrypt
+		// with the phase-1 keytab: test proves it.
 		r.preTicket = &tkt
+	case r.Role.Serves():
+		return runbook.Errorf("service ticket for %s: %s", r.Principal, err).WithHint("the principal must be usable as a service")
 	}
 	var ets []string
 	for _, k := range res.KDCKeys {
 		ets = append(ets, kdcops.EnctypeName(k.Enctype))
 	}
-	return runbook.Passf("kvno %d authenticates; keys %s", res.KDCKVNO, strings.Join(ets, ", ")).
-		With(runbook.Evidence{"kdc_kvno": res.KDCKVNO, "new_kvno": res.KDCKVNO + 1, "enctypes": ets})
+	ev["enctypes"] = ets
+	if !r.Role.Serves() {
+		r.preTicket = nil
+	}
+	return runbook.Passf("kvno %d authenticates; keys %s; the KDC issues tickets for %s", res.KDCKVNO, strings.Join(ets, ", "), r.issued.Round(time.Second)).
+		With(ev)
 }
+
+// Phase2Wait is how long phase 2 of a server rotation must wait after
+// phase 1: the longest ticket lifetime the KDC issued in preflight, and
+// never less than the configured lifetime.
+func (r *Rotation) Phase2Wait() time.Duration { return max(r.issued, r.TicketLifetime) }
 
 func (r *Rotation) stepKpasswd(ctx context.Context, _ *runbook.State) runbook.Result {
 	if r.Backend != BackendKpasswd {
@@ -319,16 +392,42 @@ func (r *Rotation) stepRate(ctx context.Context, _ *runbook.State) runbook.Resul
 	return runbook.Passf("%d of %d rotations of (%s, %s) in the last %s", n, r.MaxPerWindow, r.Cluster, r.Role, r.Window).With(ev)
 }
 
+// kdcLogs are the logs the last-login check reads.
+func (r *Rotation) kdcLogs() []string {
+	logs := append([]string(nil), r.KDCLogs...)
+	if r.KDCLog != "" && !slices.Contains(logs, r.KDCLog) {
+		logs = append(logs, r.KDCLog)
+	}
+	return logs
+}
+
 func (r *Rotation) stepLastLogin(context.Context, *runbook.State) runbook.Result {
-	at, found, err := LastLogin(r.KDCLog, r.Principal, r.runStart)
+	logs := r.kdcLogs()
+	if len(logs) == 0 {
+		return runbook.Usagef("no --kdc-log to read %s's last login from", r.Principal).
+			WithHint("pass --kdc-log (repeatable: every KDC's log, rotated and .gz files too)")
+	}
+	at, found, err := LastLogin(logs, r.Principal, r.runStart)
 	if err != nil {
-		return runbook.Usagef("--kdc-log: %s", describe(err)).WithHint("pass the KDC log (MIT krb5kdc format) that records the principal's logins")
+		return runbook.Usagef("--kdc-log: %s", describe(err)).WithHint("pass the KDC logs (MIT krb5kdc format) that record the principal's logins")
 	}
+	ev := runbook.Evidence{"kdc_logs": logs}
 	if !found {
-		return runbook.Passf("no login of %s in %s: no TGT to outlive", r.Principal, r.KDCLog)
+		// Fail closed: no record is as likely a log that rotated away, a
+		// login at another KDC or another format as a client that never
+		// logs in; guessing wrong locks a live client out.
+		if r.NoLoginRecordOK {
+			return runbook.Warnf("no login of %s in %d log(s); --no-login-record-ok: rotating without one", r.Principal, len(logs)).With(ev)
+		}
+		return runbook.Failf("no login of %s in %d log(s): its TGT's lifetime cannot be checked", r.Principal, len(logs)).With(ev).
+			WithHint("pass every KDC's log (--kdc-log, repeatable; kdc.log.1 and .gz files too); if the principal really never logs in, add --no-login-record-ok")
 	}
-	left := at.Add(r.TicketLifetime).Sub(r.now())
-	ev := runbook.Evidence{"last_login": at.UTC().Format(time.RFC3339), "tgt_remaining": left.Round(time.Second).String()}
+	life := r.TicketLifetime
+	if r.tgtLifetime > 0 {
+		life = r.tgtLifetime // what the KDC gives this principal, measured in preflight
+	}
+	left := at.Add(life).Sub(r.now())
+	ev["last_login"], ev["tgt_remaining"], ev["tgt_lifetime"] = at.UTC().Format(time.RFC3339), left.Round(time.Second).String(), life.String()
 	if left < r.MinTGTRemaining {
 		return runbook.Failf("last login %s leaves %s of TGT lifetime, less than --min-tgt-remaining %s",
 			at.UTC().Format(time.RFC3339), left.Round(time.Second), r.MinTGTRemaining).With(ev).
@@ -338,56 +437,58 @@ func (r *Rotation) stepLastLogin(context.Context, *runbook.State) runbook.Result
 }
 
 func (r *Rotation) stepLock(ctx context.Context, _ *runbook.State) runbook.Result {
+	if res, denied := r.refuseDenied(); denied {
+		return res
+	}
 	if r.resume {
-		j := r.journal
-		if _, err := r.Ledger.Lock(ctx, r.Principal, r.holder(j), lockTTL); err != nil {
-			return runbook.Failf("%s", err).WithHint("another rotation holds the principal; inspect it with krbops rotate status")
-		}
-		if j.LedgerID == "" {
-			// The crash came between ledger.Start and the journal update.
-			open, err := r.Ledger.List(ctx, ledger.Filter{Principal: r.Principal, Outcome: ledger.InProgress, Limit: 1})
-			if err != nil {
-				return ledgerResult(err, "ledger: %s", err)
-			}
-			if len(open) == 0 {
-				rot, err := r.startLedger(ctx, j)
-				if err != nil {
-					return ledgerResult(err, "ledger: %s", err)
-				}
-				open = append(open, rot)
-			}
-			j.LedgerID = open[0].ID
-			if err := j.save(r.JournalDir, r.now()); err != nil {
-				return runbook.Usagef("journal: %s", err).WithHint("make --journal-dir writable, then rotate --resume")
-			}
-		}
-		return runbook.Passf("resuming rotation %s of %s from state %s", j.ID, r.Principal, j.State).
-			With(runbook.Evidence{"journal_state": j.State.String(), "old_kvno": j.OldKVNO, "new_kvno": j.NewKVNO})
+		return r.relock(ctx)
 	}
-	if old, err := LoadJournal(r.JournalDir, r.Principal); err == nil {
-		return runbook.Failf("a rotation of %s is in progress (journal state %s)", r.Principal, old.State).
-			WithHint("run krbops rotate --resume --principal %s", r.Principal)
-	} else if !errors.Is(err, ErrNoJournal) {
-		return runbook.Errorf("%s", err)
+	if err := CheckJournalDir(r.JournalDir); err != nil {
+		return untrusted(err)
 	}
-	j := r.journal
-	j.ID = newID()
-	j.Principal, j.Role, j.Backend, j.Cluster, j.Tier = r.Principal, r.Role, r.Backend, r.Cluster, r.Tier
-	j.Keytab, j.Secret, j.CorrelationID = r.Keytab, r.Secret, r.CorrelationID
-	j.Started, j.State = r.now(), StateLocked
-	// Journal first: a lock or ledger record without a journal could
-	// only be cleared by hand.
-	if err := j.save(r.JournalDir, r.now()); err != nil {
-		return runbook.Usagef("journal: %s", err).WithHint("make --journal-dir writable; nothing was changed")
+	if res, busy := r.inProgress(); busy {
+		return res
 	}
+	j := &Journal{ID: newID(), Principal: r.Principal, Role: r.Role, Backend: r.Backend, Cluster: r.Cluster, Tier: r.Tier,
+		Keytab: r.Keytab, Secret: r.Secret, CorrelationID: r.CorrelationID, Started: r.now(), State: StateLocked}
+	// The lock comes first. Of two rotations started at once, the one that
+	// loses it has planned, journaled and stored nothing, so it cannot
+	// trip over the winner's journal, pending version or ledger record.
 	if _, err := r.Ledger.Lock(ctx, r.Principal, r.holder(j), lockTTL); err != nil {
-		_ = removeJournal(r.JournalDir, r.Principal)
-		return runbook.Failf("%s", err).WithHint("another rotation holds the principal; inspect it with krbops rotate status")
+		return lockRefused(err)
+	}
+	unlock := func() { _ = r.Ledger.Unlock(ctx, r.Principal, r.holder(j)) }
+	// Under the lock a journal can only be a crashed run's: look again.
+	if res, busy := r.inProgress(); busy {
+		unlock()
+		return res
+	}
+	// The plan is made from the KDC as it is now, under the lock: a kvno
+	// read before it could be one another rotation has already moved past.
+	plan, err := r.kdc().Check(ctx, r.current)
+	switch {
+	case err != nil:
+		unlock()
+		return runbook.Errorf("asking the KDC about %s under the lock: %s", r.Principal, err).WithHint("check that the KDC answers; nothing was changed")
+	case !plan.KVNOKnown || plan.KDCKVNO != r.preflightKVNO:
+		unlock()
+		return runbook.Failf("the KDC's kvno of %s moved from %d to %d since the pre-checks: another rotation changed it", r.Principal, r.preflightKVNO, plan.KDCKVNO).
+			WithHint("nothing was changed; fetch the current keytab (krbops verify shows the KDC's kvno), then run again")
+	}
+	j.OldKVNO, j.NewKVNO, j.KDCKeys, j.Phase2Wait = plan.KDCKVNO, plan.KDCKVNO+1, plan.KDCKeys, r.Phase2Wait()
+	r.journal = j
+	if err := j.save(r.JournalDir, r.now()); err != nil {
+		unlock()
+		if errors.Is(err, durable.ErrUntrusted) {
+			return untrusted(err)
+		}
+		return runbook.Usagef("journal: %s", err).WithHint("make --journal-dir writable; nothing was changed")
 	}
 	rot, err := r.startLedger(ctx, j)
 	if err != nil {
-		_ = r.Ledger.Unlock(ctx, r.Principal, r.holder(j))
+		// The journal is this run's own: it was written under the lock.
 		_ = removeJournal(r.JournalDir, r.Principal)
+		unlock()
 		if errors.Is(err, ledger.ErrConflict) {
 			return runbook.Failf("%s already has an open rotation in the ledger", r.Principal).
 				WithHint("finish it first: krbops rotate status, then rotate finish (servers) or rotate --resume")
@@ -398,18 +499,134 @@ func (r *Rotation) stepLock(ctx context.Context, _ *runbook.State) runbook.Resul
 	if err := j.save(r.JournalDir, r.now()); err != nil {
 		return runbook.Usagef("journal: %s", err).WithHint("make --journal-dir writable, then rotate --resume")
 	}
-	return runbook.Passf("locked %s for rotation %s", r.Principal, j.ID).With(runbook.Evidence{"ledger_id": rot.ID})
+	return runbook.Passf("locked %s for rotation %s: kvno %d to %d", r.Principal, j.ID, j.OldKVNO, j.NewKVNO).
+		With(runbook.Evidence{"ledger_id": rot.ID, "old_kvno": j.OldKVNO, "new_kvno": j.NewKVNO, "phase2_wait": j.Phase2Wait.String()})
+}
+
+// refuseDenied refuses a principal on the deny-list, whatever the run
+// got this far with (a journal, a flag): checked again at the lock and
+// right before the key change.
+func (r *Rotation) refuseDenied() (runbook.Result, bool) {
+	if p, denied := Denied(r.Principal, r.Deny); denied {
+		return runbook.Usagef("refusing to rotate %s: it matches the deny pattern %s", r.Principal, p).
+			WithHint("the realm's own keys (krbtgt, kadmin, changepw, kiprop, K/M) are never rotated by krbops; nothing was changed"), true
+	}
+	return runbook.Result{}, false
+}
+
+// inProgress reports a journal of the principal already in the journal
+// directory: a rotation to resume, not to start again.
+func (r *Rotation) inProgress() (runbook.Result, bool) {
+	old, err := LoadJournal(r.JournalDir, r.Principal)
+	switch {
+	case err == nil:
+		return runbook.Failf("a rotation of %s is in progress (journal state %s)", r.Principal, old.State).
+			WithHint("run %s, or %s if it never reached the KDC", r.command("rotate --resume"), r.command("rotate abort")), true
+	case errors.Is(err, ErrNoJournal):
+		return runbook.Result{}, false
+	case errors.Is(err, durable.ErrUntrusted):
+		return untrusted(err), true
+	}
+	return runbook.Usagef("%s", err).WithHint("inspect the journal in --journal-dir"), true
+}
+
+// relock takes the lock again for a resumed rotation and proves, before
+// anything can reach the KDC, that the journal belongs to its ledger
+// record and to the store's pending version.
+func (r *Rotation) relock(ctx context.Context) runbook.Result {
+	j := r.journal
+	if _, err := r.Ledger.Lock(ctx, r.Principal, r.holder(j), lockTTL); err != nil {
+		return lockRefused(err)
+	}
+	if j.LedgerID == "" {
+		// The crash came between ledger.Start and the journal update: the
+		// open record must be the one this journal started.
+		open, err := r.Ledger.List(ctx, ledger.Filter{Principal: r.Principal, Outcome: ledger.InProgress, Limit: 1})
+		if err != nil {
+			return ledgerResult(err, "ledger: %s", err)
+		}
+		if len(open) == 0 {
+			rot, err := r.startLedger(ctx, j)
+			if err != nil {
+				return ledgerResult(err, "ledger: %s", err)
+			}
+			open = append(open, rot)
+		}
+		j.LedgerID = open[0].ID
+		if err := j.save(r.JournalDir, r.now()); err != nil {
+			return runbook.Usagef("journal: %s", err).WithHint("make --journal-dir writable, then rotate --resume")
+		}
+	}
+	if err := r.checkBinding(ctx, j); err != nil {
+		return runbook.Failf("the journal of %s does not belong to this rotation: %s", r.Principal, err).
+			WithHint("nothing was changed; compare %s with %s before doing anything else", r.command("rotate status"), "the journal in --journal-dir")
+	}
+	return runbook.Passf("resuming rotation %s of %s from state %s", j.ID, r.Principal, j.State).
+		With(runbook.Evidence{"journal_state": j.State.String(), "old_kvno": j.OldKVNO, "new_kvno": j.NewKVNO, "ledger_id": j.LedgerID})
+}
+
+// checkBinding: journal, ledger record and store must tell the same
+// story — same rotation, principal and kvnos, the pending keytab the
+// record was bound to at create.keys, and the store's version holding
+// the journal's pending keytab.
+func (r *Rotation) checkBinding(ctx context.Context, j *Journal) error {
+	rec, err := r.Ledger.Get(ctx, j.LedgerID)
+	if err != nil {
+		return fmt.Errorf("ledger record %s: %w", j.LedgerID, err)
+	}
+	switch {
+	case !rec.Outcome.Open():
+		return fmt.Errorf("ledger record %s already ended (%s)", rec.ID, rec.Outcome)
+	case rec.Principal != j.Principal:
+		return fmt.Errorf("ledger record %s is of %s", rec.ID, rec.Principal)
+	case rec.JournalID != "" && rec.JournalID != j.ID:
+		return fmt.Errorf("ledger record %s was started by journal %s, not %s", rec.ID, rec.JournalID, j.ID)
+	case rec.OldKVNO != j.OldKVNO || rec.NewKVNO != j.NewKVNO:
+		return fmt.Errorf("ledger record %s rotates kvno %d to %d, the journal %d to %d", rec.ID, rec.OldKVNO, rec.NewKVNO, j.OldKVNO, j.NewKVNO)
+	case j.State >= StateCreated && rec.PendingSHA256 != "" && rec.PendingSHA256 != j.CreatedSHA:
+		return fmt.Errorf("the journal's pending keytab is not the one ledger record %s was bound to", rec.ID)
+	}
+	if j.State >= StateStored && j.PendingVersion != "" {
+		v, err := r.Store.GetVersion(ctx, r.Secret, j.PendingVersion)
+		if err != nil {
+			return fmt.Errorf("store version %s: %w", j.PendingVersion, err)
+		}
+		if keytabSHA(v.Data) != keytabSHA(j.Pending) {
+			return fmt.Errorf("store version %s does not hold the journal's pending keytab", j.PendingVersion)
+		}
+	}
+	return nil
+}
+
+func lockRefused(err error) runbook.Result {
+	if errors.Is(err, ledger.ErrLocked) {
+		return runbook.Failf("%s", err).WithHint("another rotation holds the principal; inspect it with krbops rotate status (nothing was changed)")
+	}
+	return ledgerResult(err, "ledger: %s", err)
+}
+
+// untrusted is the refusal of state another user could have written.
+func untrusted(err error) runbook.Result {
+	return runbook.Usagef("%s", err).
+		WithHint("keep --journal-dir and its journals private to the user who rotates (chmod 700 DIR, chmod 600 DIR/*.json, owned by that user); nothing was changed")
+}
+
+// command is a krbops command line for a hint, with the principal quoted
+// for a shell.
+func (r *Rotation) command(sub string) string {
+	return "krbops " + sub + " --principal " + shellQuote(r.Principal)
 }
 
 func (r *Rotation) startLedger(ctx context.Context, j *Journal) (ledger.Rotation, error) {
 	return r.Ledger.Start(ctx, ledger.Rotation{
 		Principal: r.Principal, Cluster: j.Cluster, Role: string(j.Role), Tier: j.Tier, Operator: r.Operator,
 		CorrelationID: r.CorrelationID, OldKVNO: j.OldKVNO, NewKVNO: j.NewKVNO, Phase: phaseOf(j.Role, ledger.Phase1),
+		JournalID: j.ID, Phase2Wait: j.Phase2Wait,
 	})
 }
 
 func phaseOf(role Role, p ledger.Phase) ledger.Phase {
-	if role == Server {
+	if role.Serves() {
 		return p
 	}
 	return ledger.NoPhase
@@ -430,9 +647,12 @@ func journalError(err error) runbook.Result {
 	return runbook.Usagef("journal: %s", err).WithHint("make --journal-dir writable, then krbops rotate --resume")
 }
 
-func (r *Rotation) stepCreate(context.Context, *runbook.State) runbook.Result {
+func (r *Rotation) stepCreate(ctx context.Context, _ *runbook.State) runbook.Result {
 	j := r.journal
 	if j.State >= StateCreated {
+		if err := r.bindLedger(ctx); err != nil {
+			return ledgerResult(err, "ledger: %s", err)
+		}
 		return runbook.Passf("pending keytab kvno %d already journaled", j.NewKVNO)
 	}
 	cur, _, err := readKeytab(r.Keytab, r.Principal)
@@ -446,20 +666,42 @@ func (r *Rotation) stepCreate(context.Context, *runbook.State) runbook.Result {
 		return runbook.Failf("%s", err).WithHint("remove the enctype from the principal (kadmin) or rotate it with kadmin ktadd")
 	}
 	pending := next
-	if j.Role == Server {
+	if j.Role.Serves() {
 		pending = append(append([]kdcops.KeytabEntry(nil), cur...), next...)
 	}
 	data, err := kdcops.MarshalKeytab(pending)
 	if err != nil {
 		return runbook.Errorf("%s", err)
 	}
-	j.Password, j.Pending = pw, data
+	j.Password, j.Pending, j.CreatedSHA = pw, data, keytabSHA(data)
 	j.Token, j.SeedToken = secretstore.NewToken(), secretstore.NewToken()
 	if err := r.saveJournal(StateCreated); err != nil {
 		return journalError(err)
 	}
+	if err := r.bindLedger(ctx); err != nil {
+		return ledgerResult(err, "ledger: %s", err)
+	}
 	return runbook.Passf("pending keytab: kvno %v, %d keys", kdcops.KVNOs(pending), len(pending)).
 		With(runbook.Evidence{"new_kvno": j.NewKVNO, "kvnos": kdcops.KVNOs(pending)})
+}
+
+// bindLedger records the pending keytab's fingerprint in the ledger
+// record, once: a resumed run proves with it that its journal is the one
+// this record belongs to. After a crash between the journal and the
+// ledger write it is recorded on resume.
+func (r *Rotation) bindLedger(ctx context.Context) error {
+	j := r.journal
+	_, err := r.Ledger.Update(ctx, j.LedgerID, func(rot *ledger.Rotation) error {
+		switch rot.PendingSHA256 {
+		case "":
+			rot.PendingSHA256 = j.CreatedSHA
+		case j.CreatedSHA:
+		default:
+			return fmt.Errorf("%w: rotation %s is bound to another pending keytab", ledger.ErrConflict, rot.ID)
+		}
+		return nil
+	})
+	return err
 }
 
 func (r *Rotation) stepPutPending(ctx context.Context, _ *runbook.State) runbook.Result {
@@ -518,6 +760,9 @@ func (r *Rotation) pendingWorks(ctx context.Context) (*kdcops.Session, bool, err
 }
 
 func (r *Rotation) stepSet(ctx context.Context, _ *runbook.State) runbook.Result {
+	if res, denied := r.refuseDenied(); denied {
+		return res
+	}
 	j := r.journal
 	if j.State >= StateSet {
 		return runbook.Passf("the KDC already holds kvno %d", j.NewKVNO)
@@ -573,6 +818,10 @@ func (r *Rotation) stepTest(ctx context.Context, _ *runbook.State) runbook.Resul
 	if j.State >= StateTested {
 		return runbook.Passf("pending keytab already tested")
 	}
+	rekeyed, res := r.rekey(ctx)
+	if res.Status != "" {
+		return res
+	}
 	sess, ok, err := r.pendingWorks(ctx)
 	if err != nil {
 		return runbook.Errorf("login with the pending keytab: %s", err).WithHint("check the KDC, then krbops rotate --resume")
@@ -593,6 +842,10 @@ func (r *Rotation) stepTest(ctx context.Context, _ *runbook.State) runbook.Resul
 			WithHint("the KDC's kvno is not the expected %d: inspect with kadmin getprinc before anything else", j.NewKVNO)
 	}
 	msg := fmt.Sprintf("login and a kvno %d ticket work with the pending keytab", j.NewKVNO)
+	if rekeyed != nil {
+		msg = fmt.Sprintf("the KDC gave kvno %d the keys %s, not the old ones: pending keytab derived again; ", j.NewKVNO, strings.Join(rekeyed, ", ")) + msg
+		ev["rekeyed"], ev["enctypes"] = true, rekeyed
+	}
 	if r.preTicket != nil {
 		old := kdcops.DecryptTicket(*r.preTicket, ents)
 		ev["old_ticket_decrypts"] = old.Decrypted
@@ -606,6 +859,68 @@ func (r *Rotation) stepTest(ctx context.Context, _ *runbook.State) runbook.Resul
 		return journalError(err)
 	}
 	return runbook.Passf("%s", msg).With(ev)
+}
+
+// rekey makes the pending keytab hold exactly the keys the KDC now has
+// for the new kvno. A password change gives a principal the realm's
+// enctypes with the normal salt (MIT), whatever its old keys were: a
+// pending keytab derived from the old list (aes256 only, or a migrated
+// salt) would lock the principal out. The journal still holds the
+// password until test.pending passes, so the keys can be derived again;
+// the new pending version is journaled before it is stored, under a new
+// token. It returns the enctypes when it re-derived, and a result with a
+// status when it could not.
+func (r *Rotation) rekey(ctx context.Context) ([]string, runbook.Result) {
+	j := r.journal
+	keys, err := r.kdc().Keys(ctx, r.Realm, r.components())
+	if err != nil {
+		return nil, runbook.Errorf("asking the KDC which keys kvno %d has: %s", j.NewKVNO, err).
+			WithHint("check that the KDC answers, then %s", r.command("rotate --resume"))
+	}
+	var names []string
+	if !kdcops.SameKeys(keys, j.KDCKeys) {
+		if j.Password == "" {
+			return nil, runbook.Failf("the KDC holds other keys for kvno %d than the pending keytab, and the journal no longer has the password", j.NewKVNO).
+				WithHint("export the keys with kadmin ktadd -norandkey, or rotate again")
+		}
+		ents, err := r.pendingEntries()
+		if err != nil {
+			return nil, runbook.Usagef("%s", err)
+		}
+		next, err := kdcops.DeriveKeytab(r.Realm, r.components(), keys, j.Password, j.NewKVNO, r.now())
+		if err != nil {
+			return nil, runbook.Failf("%s", err).WithHint("the KDC holds a key krbops cannot derive: export the keys with kadmin ktadd -norandkey")
+		}
+		if j.Role.Serves() {
+			next = append(kdcops.AtKVNO(ents, j.OldKVNO), next...)
+		}
+		data, err := kdcops.MarshalKeytab(next)
+		if err != nil {
+			return nil, runbook.Errorf("%s", err)
+		}
+		j.KDCKeys, j.Pending, j.Token, j.PendingVersion, j.Rekeyed = keys, data, secretstore.NewToken(), "", true
+		if err := r.saveJournal(j.State); err != nil {
+			return nil, journalError(err)
+		}
+	}
+	if j.PendingVersion == "" {
+		v, err := r.Store.PutPending(ctx, r.Secret, j.Pending, j.Token)
+		if err != nil {
+			return nil, storeResult(err, "store the re-derived pending keytab: %s", err).
+				WithHint("the KDC has the new key; fix the store, then %s", r.command("rotate --resume"))
+		}
+		j.PendingVersion = v.ID
+		if err := r.saveJournal(j.State); err != nil {
+			return nil, journalError(err)
+		}
+	}
+	if j.Rekeyed {
+		for _, k := range keys {
+			names = append(names, kdcops.EnctypeName(k.Enctype))
+		}
+		return names, runbook.Result{}
+	}
+	return nil, runbook.Result{}
 }
 
 func (r *Rotation) stepPromote(ctx context.Context, _ *runbook.State) runbook.Result {
@@ -625,27 +940,47 @@ func (r *Rotation) stepPromote(ctx context.Context, _ *runbook.State) runbook.Re
 // BackupPath is where finish keeps the keytab it replaces.
 func BackupPath(keytab string, kvno uint32) string { return fmt.Sprintf("%s.kvno%d.bak", keytab, kvno) }
 
-// publish replaces principal's entries in the keytab file with data's,
-// keeping other principals' keys, and keeps the old file at backup
-// unless a backup is already there (a resumed run must not overwrite the
-// original with a half-published file).
-func publish(path, principal string, data []byte, backup string) error {
-	old, err := os.ReadFile(path)
+// maxKeytabSize bounds a keytab krbops reads to rewrite: far above any
+// real keytab (hundreds of entries), far below what could hurt.
+const maxKeytabSize = 16 << 20
+
+// publish replaces principal's entries in the keytab file at path with
+// data's, keeping other principals' keys and the file's owner, group,
+// mode and extended attributes, so the service that reads it still can.
+// The replaced file is saved first, under backup or backup.N — never over
+// an existing file, never through a link — unless made is the name of a
+// backup an earlier, interrupted run already saved; saved is called with
+// the new backup's name before the keytab changes. It returns the backup's
+// name.
+func publish(path, principal string, data []byte, backup, made string, saved func(string) error) (string, error) {
+	attrs, err := durable.ReadAttrs(path)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if _, err := os.Stat(backup); errors.Is(err, fs.ErrNotExist) {
-		if err := durable.WriteFile(backup, old, 0o600, nil); err != nil {
-			return fmt.Errorf("backup %s: %w", backup, err)
+	if err := durable.CanReplace(path, attrs); err != nil {
+		return "", err
+	}
+	old, err := readCapped(path, maxKeytabSize)
+	if err != nil {
+		return "", err
+	}
+	if made == "" {
+		if made, err = durable.CreateExclusive(backup, old, attrs); err != nil {
+			return "", fmt.Errorf("backup %s: %w", backup, err)
+		}
+		if saved != nil {
+			if err := saved(made); err != nil {
+				return made, err
+			}
 		}
 	}
 	kt, err := kdcops.ParseKeytab(old, kdcops.KeytabOptions{KeepKeys: true})
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return made, fmt.Errorf("%s: %w", path, err)
 	}
 	next, err := kdcops.ParseKeytab(data, kdcops.KeytabOptions{KeepKeys: true})
 	if err != nil {
-		return errors.New("the new keytab does not parse")
+		return made, errors.New("the new keytab does not parse")
 	}
 	var keep []kdcops.KeytabEntry
 	for _, e := range kt.Entries {
@@ -655,25 +990,53 @@ func publish(path, principal string, data []byte, backup string) error {
 	}
 	out, err := kdcops.MarshalKeytab(append(keep, next.Entries...))
 	if err != nil {
-		return err
+		return made, err
 	}
-	return durable.WriteFile(path, out, 0o600, nil)
+	return made, durable.WriteFileAs(path, out, attrs, nil)
+}
+
+// readCapped reads a regular file of at most max bytes.
+func readCapped(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+	}
+	return b, nil
 }
 
 func (r *Rotation) stepPublish(context.Context, *runbook.State) runbook.Result {
 	j := r.journal
 	if j.State >= StatePublished {
-		return runbook.Passf("%s already holds the new keytab", r.Keytab)
+		return runbook.Passf("%s already holds the new keytab; the old file is %s", r.Keytab, j.Backup)
 	}
-	backup := BackupPath(r.Keytab, j.OldKVNO)
-	if err := publish(r.Keytab, r.Principal, j.Pending, backup); err != nil {
-		return runbook.Usagef("write %s: %s", r.Keytab, describe(err)).WithHint("the store's current version is the new keytab; fix the path, then krbops rotate --resume")
+	backup, err := publish(r.Keytab, r.Principal, j.Pending, BackupPath(r.Keytab, j.OldKVNO), j.Backup, func(name string) error {
+		j.Backup = name
+		return r.saveJournal(j.State)
+	})
+	if err != nil {
+		return runbook.Usagef("write %s: %s", r.Keytab, describe(err)).
+			WithHint("the store's current version is the new keytab; fix the file or its directory, then %s", r.command("rotate --resume"))
 	}
 	if err := r.saveJournal(StatePublished); err != nil {
 		return journalError(err)
 	}
-	return runbook.Passf("%s holds kvno %v; the old file is %s", r.Keytab, kvnosOf(j.Pending), backup).
-		With(runbook.Evidence{"backup": backup})
+	return runbook.Passf("%s holds kvno %v with its owner, group and mode kept; the old file is %s", r.Keytab, kvnosOf(j.Pending), backup).
+		With(runbook.Evidence{"backup": backup, "mode": fmt.Sprintf("%04o", r.keytabMode())})
+}
+
+func (r *Rotation) keytabMode() os.FileMode {
+	if a, err := durable.ReadAttrs(r.Keytab); err == nil {
+		return a.Mode
+	}
+	return 0
 }
 
 func kvnosOf(data []byte) []uint32 {
@@ -687,7 +1050,7 @@ func kvnosOf(data []byte) []uint32 {
 func (r *Rotation) stepLedger(ctx context.Context, _ *runbook.State) runbook.Result {
 	j := r.journal
 	outcome := ledger.Succeeded
-	if j.Role == Server {
+	if j.Role.Serves() {
 		outcome = ledger.AwaitingPhase2
 	}
 	cur, err := r.Ledger.Get(ctx, j.LedgerID)
@@ -708,9 +1071,10 @@ func (r *Rotation) stepLedger(ctx context.Context, _ *runbook.State) runbook.Res
 	if err := removeJournal(r.JournalDir, r.Principal); err != nil {
 		return runbook.Usagef("remove the journal: %s", err)
 	}
-	if j.Role == Server {
-		return runbook.Passf("phase 1 done: kvno %d and %d published; run rotate finish after %s", j.OldKVNO, j.NewKVNO, r.TicketLifetime).
-			With(runbook.Evidence{"outcome": string(outcome), "phase2_after": r.now().Add(r.TicketLifetime).UTC().Format(time.RFC3339)})
+	if j.Role.Serves() {
+		wait := max(j.Phase2Wait, r.TicketLifetime)
+		return runbook.Passf("phase 1 done: kvno %d and %d published; run rotate finish after %s", j.OldKVNO, j.NewKVNO, wait).
+			With(runbook.Evidence{"outcome": string(outcome), "phase2_after": r.now().Add(wait).UTC().Format(time.RFC3339)})
 	}
 	return runbook.Passf("rotated %s from kvno %d to %d", r.Principal, j.OldKVNO, j.NewKVNO).With(runbook.Evidence{"outcome": string(outcome)})
 }

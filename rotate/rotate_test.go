@@ -1,9 +1,13 @@
 package rotate
 
 import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,15 +30,46 @@ func TestLastLogin(t *testing.T) {
 	if err := os.WriteFile(path, []byte(kdcLog), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	at, found, err := LastLogin(path, "alice@R", time.Unix(9000, 0))
+	at, found, err := LastLogin([]string{path}, "alice@R", time.Unix(9000, 0))
 	if err != nil || !found || at.Unix() != 2000 {
 		t.Fatalf("LastLogin = %v %v %v, want authtime 2000", at.Unix(), found, err)
 	}
-	if _, found, _ := LastLogin(path, "bob@R", time.Unix(9000, 0)); found {
+	if _, found, _ := LastLogin([]string{path}, "bob@R", time.Unix(9000, 0)); found {
 		t.Error("found a login of a principal that never logged in")
 	}
-	if _, _, err := LastLogin(filepath.Join(t.TempDir(), "missing"), "alice@R", time.Now()); err == nil {
+	if _, _, err := LastLogin([]string{filepath.Join(t.TempDir(), "missing")}, "alice@R", time.Now()); err == nil {
 		t.Error("a missing log is not an error")
+	}
+}
+
+// Issue 10: the newest login over live, rotated and gzipped logs of
+// several KDCs counts; a FIFO is refused, not waited on.
+func TestLastLoginRotatedAndGzipped(t *testing.T) {
+	dir := t.TempDir()
+	line := func(authtime int) string {
+		return fmt.Sprintf("Nov 23 12:36:09 vm krb5kdc[1](info): AS_REQ (1 etypes {aes256-cts-hmac-sha1-96(18)}) 127.0.0.1: ISSUE: authtime %d, etypes {rep=aes256-cts-hmac-sha1-96(18), tkt=aes256-cts-hmac-sha1-96(18), ses=aes256-cts-hmac-sha1-96(18)}, alice@R for krbtgt/R@R\n", authtime)
+	}
+	live := filepath.Join(dir, "kdc.log")
+	os.WriteFile(live, []byte(line(1000)), 0o600)
+	rotated := filepath.Join(dir, "kdc.log.1")
+	os.WriteFile(rotated, []byte(line(2000)), 0o600)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(line(3000) + line(500)))
+	zw.Close()
+	old := filepath.Join(dir, "kdc2.log.2.gz")
+	os.WriteFile(old, gz.Bytes(), 0o600)
+
+	at, found, err := LastLogin([]string{live, rotated, old}, "alice@R", time.Unix(9000, 0))
+	if err != nil || !found || at.Unix() != 3000 {
+		t.Fatalf("LastLogin = %v %v %v, want authtime 3000 from the gzipped log", at.Unix(), found, err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LastLogin([]string{fifo}, "alice@R", time.Now()); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("fifo: %v", err)
 	}
 }
 
@@ -110,4 +145,34 @@ func writeConf(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// Issue 10: the realm's own principals can never be rotated.
+func TestDenied(t *testing.T) {
+	for _, tc := range []struct {
+		principal string
+		extra     []string
+		want      string
+	}{
+		{"krbtgt/EXAMPLE.COM@EXAMPLE.COM", nil, "krbtgt/*"},
+		{"KRBTGT/EXAMPLE.COM@EXAMPLE.COM", nil, "krbtgt/*"},
+		{"kadmin/admin@EXAMPLE.COM", nil, "kadmin/*"},
+		{"kadmin/changepw@EXAMPLE.COM", nil, "kadmin/*"},
+		{"K/M@EXAMPLE.COM", nil, "K/M"},
+		{"kiprop/kdc2.example.com@EXAMPLE.COM", nil, "kiprop/*"},
+		{"changepw/kerberos@EXAMPLE.COM", nil, "changepw/*"},
+		{"HTTP/web1.example.com@EXAMPLE.COM", nil, ""},
+		{"krbtgtx@EXAMPLE.COM", nil, ""},
+		{"svc-payments@EXAMPLE.COM", []string{"svc-pay*"}, "svc-pay*"},
+		{"svc-payments@EXAMPLE.COM", []string{"*@OTHER.COM"}, ""},
+		{"svc-payments@OTHER.COM", []string{"*@OTHER.COM"}, "*@OTHER.COM"},
+	} {
+		got, denied := Denied(tc.principal, tc.extra)
+		if got != tc.want || denied != (tc.want != "") {
+			t.Errorf("Denied(%q, %q) = %q %v, want %q", tc.principal, tc.extra, got, denied, tc.want)
+		}
+	}
+	if err := ValidDenyPattern("svc-[a"); err == nil {
+		t.Error("a malformed pattern was accepted")
+	}
 }

@@ -100,3 +100,17 @@ func dirOf(path string) string {
 	}
 	return ""
 }
+
+// CanReplace reports whether this process can replace the file at path
+// with one that has attributes a: it can reproduce a's owner and group,
+// and may create and rename files in path's directory.
+func CanReplace(path string, a Attrs) error {
+	if err := CanReproduce(a); err != nil {
+		return err
+	}
+	dir := dirOf(path)
+	if dir == "" {
+		dir = "."
+	}
+	return dirWritable(dir)
+}

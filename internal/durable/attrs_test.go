@@ -99,3 +99,52 @@ func TestCanReproduce(t *testing.T) {
 		t.Errorf("other owner: %v", err)
 	}
 }
+
+func TestTrust(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o700)
+	if err := TrustDir(dir); err != nil {
+		t.Errorf("private dir: %v", err)
+	}
+	shared := filepath.Join(dir, "shared")
+	os.Mkdir(shared, 0o777)
+	os.Chmod(shared, 0o1777)
+	if err := TrustDir(shared); !errors.Is(err, ErrUntrusted) {
+		t.Errorf("world-writable dir: %v", err)
+	}
+	group := filepath.Join(dir, "group")
+	os.Mkdir(group, 0o770)
+	os.Chmod(group, 0o770)
+	if err := TrustDir(group); !errors.Is(err, ErrUntrusted) {
+		t.Errorf("group-writable dir: %v", err)
+	}
+	link := filepath.Join(dir, "link")
+	os.Symlink(dir, link)
+	if err := TrustDir(link); !errors.Is(err, ErrUntrusted) {
+		t.Errorf("link to dir: %v", err)
+	}
+
+	f := filepath.Join(dir, "j.json")
+	os.WriteFile(f, nil, 0o600)
+	if err := TrustFile(f, true); err != nil {
+		t.Errorf("0600 file: %v", err)
+	}
+	os.Chmod(f, 0o640)
+	if err := TrustFile(f, true); !errors.Is(err, ErrUntrusted) {
+		t.Errorf("group-readable secret: %v", err)
+	}
+	if err := TrustFile(f, false); err != nil {
+		t.Errorf("group-readable, not secret: %v", err)
+	}
+	os.Chmod(f, 0o620)
+	if err := TrustFile(f, false); !errors.Is(err, ErrUntrusted) {
+		t.Errorf("group-writable: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		os.Chmod(f, 0o600)
+		os.Chown(f, 65534, 65534)
+		if err := TrustFile(f, true); !errors.Is(err, ErrUntrusted) {
+			t.Errorf("other owner: %v", err)
+		}
+	}
+}

@@ -105,3 +105,10 @@ func canReproduce(a Attrs) error {
 	}
 	return nil
 }
+
+func dirWritable(dir string) error {
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return fmt.Errorf("directory %s is not writable: %w", dir, err)
+	}
+	return nil
+}

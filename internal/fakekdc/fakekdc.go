@@ -235,6 +235,22 @@ func (k *KDC) KDCKeys(name string) []kdcops.KDCKey {
 	return k.kdcKeys(p)
 }
 
+// Keys is rotate.KDC's Keys: the principal's enctypes and salts, as a
+// KDC's ETYPE-INFO2 reports them.
+func (k *KDC) Keys(ctx context.Context, realm string, components []string) ([]kdcops.KDCKey, error) {
+	if err := k.enter(ctx, "keys"); err != nil {
+		return nil, err
+	}
+	name := strings.Join(components, "/") + "@" + realm
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	p, ok := k.principals[name]
+	if !ok {
+		return nil, kdcError(errorcode.KDC_ERR_C_PRINCIPAL_UNKNOWN)
+	}
+	return k.kdcKeys(p), nil
+}
+
 func (k *KDC) kdcKeys(p *principal) []kdcops.KDCKey {
 	var out []kdcops.KDCKey
 	for _, ky := range p.keys {

@@ -1,0 +1,141 @@
+package rotate
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/krbops/krbops/internal/fault"
+	"github.com/krbops/krbops/runbook"
+)
+
+// Issue 10 §1: a journal that does not tell the same story as its ledger
+// record and the store's pending version is refused before the KDC could
+// be asked for anything, and the principal keeps its key.
+func TestResumeRefusesJournalNotBoundToItsRotation(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tamper func(j map[string]any)
+		want   string
+	}{
+		{"kvnos", func(j map[string]any) { j["old_kvno"], j["new_kvno"] = 7.0, 8.0 }, "rotates kvno 2 to 3, the journal 7 to 8"},
+		// Another journal id is another lock holder: the lock refuses first.
+		{"journal id", func(j map[string]any) { j["id"] = "someoneelse00000" }, "is locked by"},
+		{"pending keytab", func(j map[string]any) {
+			p := j["pending"].(string)
+			j["pending"] = strings.Repeat("A", len(p)-4) + p[len(p)-4:]
+		}, "pending keytab"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newRig(t, Client, BackendKpasswd)
+			g.run(false, StepPutPending) // crash with the pending version stored, before the KDC change
+			path := JournalPath(g.journal, g.principal)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var j map[string]any
+			json.Unmarshal(b, &j)
+			tc.tamper(j)
+			b, _ = json.Marshal(j)
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out := g.run(true, "")
+			wantSteps(t, out.rep, StepLock, runbook.Fail)
+			if sr, _ := stepOf(out.rep, StepLock); !strings.Contains(sr.Message, tc.want) {
+				t.Errorf("preflight.lock: %q, want it to say %q", sr.Message, tc.want)
+			}
+			if n := g.kdc.ChangeRequests(g.principal); n != 0 {
+				t.Errorf("%d key-change requests, want none", n)
+			}
+			g.check(final{kvno: rigOldKVNO, completed: false, login: true})
+		})
+	}
+}
+
+// Issue 10 §1: a journal directory others can write to, or a journal file
+// another user could have planted, never leads to a KDC change.
+func TestUntrustedJournalRefused(t *testing.T) {
+	t.Run("shared directory", func(t *testing.T) {
+		g := newRig(t, Client, BackendKpasswd)
+		if err := os.MkdirAll(g.journal, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(g.journal, 0o1777)
+		out := g.run(false, "")
+		wantSteps(t, out.rep, StepLock, runbook.Error)
+		if out.rep.Class != fault.Usage {
+			t.Errorf("class %s, want usage", out.rep.Class)
+		}
+		if n := g.kdc.ChangeRequests(g.principal); n != 0 {
+			t.Errorf("%d key-change requests", n)
+		}
+	})
+	t.Run("group-readable journal", func(t *testing.T) {
+		g := newRig(t, Client, BackendKpasswd)
+		g.run(false, StepPutPending)
+		os.Chmod(JournalPath(g.journal, g.principal), 0o640)
+		if _, err := LoadJournal(g.journal, g.principal); err == nil || !strings.Contains(err.Error(), "not trusted") {
+			t.Fatalf("LoadJournal = %v, want it refused", err)
+		}
+		// A fresh run refuses too: the journal is not read, not trusted,
+		// and not overwritten.
+		out := g.run(false, "")
+		wantSteps(t, out.rep, StepLock, runbook.Error)
+		if n := g.kdc.ChangeRequests(g.principal); n != 0 {
+			t.Errorf("%d key-change requests", n)
+		}
+	})
+	if os.Geteuid() == 0 {
+		t.Run("journal of another user", func(t *testing.T) {
+			g := newRig(t, Client, BackendKpasswd)
+			g.run(false, StepPutPending)
+			if err := os.Chown(JournalPath(g.journal, g.principal), 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := LoadJournal(g.journal, g.principal); err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") {
+				t.Fatalf("LoadJournal = %v, want it refused", err)
+			}
+		})
+	}
+}
+
+// Issue 10 §3: two identical rotations started at once. The loser takes
+// the lock second and touches nothing of the winner's; afterwards the
+// principal authenticates with its keytab, the KDC changed once, and the
+// next plain rotation completes.
+func TestConcurrentRotations(t *testing.T) {
+	for i := range 10 {
+		g := newRig(t, Client, BackendKpasswd)
+		var wg sync.WaitGroup
+		outs := make([]outcome, 2)
+		for k := range outs {
+			wg.Go(func() { outs[k] = g.run(false, "") })
+		}
+		wg.Wait()
+		won := 0
+		for _, o := range outs {
+			if sr, ok := stepOf(o.rep, StepLedger); ok && sr.Status == runbook.Pass {
+				won++
+			}
+		}
+		// One wins; the other loses the lock, or finds the kvno moved
+		// under it, or — scheduled after the first finished — rotates
+		// again from the new keytab. Never a change nobody completed.
+		if won < 1 {
+			t.Fatalf("round %d: no rotation completed:%s\n---%s", i, steps(outs[0].rep), steps(outs[1].rep))
+		}
+		if n := g.kdc.ChangeRequests(g.principal); n != won {
+			t.Errorf("round %d: %d key changes for %d completed rotations", i, n, won)
+		}
+		g.check(final{kvno: rigOldKVNO + uint32(won), completed: true, login: true})
+		out := g.run(false, "")
+		wantSteps(t, out.rep, StepLedger, runbook.Pass)
+		if got := g.kdc.KVNO(g.principal); got != rigOldKVNO+uint32(won)+1 {
+			t.Errorf("round %d: after the next rotation kvno %d", i, got)
+		}
+	}
+}
