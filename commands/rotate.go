@@ -42,7 +42,9 @@ type RotateOptions struct {
 	JournalDir      string
 	MaxPerWindow    int
 	Window          time.Duration
-	KDCLog          string
+	KDCLogs         []string
+	NoLoginRecordOK bool
+	Deny            []string
 	MinTGTRemaining time.Duration
 	TicketLifetime  time.Duration
 	AdminPrincipal  string
@@ -137,16 +139,18 @@ See docs/rotate.md for the t0..t7 timeline and what to do when a step fails.` + 
 	f.StringVar(&opts.JournalDir, "journal-dir", defaultStatePath("rotate"), "directory of rotation journals (0700; they hold the pending keytab)")
 	f.DurationVar(&opts.TicketLifetime, "ticket-lifetime", 0, "the realm's max TGT/service-ticket lifetime (default: krb5.conf ticket_lifetime, 24h when unset)")
 	f.BoolVar(&opts.Yes, "yes", false, "do not ask for confirmation")
+	f.StringArrayVar(&opts.Deny, "deny", nil, "principal pattern never to rotate (path.Match syntax, e.g. 'svc-pay*'), on top of the built-in krbtgt/*, kadmin/*, K/M, kiprop/*, changepw/*; repeatable")
 
 	lf := cmd.Flags()
-	lf.StringVar(&opts.Role, "role", "", "client (logs in with the keytab) or server (decrypts service tickets; two phases)")
+	lf.StringVar(&opts.Role, "role", "", "client (logs in with the keytab), server (decrypts service tickets; two phases) or both")
 	lf.StringVar(&opts.Backend, "backend", rotate.BackendKpasswd, "key change: kpasswd (the principal's own key), kpasswd-admin (RFC 3244 set-password as --admin-principal), kadmin (MIT kadmin cpw)")
 	lf.StringVar(&opts.Cluster, "cluster", "", "cluster (fault domain) the principal belongs to; must be in --allowlist")
 	lf.StringVar(&opts.Tier, "tier", "standard", "standard or control-plane (stricter rate-limit defaults: 2 per 6h instead of 20 per 1h)")
 	lf.StringVar(&opts.Allowlist, "allowlist", "", "file of clusters cleared for rotation, one per line (# comments)")
 	lf.IntVar(&opts.MaxPerWindow, "max-per-window", 0, "rotations per (cluster, role) per --window (default: the tier's)")
 	lf.DurationVar(&opts.Window, "window", 0, "rate-limit window (default: the tier's)")
-	lf.StringVar(&opts.KDCLog, "kdc-log", "", "MIT krb5kdc log with the principal's AS_REQ lines (required for --role client)")
+	lf.StringArrayVar(&opts.KDCLogs, "kdc-log", nil, "MIT krb5kdc log with the principal's AS_REQ lines; repeatable (every KDC's log; rotated and .gz files too); required for --role client and both")
+	lf.BoolVar(&opts.NoLoginRecordOK, "no-login-record-ok", false, "rotate a client even when no --kdc-log records a login of it (otherwise the last-login check fails closed)")
 	lf.DurationVar(&opts.MinTGTRemaining, "min-tgt-remaining", 30*time.Minute, "client: TGT lifetime the last login must still leave")
 	lf.StringVar(&opts.AdminPrincipal, "admin-principal", "", "kpasswd-admin/kadmin: administrator principal")
 	lf.StringVar(&opts.AdminKeytab, "admin-keytab", "", "kpasswd-admin/kadmin: the administrator's keytab")
@@ -213,20 +217,31 @@ func (o *RotateOptions) validate() error {
 	if o.SecretStore == "" {
 		return usageError(errors.New("--secret-store is required"), "for example --secret-store file:///var/lib/krbops/keytabs")
 	}
+	for _, p := range o.Deny {
+		if err := rotate.ValidDenyPattern(p); err != nil {
+			return usageError(fmt.Errorf("--deny %q: %w", p, err), "a path.Match pattern such as 'svc-pay*' or '*@OTHER.REALM'")
+		}
+	}
+	if p, denied := rotate.Denied(o.Principal, o.Deny); denied {
+		return usageError(fmt.Errorf("refusing to rotate %s: it matches the deny pattern %s", o.Principal, p),
+			"the realm's own keys (krbtgt, kadmin, changepw, kiprop, K/M) are never rotated by krbops; nothing was changed")
+	}
 	if o.Resume {
 		return o.confirmUnlessDry("resume the rotation of " + o.Principal)
 	}
 	switch {
-	case o.Role != string(rotate.Client) && o.Role != string(rotate.Server):
-		return usageError(fmt.Errorf("--role must be client or server, not %q", o.Role), "client: logs in with the keytab; server: decrypts service tickets")
+	case !rotate.Role(o.Role).Valid():
+		return usageError(fmt.Errorf("--role must be client, server or both, not %q", o.Role), "client: logs in with the keytab; server: decrypts service tickets; both: does both")
 	case o.Backend != rotate.BackendKpasswd && o.Backend != rotate.BackendKpasswdAdmin && o.Backend != rotate.BackendKadmin:
 		return usageError(fmt.Errorf("--backend must be kpasswd, kpasswd-admin or kadmin, not %q", o.Backend), "")
 	case o.Backend != rotate.BackendKpasswd && (o.AdminPrincipal == "" || o.AdminKeytab == ""):
 		return usageError(fmt.Errorf("--backend %s needs --admin-principal and --admin-keytab", o.Backend), "")
 	case o.Keytab == "" || o.Cluster == "" || o.Allowlist == "":
 		return usageError(errors.New("--keytab, --cluster and --allowlist are required"), "the allowlist names the clusters cleared for rotation")
-	case o.Role == string(rotate.Client) && o.KDCLog == "":
-		return usageError(errors.New("--role client needs --kdc-log"), "the last login decides whether the client's TGT outlives the key change")
+	case rotate.Role(o.Role).LogsIn() && len(o.KDCLogs) == 0:
+		return usageError(fmt.Errorf("--role %s needs --kdc-log", o.Role), "the last login decides whether the client's TGT outlives the key change")
+	case o.NoLoginRecordOK && !rotate.Role(o.Role).LogsIn():
+		return usageError(fmt.Errorf("--no-login-record-ok applies to --role client or both, not %s", o.Role), "")
 	case o.MaxPerWindow < 0 || o.Window < 0 || o.MinTGTRemaining < 0 || o.TicketLifetime < 0:
 		return usageError(errors.New("--max-per-window, --window, --min-tgt-remaining and --ticket-lifetime must not be negative"), "")
 	}
@@ -318,7 +333,7 @@ func (o *RotateOptions) rotation(ctx context.Context) (*rotate.Rotation, func(),
 		Role: rotate.Role(o.Role), Backend: o.Backend, Cluster: o.Cluster, Tier: o.Tier,
 		Keytab: o.Keytab, Secret: secret, Store: st, Ledger: led,
 		JournalDir: o.JournalDir, Allowlist: o.Allowlist, MaxPerWindow: o.MaxPerWindow, Window: o.Window,
-		KDCLog: o.KDCLog, MinTGTRemaining: o.MinTGTRemaining, TicketLifetime: life,
+		KDCLogs: o.KDCLogs, NoLoginRecordOK: o.NoLoginRecordOK, Deny: o.Deny, MinTGTRemaining: o.MinTGTRemaining, TicketLifetime: life,
 		AdminPrincipal: o.AdminPrincipal, AdminKeytab: o.AdminKeytab, Kadmin: o.Kadmin,
 		KadminEnv: []string{"KRB5_CONFIG=" + path},
 		Operator:  operatorName(), CorrelationID: o.CorrelationID, Timeout: o.Timeout, WarnSkew: o.WarnSkew,

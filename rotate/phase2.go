@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/krbops/krbops/kdcops"
@@ -116,7 +117,7 @@ func (r *Rotation) Plan(resume bool) runbook.Runbook {
 		StepStore:      "check that secret " + r.Secret + " can be written",
 		StepAllowlist:  "look for cluster " + r.Cluster + " in " + r.Allowlist,
 		StepRate:       fmt.Sprintf("count (%s, %s) rotations in the last %s against %d", r.Cluster, r.Role, r.Window, r.MaxPerWindow),
-		StepLastLogin:  fmt.Sprintf("read the last login from %s; need %s of a %s TGT left", r.KDCLog, r.MinTGTRemaining, r.TicketLifetime),
+		StepLastLogin:  fmt.Sprintf("read the last login from %s; need %s of a %s TGT left", strings.Join(r.KDCLogs, ", "), r.MinTGTRemaining, r.TicketLifetime),
 		StepLock:       "lock " + r.Principal + " in the ledger and write the journal in " + r.JournalDir,
 		StepCreate:     "derive new keys at kvno+1 from a random password with the KDC's salts; journal them (0600)",
 		StepPutPending: "store the new keytab as pending in " + r.Secret,

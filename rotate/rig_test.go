@@ -142,7 +142,7 @@ func (g *rig) rotation(st secretstore.Store, led ledger.Ledger) *Rotation {
 		Realm: rigRealm, Principal: g.principal, Role: g.role, Backend: g.backend, Cluster: "c1", Tier: "standard",
 		Keytab: g.keytab, Secret: g.principal, Store: st, Ledger: led,
 		JournalDir: g.journal, Allowlist: g.allowlist, MaxPerWindow: 100, Window: time.Hour,
-		KDCLog: g.kdcLog, MinTGTRemaining: 30 * time.Minute, TicketLifetime: 24 * time.Hour,
+		KDCLogs: []string{g.kdcLog}, MinTGTRemaining: 30 * time.Minute, TicketLifetime: 24 * time.Hour,
 		AdminPrincipal: rigAdmin, AdminKeytab: g.adminKeytab,
 		Operator: "tester@host", CorrelationID: "corr-test", Timeout: time.Second, WarnSkew: time.Minute,
 		KDC: g.kdc, ClockProbe: g.kdc.ProbeClock,

@@ -22,7 +22,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -116,7 +115,6 @@ type Rotation struct {
 	Allowlist       string
 	MaxPerWindow    int
 	Window          time.Duration
-	KDCLog          string
 	MinTGTRemaining time.Duration
 	TicketLifetime  time.Duration // max TGT and service-ticket lifetime of the realm
 
@@ -150,7 +148,7 @@ type Rotation struct {
 	// last-login check fails closed.
 	NoLoginRecordOK bool
 	// KDCLogs are the KDC logs the last-login check reads (MIT krb5kdc
-	// format; rotated and .gz files too). KDCLog, when set, is one more.
+	// format; rotated and .gz files too).
 	KDCLogs []string
 
 	// run state
@@ -392,17 +390,8 @@ func (r *Rotation) stepRate(ctx context.Context, _ *runbook.State) runbook.Resul
 	return runbook.Passf("%d of %d rotations of (%s, %s) in the last %s", n, r.MaxPerWindow, r.Cluster, r.Role, r.Window).With(ev)
 }
 
-// kdcLogs are the logs the last-login check reads.
-func (r *Rotation) kdcLogs() []string {
-	logs := append([]string(nil), r.KDCLogs...)
-	if r.KDCLog != "" && !slices.Contains(logs, r.KDCLog) {
-		logs = append(logs, r.KDCLog)
-	}
-	return logs
-}
-
 func (r *Rotation) stepLastLogin(context.Context, *runbook.State) runbook.Result {
-	logs := r.kdcLogs()
+	logs := r.KDCLogs
 	if len(logs) == 0 {
 		return runbook.Usagef("no --kdc-log to read %s's last login from", r.Principal).
 			WithHint("pass --kdc-log (repeatable: every KDC's log, rotated and .gz files too)")
