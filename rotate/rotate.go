@@ -757,14 +757,14 @@ func (r *Rotation) stepSet(ctx context.Context, _ *runbook.State) runbook.Result
 		return runbook.Passf("the KDC already holds kvno %d", j.NewKVNO)
 	}
 	if r.resume || j.State == StateSetting {
-		// Test before set: a change that reached the KDC before the crash
-		// must not be repeated (kpasswd with the old key would now fail,
-		// and kadmin would bump the kvno past the pending keytab).
-		_, ok, err := r.pendingWorks(ctx)
-		if err != nil {
-			return runbook.Errorf("testing the pending keytab: %s", err).WithHint("check that the KDC answers, then krbops rotate --resume")
-		}
-		if ok {
+		// Find out before anything else: a change sent before a crash, a
+		// lost reply or a timeout may have reached the KDC. Repeating it
+		// would fail (kpasswd with the old key) or bump the kvno past the
+		// pending keytab (kadmin).
+		switch applied, res := r.changeApplied(ctx); {
+		case res.Status != "":
+			return res
+		case applied:
 			if err := r.saveJournal(StateSet); err != nil {
 				return journalError(err)
 			}
@@ -774,32 +774,113 @@ func (r *Rotation) stepSet(ctx context.Context, _ *runbook.State) runbook.Result
 	if err := r.saveJournal(StateSetting); err != nil {
 		return journalError(err)
 	}
-	var err error
+	err := r.sendChange(ctx)
+	if err == nil {
+		if err := r.saveJournal(StateSet); err != nil {
+			return journalError(err)
+		}
+		return runbook.Passf("the KDC changed the key of %s (%s)", r.Principal, r.Backend)
+	}
+	// An error says only that krbops saw no confirmation: the request may
+	// have been applied and the reply lost, or reset, or late. Ask the KDC
+	// which key it holds now, and never send the change again blindly.
+	switch applied, res := r.changeApplied(ctx); {
+	case res.Status != "":
+		return runbook.Errorf("key change with %s: %s; then %s", r.Backend, err, res.Message).
+			WithHint("the outcome is unknown and the pending keytab is stored; %s tests the KDC first and repeats the change only if it did not happen", r.command("rotate --resume"))
+	case applied:
+		if err := r.saveJournal(StateSet); err != nil {
+			return journalError(err)
+		}
+		return runbook.Passf("the KDC applied the key change although %s answered: %s; not repeated", r.Backend, err).
+			With(runbook.Evidence{"reply_error": err.Error()})
+	}
+	return runbook.Errorf("key change with %s failed: %s; the KDC still holds kvno %d, nothing changed", r.Backend, err, j.OldKVNO).
+		WithHint("fix the cause, then %s: it tests the KDC first and repeats the change only if it did not happen", r.command("rotate --resume"))
+}
+
+func (r *Rotation) sendChange(ctx context.Context) error {
+	j := r.journal
 	switch r.Backend {
 	case BackendKpasswd:
-		var cur []kdcops.KeytabEntry
-		if cur, _, err = readKeytab(r.Keytab, r.Principal); err == nil {
-			err = r.kdc().Kpasswd(ctx, kdcops.AtKVNO(cur, j.OldKVNO), r.Realm, r.components(), j.Password)
+		cur, err := r.oldEntries()
+		if err != nil {
+			return err
 		}
+		return r.kdc().Kpasswd(ctx, cur, r.Realm, r.components(), j.Password)
 	case BackendKpasswdAdmin:
-		var admin []kdcops.KeytabEntry
-		if admin, _, err = readKeytab(r.AdminKeytab, r.AdminPrincipal); err == nil {
-			kv := kdcops.KVNOs(admin)
-			err = r.kdc().Kpasswd(ctx, kdcops.AtKVNO(admin, kv[len(kv)-1]), r.Realm, r.components(), j.Password)
+		admin, _, err := readKeytab(r.AdminKeytab, r.AdminPrincipal)
+		if err != nil {
+			return err
 		}
+		kv := kdcops.KVNOs(admin)
+		return r.kdc().Kpasswd(ctx, kdcops.AtKVNO(admin, kv[len(kv)-1]), r.Realm, r.components(), j.Password)
 	case BackendKadmin:
-		err = r.kdc().KadminCPW(ctx, r.AdminPrincipal, r.AdminKeytab, r.Principal, j.Password)
-	default:
-		err = fmt.Errorf("unknown backend %q", r.Backend)
+		return r.kdc().KadminCPW(ctx, r.AdminPrincipal, r.AdminKeytab, r.Principal, j.Password)
 	}
+	return fmt.Errorf("unknown backend %q", r.Backend)
+}
+
+// oldEntries are the principal's keys at the rotation's old kvno: from
+// the pending keytab of a server (it holds both), else from --keytab,
+// which finish.keytab has not rewritten yet when this is asked.
+func (r *Rotation) oldEntries() ([]kdcops.KeytabEntry, error) {
+	j := r.journal
+	if ents, err := r.pendingEntries(); err == nil {
+		if old := kdcops.AtKVNO(ents, j.OldKVNO); len(old) > 0 {
+			return old, nil
+		}
+	}
+	cur, _, err := readKeytab(r.Keytab, r.Principal)
 	if err != nil {
-		return runbook.Errorf("key change with %s failed: %s", r.Backend, err).
-			WithHint("the pending keytab is stored; krbops rotate --resume tests the KDC first and repeats the change only if it did not happen")
+		return nil, err
 	}
-	if err := r.saveJournal(StateSet); err != nil {
-		return journalError(err)
+	old := kdcops.AtKVNO(cur, j.OldKVNO)
+	if len(old) == 0 {
+		return nil, fmt.Errorf("%s holds no key at kvno %d", r.Keytab, j.OldKVNO)
 	}
-	return runbook.Passf("the KDC changed the key of %s (%s)", r.Principal, r.Backend)
+	return old, nil
+}
+
+// changeApplied asks the KDC whether this rotation's key change is in
+// place: the new key logs in (derived again from the journaled password
+// when the KDC now has other enctypes or salts), or the old one still
+// does. Neither means the key changed to something this rotation did not
+// set, and nothing more may be sent: a failed result. An unreachable KDC
+// is an error result: the outcome stays unknown.
+func (r *Rotation) changeApplied(ctx context.Context) (bool, runbook.Result) {
+	j := r.journal
+	_, ok, err := r.pendingWorks(ctx)
+	if err != nil {
+		return false, runbook.Errorf("asking the KDC whether the change happened: %s", err).
+			WithHint("check that the KDC answers, then %s", r.command("rotate --resume"))
+	}
+	if ok {
+		return true, runbook.Result{}
+	}
+	if j.Password != "" {
+		if keys, err := r.kdc().Keys(ctx, r.Realm, r.components()); err == nil && !kdcops.SameKeys(keys, j.KDCKeys) {
+			if next, err := kdcops.DeriveKeytab(r.Realm, r.components(), keys, j.Password, j.NewKVNO, r.now()); err == nil {
+				if sess, err := r.kdc().Login(ctx, next); err == nil && sess != nil {
+					return true, runbook.Result{}
+				}
+			}
+		}
+	}
+	old, err := r.oldEntries()
+	if err != nil {
+		return false, runbook.Usagef("%s", err)
+	}
+	sess, err := r.kdc().Login(ctx, old)
+	switch {
+	case err != nil:
+		return false, runbook.Errorf("asking the KDC whether the change happened: %s", err).
+			WithHint("check that the KDC answers, then %s", r.command("rotate --resume"))
+	case sess != nil:
+		return false, runbook.Result{}
+	}
+	return false, runbook.Failf("neither the old kvno %d nor the new kvno %d of %s logs in: the key was changed by someone else", j.OldKVNO, j.NewKVNO, r.Principal).
+		WithHint("nothing more was sent; inspect the principal (kadmin getprinc) and its last changes before anything else")
 }
 
 func (r *Rotation) stepTest(ctx context.Context, _ *runbook.State) runbook.Result {

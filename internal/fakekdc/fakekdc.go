@@ -67,7 +67,10 @@ type KDC struct {
 	clockOffset time.Duration
 	failNext    error
 	loseNext    bool
-	changeReqs  map[string]int
+	// downAfterLoss: the KDC becomes unreachable right after the reply
+	// it loses.
+	downAfterLoss bool
+	changeReqs    map[string]int
 }
 
 type principal struct {
@@ -673,7 +676,18 @@ func (k *KDC) change(full, password string) error {
 	}
 	if k.loseNext {
 		k.loseNext = false
+		k.unreachable = k.downAfterLoss
+		k.downAfterLoss = false
 		return &kdcops.UnreachableError{KDC: "fakekdc kpasswd", Transport: kdcops.TCP, Err: syscall.ETIMEDOUT}
 	}
 	return nil
+}
+
+// LoseNextReplyAndGoDown is LoseNextReply followed by the KDC going away
+// (a restart) until SetUnreachable(false): the rotation can then not find
+// out in the same run whether its change was applied.
+func (k *KDC) LoseNextReplyAndGoDown() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.loseNext, k.downAfterLoss = true, true
 }
