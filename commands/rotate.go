@@ -386,7 +386,7 @@ func rotateRun(ctx context.Context, o *RotateOptions) error {
 		}
 	}
 	if o.DryRun {
-		return o.runReport(ctx, r.Plan(o.Resume))
+		return o.runReport(ctx, r.Plan(o.Resume, j))
 	}
 	return o.runReport(ctx, r.Runbook(o.Resume, j))
 }

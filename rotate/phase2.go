@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/krbops/krbops/kdcops"
@@ -107,40 +105,88 @@ func (r *Rotation) Finish(force bool) runbook.Runbook {
 	return runbook.Runbook{Command: "rotate finish", Steps: steps}
 }
 
-// Plan is --dry-run: each step and what it would change, as skipped
-// steps; nothing is read from or written to the KDC, store or ledger.
-func (r *Rotation) Plan(resume bool) runbook.Runbook {
+// Plan is --dry-run: a rehearsal. Every read-only pre-check runs for
+// real against the KDC, the store, the allowlist, the ledger's rate window
+// and the KDC logs; the lock step checks that nothing holds the principal
+// (a journal, a lock, an open rotation) without taking anything; the
+// steps that would change something say what they would do. Nothing is
+// written: no journal, no lock, no store version, no ledger record. The
+// caller opens the ledger read-only (or passes an empty one when there
+// is no ledger file yet).
+func (r *Rotation) Plan(resume bool, j *Journal) runbook.Runbook {
 	what := map[string]string{
-		StepClock:      "probe the KDC's clock once",
-		StepKeytab:     "log in with " + r.Keytab + " and read the KDC's kvno and salts",
-		StepKpasswd:    "connect to the " + r.Backend + " server",
-		StepStore:      "check that secret " + r.Secret + " can be written",
-		StepAllowlist:  "look for cluster " + r.Cluster + " in " + r.Allowlist,
-		StepRate:       fmt.Sprintf("count (%s, %s) rotations in the last %s against %d", r.Cluster, r.Role, r.Window, r.MaxPerWindow),
-		StepLastLogin:  fmt.Sprintf("read the last login from %s; need %s of a %s TGT left", strings.Join(r.KDCLogs, ", "), r.MinTGTRemaining, r.TicketLifetime),
-		StepLock:       "lock " + r.Principal + " in the ledger and write the journal in " + r.JournalDir,
 		StepCreate:     "derive new keys at kvno+1 from a random password with the KDC's salts; journal them (0600)",
 		StepPutPending: "store the new keytab as pending in " + r.Secret,
 		StepSet:        "change the key of " + r.Principal + " at the KDC with " + r.Backend,
-		StepTest:       "log in and decrypt a service ticket with the pending keytab",
+		StepTest:       "log in and decrypt a service ticket with the pending keytab, after asking the KDC which keys the new kvno has",
 		StepPromote:    "promote pending to current in " + r.Secret,
-		StepPublish:    "rewrite " + r.Keytab + " atomically, keeping the old file as a backup",
+		StepPublish:    "rewrite " + r.Keytab + " atomically with its owner, group and mode, keeping the old file as a backup",
 		StepLedger:     "record the rotation and unlock",
 	}
-	if r.Role == Server {
+	if r.Role.Serves() {
 		what[StepCreate] = "derive new keys at kvno+1 (keytab keeps the old kvno too); journal them (0600)"
 		what[StepLedger] = "record phase 1 (awaiting phase 2) and unlock"
 	}
-	rb := r.Runbook(resume, &Journal{})
+	if j == nil {
+		j = &Journal{}
+	}
+	rb := r.Runbook(resume, j)
 	for i := range rb.Steps {
-		msg := "dry-run: would " + what[rb.Steps[i].ID]
-		rb.Steps[i].Needs = nil
-		rb.Steps[i].Run = func(context.Context, *runbook.State) runbook.Result {
-			return runbook.Result{Status: runbook.Skip, Message: msg}
+		id := rb.Steps[i].ID
+		switch {
+		case id == StepLock:
+			rb.Steps[i].Title = "nothing holds the principal"
+			rb.Steps[i].Run = r.stepLockDry
+		case what[id] != "":
+			msg := "dry-run: would " + what[id]
+			rb.Steps[i].Needs = nil
+			rb.Steps[i].Run = func(context.Context, *runbook.State) runbook.Result {
+				return runbook.Result{Status: runbook.Skip, Message: msg}
+			}
 		}
 	}
 	rb.Command = "rotate --dry-run"
 	return rb
+}
+
+// stepLockDry is preflight.lock without the lock: it reports what would
+// stop the rotation there, and writes nothing.
+func (r *Rotation) stepLockDry(ctx context.Context, _ *runbook.State) runbook.Result {
+	if res, denied := r.refuseDenied(); denied {
+		return res
+	}
+	if r.resume {
+		if err := r.checkBinding(ctx, r.journal); err != nil {
+			return runbook.Failf("the journal of %s does not belong to this rotation: %s", r.Principal, err)
+		}
+		return runbook.Passf("dry-run: would resume rotation %s of %s from state %s", r.journal.ID, r.Principal, r.journal.State)
+	}
+	if err := CheckJournalDir(r.JournalDir); err != nil {
+		return untrusted(err)
+	}
+	if res, busy := r.inProgress(); busy {
+		return res
+	}
+	locks, err := r.Ledger.Locks(ctx)
+	if err != nil {
+		return ledgerResult(err, "ledger: %s", err)
+	}
+	for _, l := range locks {
+		if l.Principal == r.Principal {
+			return runbook.Failf("%s is locked by %q since %s", r.Principal, l.Holder, l.Acquired.UTC().Format(time.RFC3339)).
+				WithHint("inspect it with krbops rotate status")
+		}
+	}
+	open, err := r.Ledger.List(ctx, ledger.Filter{Principal: r.Principal, Limit: 1})
+	if err != nil {
+		return ledgerResult(err, "ledger: %s", err)
+	}
+	if len(open) > 0 && open[0].Outcome.Open() {
+		return runbook.Failf("%s already has an open rotation in the ledger (%s)", r.Principal, open[0].Outcome).
+			WithHint("finish it first: krbops rotate status, then rotate finish (servers) or rotate --resume")
+	}
+	return runbook.Passf("dry-run: would lock %s, plan kvno %d to %d under the lock and journal it in %s", r.Principal, r.preflightKVNO, r.preflightKVNO+1, r.JournalDir).
+		With(runbook.Evidence{"kdc_kvno": r.preflightKVNO, "phase2_wait": r.Phase2Wait().String()})
 }
 
 // Status is one step per open rotation: journals on this host (in

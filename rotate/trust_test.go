@@ -10,6 +10,7 @@ import (
 
 	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
+	"github.com/krbops/krbops/ledger"
 	"github.com/krbops/krbops/runbook"
 )
 
@@ -158,4 +159,79 @@ func (g *rig) keytabLogsIn() {
 	if err != nil || sess == nil {
 		g.t.Errorf("the keytab file does not log in at kvno %d: %v", g.kdc.KVNO(g.principal), err)
 	}
+}
+
+// Issue 10 §4: --dry-run is a rehearsal. The read-only pre-checks run for
+// real and can fail it; nothing is written: no journal, no store version,
+// no ledger record or lock, no key change.
+func TestDryRunRehearses(t *testing.T) {
+	dry := func(g *rig, mutate func(*Rotation)) *runbook.Report {
+		t.Helper()
+		led, err := ledger.OpenFile(g.ledger, ledger.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer led.Close()
+		r := g.rotation(g.openStore(), led)
+		if mutate != nil {
+			mutate(r)
+		}
+		return runbook.Run(context.Background(), r.Plan(false, nil), runbook.Options{})
+	}
+	nothingWritten := func(g *rig) {
+		t.Helper()
+		if _, err := os.Stat(g.journal); !os.IsNotExist(err) {
+			t.Errorf("journal directory: %v, want none", err)
+		}
+		if cur, _ := g.storeCurrent(); cur != nil {
+			t.Error("the store has a version")
+		}
+		led, err := ledger.OpenFile(g.ledger, ledger.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer led.Close()
+		if rots, _ := led.List(context.Background(), ledger.Filter{}); len(rots) != 0 {
+			t.Errorf("ledger records %+v", rots)
+		}
+		if locks, _ := led.Locks(context.Background()); len(locks) != 0 {
+			t.Errorf("ledger locks %+v", locks)
+		}
+		if n := g.kdc.ChangeRequests(g.principal); n != 0 || g.kdc.KVNO(g.principal) != rigOldKVNO {
+			t.Errorf("%d key changes, kvno %d", n, g.kdc.KVNO(g.principal))
+		}
+	}
+
+	g := newRig(t, Client, BackendKpasswd)
+	rep := dry(g, nil)
+	for _, id := range []string{StepClock, StepKeytab, StepKpasswd, StepStore, StepAllowlist, StepRate, StepLastLogin, StepLock} {
+		if sr, _ := stepOf(rep, id); sr.Status != runbook.Pass {
+			t.Errorf("%s: %s %q, want a real pass", id, sr.Status, sr.Message)
+		}
+	}
+	for _, id := range []string{StepCreate, StepPutPending, StepSet, StepTest, StepPromote, StepPublish, StepLedger} {
+		if sr, _ := stepOf(rep, id); sr.Status != runbook.Skip || !strings.HasPrefix(sr.Message, "dry-run: would ") {
+			t.Errorf("%s: %s %q", id, sr.Status, sr.Message)
+		}
+	}
+	if rep.Class != fault.OK {
+		t.Errorf("class %s", rep.Class)
+	}
+	nothingWritten(g)
+
+	// A cluster outside the allowlist fails the rehearsal.
+	g = newRig(t, Client, BackendKpasswd)
+	rep = dry(g, func(r *Rotation) { r.Cluster = "c9" })
+	if sr, _ := stepOf(rep, StepAllowlist); sr.Status != runbook.Fail || rep.Class != fault.CheckFailed {
+		t.Errorf("allowlist: %s %q, class %s", sr.Status, sr.Message, rep.Class)
+	}
+	nothingWritten(g)
+
+	// A missing keytab is local input: exit 2.
+	g = newRig(t, Client, BackendKpasswd)
+	rep = dry(g, func(r *Rotation) { r.Keytab += ".missing" })
+	if sr, _ := stepOf(rep, StepKeytab); sr.Status != runbook.Error || rep.Class != fault.Usage {
+		t.Errorf("keytab: %s %q, class %s", sr.Status, sr.Message, rep.Class)
+	}
+	nothingWritten(g)
 }
