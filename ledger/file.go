@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	osuser "os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -40,6 +41,7 @@ var (
 	// bucketOpen holds the sequence numbers of open rotations.
 	bucketOpen  = []byte("open")
 	bucketLocks = []byte("locks")
+	bucketAudit = []byte("audit")
 	bucketMeta  = []byte("meta")
 	keyFormat   = []byte("format")
 )
@@ -79,7 +81,7 @@ func OpenFile(path string, opts Options) (*File, error) {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
 	err = f.update(context.Background(), func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketRotations, bucketDomain, bucketOpen, bucketLocks, bucketMeta} {
+		for _, b := range [][]byte{bucketRotations, bucketDomain, bucketOpen, bucketLocks, bucketAudit, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -363,6 +365,8 @@ func (f *File) Lock(ctx context.Context, principal, holder string, ttl time.Dura
 			return &LockedError{Lock: *cur, Stale: cur.Stale(now)}
 		}
 		out = Lock{Principal: principal, Holder: holder, Acquired: now, Expires: now.Add(ttl)}
+		out.Host, out.PID, out.User = processIdentity()
+		out.Renewed = now
 		if cur != nil {
 			out.Acquired = cur.Acquired // an extension, not a new lock
 		}
@@ -388,7 +392,7 @@ func (f *File) Unlock(ctx context.Context, principal, holder string) error {
 	})
 }
 
-func (f *File) BreakLock(ctx context.Context, principal string) (Lock, error) {
+func (f *File) BreakLock(ctx context.Context, principal, holder string, force bool) (Lock, error) {
 	var out Lock
 	err := f.update(ctx, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketLocks)
@@ -399,7 +403,10 @@ func (f *File) BreakLock(ctx context.Context, principal string) (Lock, error) {
 		if cur == nil {
 			return fmt.Errorf("%w: no lock on %s", ErrNotFound, principal)
 		}
-		if !cur.Stale(f.now()) {
+		if holder != "" && cur.Holder != holder {
+			return &LockedError{Lock: *cur, Stale: cur.Stale(f.now())}
+		}
+		if !force && !cur.Stale(f.now()) {
 			return &LockedError{Lock: *cur}
 		}
 		out = *cur
@@ -444,4 +451,58 @@ func putLock(b *bolt.Bucket, l Lock) error {
 		return err
 	}
 	return b.Put([]byte(l.Principal), v)
+}
+
+// processIdentity is the process that takes a lock: host, pid, user.
+var processIdentity = func() (host string, pid int, user string) {
+	host, _ = os.Hostname()
+	user = strconv.Itoa(os.Geteuid())
+	if u, err := osuser.Current(); err == nil {
+		user = u.Username
+	}
+	return host, os.Getpid(), user
+}
+
+func (f *File) Record(ctx context.Context, e Event) (Event, error) {
+	if e.Principal == "" || e.Action == "" {
+		return Event{}, fmt.Errorf("ledger: an event needs a principal and an action")
+	}
+	err := f.update(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
+		seq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		e.Seq, e.Time = seq, f.now().UTC()
+		v, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		return b.Put(seqKey(seq), v)
+	})
+	if err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+func (f *File) Events(ctx context.Context, principal string) ([]Event, error) {
+	var out []Event
+	err := f.view(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
+		if b == nil {
+			return nil // a ledger written before the audit trail existed
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var e Event
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("ledger: audit event %x does not parse: %w", k, err)
+			}
+			if principal == "" || e.Principal == principal {
+				out = append(out, e)
+			}
+			return nil
+		})
+	})
+	return out, err
 }

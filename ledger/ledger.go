@@ -112,9 +112,31 @@ func (f Filter) match(r *Rotation) bool {
 // Lock reserves a principal for one rotation.
 type Lock struct {
 	Principal string    `json:"principal"`
-	Holder    string    `json:"holder"` // e.g. "alice@host pid 4242 corr 7f3a…"
+	Holder    string    `json:"holder"` // the rotation, e.g. "krbops rotate <journal id>"
 	Acquired  time.Time `json:"acquired"`
 	Expires   time.Time `json:"expires"`
+	// Host, PID and User are the process that took or last renewed the
+	// lock, so an operator (and rotate status) can tell whether it still
+	// runs.
+	Host string `json:"host,omitempty"`
+	PID  int    `json:"pid,omitempty"`
+	User string `json:"user,omitempty"`
+	// Renewed is when that process took or renewed the lock: a process
+	// with that PID that started later is another one.
+	Renewed time.Time `json:"renewed,omitzero"`
+}
+
+// Event is one entry of the ledger's audit trail: who did what to which
+// principal's rotation state, when and why, beyond the rotation records
+// themselves (a lock broken by hand, a rotation aborted).
+type Event struct {
+	Seq       uint64    `json:"seq"` // assigned by Record
+	Time      time.Time `json:"time"`
+	Principal string    `json:"principal"`
+	Action    string    `json:"action"`   // e.g. "unlock", "abort"
+	Operator  string    `json:"operator"` // user@host
+	Reason    string    `json:"reason,omitempty"`
+	Detail    string    `json:"detail,omitempty"` // e.g. the lock that was broken
 }
 
 // Stale reports whether the lock outlived its ttl at now. A stale lock
@@ -154,10 +176,19 @@ type Ledger interface {
 	// lock is a *LockedError.
 	Unlock(ctx context.Context, principal, holder string) error
 	// BreakLock removes a stale lock and returns it for the audit trail;
-	// a live lock is a *LockedError, no lock ErrNotFound.
-	BreakLock(ctx context.Context, principal string) (Lock, error)
+	// a live (unexpired) lock is a *LockedError unless force, which the
+	// caller passes only when it knows the holder is dead. With holder
+	// set, only that holder's lock is broken (a *LockedError otherwise),
+	// so two processes that both saw a dead holder cannot break the lock
+	// one of them has just taken. No lock is ErrNotFound.
+	BreakLock(ctx context.Context, principal, holder string, force bool) (Lock, error)
 	// Locks lists every lock, stale ones included.
 	Locks(ctx context.Context) ([]Lock, error)
+	// Record appends e to the audit trail, stamping its time and sequence.
+	Record(ctx context.Context, e Event) (Event, error)
+	// Events returns the audit trail of principal ("" for every
+	// principal), oldest first.
+	Events(ctx context.Context, principal string) ([]Event, error)
 	// Close releases the ledger; later calls fail.
 	Close() error
 }

@@ -267,7 +267,7 @@ func TestLocks(t *testing.T) {
 	if err != nil || !ext.Acquired.Equal(t0) || !ext.Expires.Equal(t0.Add(90*time.Minute)) {
 		t.Fatalf("extension = %+v, %v; want acquired kept, expiry moved", ext, err)
 	}
-	if _, err := l.BreakLock(ctx, p); !errors.As(err, &le) || le.Stale {
+	if _, err := l.BreakLock(ctx, p, "", false); !errors.As(err, &le) || le.Stale {
 		t.Fatalf("BreakLock of a live lock = %v, want a live LockedError", err)
 	}
 	if err := l.Unlock(ctx, p, "bob"); !errors.Is(err, ErrLocked) {
@@ -279,11 +279,11 @@ func TestLocks(t *testing.T) {
 	if !errors.As(err, &le) || !le.Stale || !strings.Contains(err.Error(), "stale since") {
 		t.Fatalf("Lock over a stale lock = %v, want a stale LockedError (never taken over silently)", err)
 	}
-	broken, err := l.BreakLock(ctx, p)
+	broken, err := l.BreakLock(ctx, p, "", false)
 	if err != nil || broken.Holder != "alice" {
 		t.Fatalf("BreakLock of a stale lock = %+v, %v", broken, err)
 	}
-	if _, err := l.BreakLock(ctx, p); !errors.Is(err, ErrNotFound) {
+	if _, err := l.BreakLock(ctx, p, "", false); !errors.Is(err, ErrNotFound) {
 		t.Errorf("BreakLock without a lock = %v, want ErrNotFound", err)
 	}
 	if _, err := l.Lock(ctx, p, "bob", time.Hour); err != nil {
@@ -486,5 +486,42 @@ func TestReopenPersists(t *testing.T) {
 	r2, err := l2.Start(ctx, rot("other@EX", "prod-eu", "server"))
 	if err != nil || r2.ID == r.ID {
 		t.Errorf("after reopen Start = %+v, %v; want a fresh id", r2, err)
+	}
+}
+
+// A lock records the process that holds it; a dead holder's live lock is
+// broken only with force; the audit trail keeps who broke what and why.
+func TestLockHolderForceBreakAndAudit(t *testing.T) {
+	ctx := context.Background()
+	l, err := OpenFile(filepath.Join(t.TempDir(), "ledger.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	lk, err := l.Lock(ctx, "svc@EX", "krbops rotate j1", time.Hour)
+	if err != nil || lk.PID != os.Getpid() || lk.Host == "" || lk.User == "" {
+		t.Fatalf("Lock = %+v, %v; want this process as holder", lk, err)
+	}
+	if _, err := l.BreakLock(ctx, "svc@EX", "", false); !errors.Is(err, ErrLocked) {
+		t.Fatalf("BreakLock of a live lock without force = %v", err)
+	}
+	if _, err := l.BreakLock(ctx, "svc@EX", "krbops rotate j2", true); !errors.Is(err, ErrLocked) {
+		t.Fatalf("BreakLock of another holder's lock = %v", err)
+	}
+	broken, err := l.BreakLock(ctx, "svc@EX", "krbops rotate j1", true)
+	if err != nil || broken.Holder != "krbops rotate j1" {
+		t.Fatalf("forced BreakLock = %+v, %v", broken, err)
+	}
+	e, err := l.Record(ctx, Event{Principal: "svc@EX", Action: "unlock", Operator: "ops@host", Reason: "holder died", Detail: broken.Holder})
+	if err != nil || e.Seq == 0 || e.Time.IsZero() {
+		t.Fatalf("Record = %+v, %v", e, err)
+	}
+	l.Record(ctx, Event{Principal: "other@EX", Action: "abort", Operator: "ops@host"})
+	evs, err := l.Events(ctx, "svc@EX")
+	if err != nil || len(evs) != 1 || evs[0].Reason != "holder died" || evs[0].Detail != "krbops rotate j1" {
+		t.Fatalf("Events = %+v, %v", evs, err)
+	}
+	if all, _ := l.Events(ctx, ""); len(all) != 2 {
+		t.Errorf("all events: %d, want 2", len(all))
 	}
 }

@@ -404,6 +404,42 @@ func (s *awsStore) promote(ctx context.Context, name, versionID string) error {
 	return err
 }
 
+func (s *awsStore) Discard(ctx context.Context, name, versionID string) error {
+	return s.fail(ctx, "discard", name, s.discard(ctx, name, versionID))
+}
+
+// discard removes AWSPENDING from versionID; the version itself stays
+// (Secrets Manager deletes unlabelled versions on its own schedule).
+func (s *awsStore) discard(ctx context.Context, name, versionID string) error {
+	if err := s.begin(ctx, name); err != nil {
+		return err
+	}
+	vs, err := s.versions(ctx, name)
+	if err != nil {
+		return err
+	}
+	var target *Version
+	for i := range vs {
+		if vs[i].ID == versionID {
+			target = &vs[i]
+		}
+	}
+	switch {
+	case target == nil:
+		return failf(ErrNotFound, "no version %q", versionID)
+	case target.Has(StageCurrent):
+		return failf(ErrConflict, "version %s is current, not a pending version to discard", versionID)
+	case !target.Has(StagePending):
+		return nil
+	}
+	_, err = s.sm.UpdateSecretVersionStage(ctx, &secretsmanager.UpdateSecretVersionStageInput{
+		SecretId:            aws.String(s.id(name)),
+		VersionStage:        aws.String(labelPending),
+		RemoveFromVersionId: aws.String(versionID),
+	})
+	return err
+}
+
 func (s *awsStore) Check(ctx context.Context, name string) error {
 	return s.fail(ctx, "check", name, s.check(ctx, name))
 }

@@ -354,6 +354,43 @@ func (s *fileStore) promote(ctx context.Context, name, versionID string) error {
 	return s.writeManifest(dir, m)
 }
 
+func (s *fileStore) Discard(ctx context.Context, name, versionID string) error {
+	return s.wrap("discard", name, s.discard(ctx, name, versionID))
+}
+
+func (s *fileStore) discard(ctx context.Context, name, versionID string) error {
+	if err := s.begin(ctx, name); err != nil {
+		return err
+	}
+	dir := s.dir(name)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return failf(ErrNotFound, "secret does not exist")
+	}
+	unlock, err := s.lock(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	m, err := readManifest(dir)
+	if err != nil {
+		return err
+	}
+	if m == nil {
+		return failf(ErrNotFound, "secret does not exist")
+	}
+	target := m.byID(versionID)
+	switch {
+	case target == nil:
+		return failf(ErrNotFound, "no version %q", versionID)
+	case target.has(StageCurrent):
+		return failf(ErrConflict, "version %s is current, not a pending version to discard", versionID)
+	case !target.has(StagePending):
+		return nil
+	}
+	target.drop(StagePending)
+	return s.writeManifest(dir, m)
+}
+
 func (s *fileStore) Check(ctx context.Context, name string) error {
 	return s.wrap("check", name, s.check(ctx, name))
 }

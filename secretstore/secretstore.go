@@ -140,6 +140,12 @@ type Store interface {
 	// repeat after a crash is safe. ErrConflict when versionID is neither
 	// pending nor current; ErrNotFound when it does not exist.
 	Promote(ctx context.Context, name, versionID string) error
+	// Discard takes the pending stage off version versionID, so an
+	// aborted rotation leaves nothing pending; current does not move. A
+	// version that is not pending is left as it is (a repeat is safe);
+	// one that is current is ErrConflict; ErrNotFound when it does not
+	// exist.
+	Discard(ctx context.Context, name, versionID string) error
 	// Check verifies, without changing any version, that the secret can be
 	// written now: the backend answers, credentials and permissions work
 	// as far as can be told without a write, and nothing else (another
