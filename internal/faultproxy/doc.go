@@ -11,8 +11,9 @@
 // server's address; point the client at [Proxy.Addr]. Then choose a fault
 // with [Proxy.Once] (the next n exchanges only, then faithful forwarding,
 // so a resume goes through), [Proxy.Set] (every exchange until changed) or
-// [Proxy.SetRule] (only exchanges whose request matches, e.g. one RPC
-// procedure with [MatchRPCProc]). Read the outcome with [Proxy.Stats] and
+// [Proxy.SetRule] (only exchanges whose request matches, e.g. kadmind's
+// key-change call and not the RPCSEC_GSS set-up around it, with
+// [MatchKadminKeyChange] or [MatchRPCProc]). Read the outcome with [Proxy.Stats] and
 // [Proxy.Exchanges]; wait for the proxy to reach a state with [Proxy.Wait]
 // (never sleep); end holds early with [Proxy.Release].
 //

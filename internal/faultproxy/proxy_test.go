@@ -575,12 +575,9 @@ func TestOnceN(t *testing.T) {
 	wantOutcomes(t, p, Refused, Refused, Delivered)
 }
 
-// kadm5's program number (MIT kadm_rpc.h) and a procedure number to pick.
-const kadmProg, chpass = 2112, 6
-
 func rpcCall(xid, proc uint32) []byte {
 	var b []byte
-	for _, v := range []uint32{xid, 0, 2, kadmProg, 2, proc, 0, 0, 0, 0} {
+	for _, v := range []uint32{xid, 0, 2, KadmProg, 2, proc, 0, 0, 0, 0} {
 		b = binary.BigEndian.AppendUint32(b, v)
 	}
 	return append(b, "args"...)
@@ -590,15 +587,15 @@ func rpcCall(xid, proc uint32) []byte {
 func TestRPCMatchProc(t *testing.T) {
 	srv := startEcho(t, RPC)
 	p := ForTest(t, Options{Upstream: srv.addr, Protocol: RPC})
-	p.SetRule(Rule{Fault: Fault{Kind: DropReplyClose}, Times: 1, Match: MatchRPCProc(kadmProg, chpass)})
+	p.SetRule(Rule{Fault: Fault{Kind: DropReplyClose}, Times: 1, Match: MatchRPCProc(KadmProg, KadmChpass)})
 	c := dial(t, "tcp", p.Addr())
-	for xid, proc := range []uint32{0, 15, 5} { // NULLPROC (GSS set-up), init, get
+	for xid, proc := range []uint32{KadmNullProc, KadmInit, KadmGetPrinc} {
 		msg := rpcCall(uint32(xid), proc)
 		if reply, err := call(c, RPC, msg); err != nil || !bytes.Equal(reply, append([]byte("re:"), msg...)) {
 			t.Fatalf("proc %d: %q %v", proc, reply, err)
 		}
 	}
-	if _, err := call(c, RPC, rpcCall(9, chpass)); !errors.Is(err, io.EOF) {
+	if _, err := call(c, RPC, rpcCall(9, KadmChpass)); !errors.Is(err, io.EOF) {
 		t.Fatalf("chpass: %v, want EOF", err)
 	}
 	wantStats(t, wait(t, p, "4 exchanges", done(4)),
@@ -607,14 +604,14 @@ func TestRPCMatchProc(t *testing.T) {
 	// The record went to the server fragmented exactly as the client sent it.
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	if want := frameMsg(RPC, rpcCall(9, chpass), true); !bytes.Equal(srv.wire[3], want) {
+	if want := frameMsg(RPC, rpcCall(9, KadmChpass), true); !bytes.Equal(srv.wire[3], want) {
 		t.Errorf("server got % x, want % x", srv.wire[3], want)
 	}
 }
 
 func TestParseRPCCall(t *testing.T) {
-	c, ok := ParseRPCCall(rpcCall(7, chpass))
-	if !ok || c != (RPCCall{XID: 7, Prog: kadmProg, Vers: 2, Proc: chpass}) {
+	c, ok := ParseRPCCall(rpcCall(7, KadmChpass))
+	if !ok || c != (RPCCall{XID: 7, Prog: KadmProg, Vers: 2, Proc: KadmChpass}) {
 		t.Errorf("%+v %v", c, ok)
 	}
 	reply := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 7), 1)
@@ -624,6 +621,17 @@ func TestParseRPCCall(t *testing.T) {
 	}
 	if _, ok := ParseRPCCall([]byte{1, 2, 3}); ok {
 		t.Error("3 bytes parsed as a call")
+	}
+	for proc, want := range map[uint32]bool{KadmNullProc: false, KadmInit: false, KadmGetPrinc: false,
+		KadmChpass: true, KadmChrand: true, KadmChpass3: true, KadmChrand3: true, KadmSetkey4: true} {
+		if got := MatchKadminKeyChange(rpcCall(1, proc)); got != want {
+			t.Errorf("MatchKadminKeyChange(proc %d) = %v", proc, got)
+		}
+	}
+	other := rpcCall(1, KadmChpass)
+	binary.BigEndian.PutUint32(other[12:], 100003) // NFS
+	if MatchKadminKeyChange(other) {
+		t.Error("another program's procedure 6 matched")
 	}
 }
 

@@ -33,3 +33,37 @@ func MatchRPCProc(prog, proc uint32) func([]byte) bool {
 		return ok && c.Prog == prog && c.Proc == proc
 	}
 }
+
+// MIT kadmind's RPC program and the procedures that change a principal's
+// keys (MIT krb5 src/lib/kadm5/kadm_rpc.h). A kadmin session is NULLPROC
+// (0) calls that set up and tear down the RPCSEC_GSS context, INIT, then
+// the operation: `kadmin -q "cpw PRINC"` is 0, KadmInit, KadmChpass, 0 on
+// one connection, and `cpw -randkey` uses KadmChrand3.
+const (
+	KadmProg     = 2112
+	KadmInit     = 13
+	KadmChpass   = 6
+	KadmChrand   = 7
+	KadmSetkey   = 16
+	KadmChpass3  = 19
+	KadmChrand3  = 20
+	KadmSetkey3  = 21
+	KadmSetkey4  = 25
+	KadmGetPrinc = 5
+	KadmNullProc = 0
+)
+
+// MatchKadminKeyChange is a [Rule.Match] accepting the kadmind calls that
+// change a principal's keys (chpass, chrand, setkey, in all versions), so
+// a fault hits the key change and not the session set-up around it.
+func MatchKadminKeyChange(msg []byte) bool {
+	c, ok := ParseRPCCall(msg)
+	if !ok || c.Prog != KadmProg {
+		return false
+	}
+	switch c.Proc {
+	case KadmChpass, KadmChrand, KadmSetkey, KadmChpass3, KadmChrand3, KadmSetkey3, KadmSetkey4:
+		return true
+	}
+	return false
+}
