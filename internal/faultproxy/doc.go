@@ -40,7 +40,8 @@
 //     RPCSEC_GSS context set-up calls are exchanges like any other.
 //
 // Bytes are forwarded exactly as read, framing included: the proxy never
-// re-frames or re-fragments. A TCP connection to the server is dialed when
+// re-frames or re-fragments. A request cut short by the client, or over
+// 16 MiB, ends the connection without an exchange. A TCP connection to the server is dialed when
 // the first request of a client connection is forwarded and is used for all
 // later exchanges of that client connection; it is closed when the client
 // connection ends.
@@ -80,7 +81,15 @@
 //     datagram is dropped.
 //
 // Every fault but Forward and Delay ends the TCP connection (after any
-// hold), so a client sees at most one fault per connection.
+// hold), so a client sees at most one fault per connection. "The client
+// closes" means the proxy read EOF or an error from it; a client that
+// half-closes after its request counts as gone during a hold.
+//
+// Which faults are exact for which service: for the KDC and kpasswd every
+// exchange is one request and one reply on the wire, so a fault hits
+// exactly the exchange chosen. For kadmind ([RPC]) faults are per call, not
+// per connection; a rule without Match also hits the RPCSEC_GSS set-up
+// calls, so pick the key change with [MatchKadminKeyChange].
 //
 // # Counters
 //

@@ -107,6 +107,7 @@ type Rule struct {
 	// accepts; others are forwarded and do not count towards Times. It
 	// gets the request without framing (the Kerberos message, the RPC
 	// record without its marks, the UDP datagram) and must not keep it.
+	// It runs with the proxy's lock held: it must not call the Proxy.
 	Match func(req []byte) bool
 }
 
