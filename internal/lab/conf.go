@@ -45,8 +45,21 @@ func (r *Realm) kdcConf(kdcPort int, logPath string) string {
 		logPath, filepath.Join(d, "kadmind.log"), filepath.Join(d, "krb5lib.log"))
 }
 
-// krb5Conf renders a krb5.conf naming kdcAddrs, in order, as the realm's KDCs.
+// krb5Conf renders a krb5.conf naming kdcAddrs, in order, as the realm's
+// KDCs, and the realm's own kadmind and kpasswd.
 func (r *Realm) krb5Conf(kdcAddrs []string) string {
+	return r.krb5ConfWith(Krb5ConfOptions{KDCs: kdcAddrs})
+}
+
+func (r *Realm) krb5ConfWith(o Krb5ConfOptions) string {
+	kdcAddrs := o.KDCs
+	admin, kpasswd := r.KadminAddr, r.KpasswdAddr
+	if o.AdminServer != "" {
+		admin = o.AdminServer
+	}
+	if o.KpasswdServer != "" {
+		kpasswd = o.KpasswdServer
+	}
 	var kdcs strings.Builder
 	for _, a := range kdcAddrs {
 		fmt.Fprintf(&kdcs, "\t\tkdc = %s\n", a)
@@ -77,20 +90,42 @@ func (r *Realm) krb5Conf(kdcAddrs []string) string {
 	.%[8]s = %[1]s
 	%[8]s = %[1]s
 `, r.Name, r.CCache, filepath.Join(r.Dir, "default.keytab"), filepath.Join(r.Dir, "client.keytab"),
-		kdcs.String(), r.KadminAddr, r.KpasswdAddr, domain)
+		kdcs.String(), admin, kpasswd, domain)
 }
 
 // WriteKrb5Conf writes to path a krb5.conf for this realm that lists exactly
 // kdcAddrs as KDCs, in that order (put DownAddr first to exercise
 // fail-over). admin_server and kpasswd_server stay the realm's kadmind.
 func (r *Realm) WriteKrb5Conf(path string, kdcAddrs ...string) error {
-	if len(kdcAddrs) == 0 {
+	return r.WriteKrb5ConfWith(path, Krb5ConfOptions{KDCs: kdcAddrs})
+}
+
+// Krb5ConfOptions choose the servers WriteKrb5ConfWith names.
+type Krb5ConfOptions struct {
+	// KDCs are the kdc lines, in order; at least one.
+	KDCs []string
+	// AdminServer and KpasswdServer replace the realm's kadmind and
+	// kpasswd addresses, e.g. with a fault-injecting proxy in front of
+	// them (internal/faultproxy). Empty: the realm's own.
+	AdminServer   string
+	KpasswdServer string
+}
+
+// WriteKrb5ConfWith is WriteKrb5Conf that can also name another
+// admin_server and kpasswd_server.
+func (r *Realm) WriteKrb5ConfWith(path string, o Krb5ConfOptions) error {
+	if len(o.KDCs) == 0 {
 		return fmt.Errorf("lab: WriteKrb5Conf %s: no KDC address given", path)
 	}
-	for _, a := range kdcAddrs {
+	for _, a := range o.KDCs {
 		if a == "" || strings.ContainsAny(a, " \t\n{}") {
 			return fmt.Errorf("lab: WriteKrb5Conf: bad KDC address %q", a)
 		}
 	}
-	return os.WriteFile(path, []byte(r.krb5Conf(kdcAddrs)), 0o644)
+	for _, a := range []string{o.AdminServer, o.KpasswdServer} {
+		if strings.ContainsAny(a, " \t\n{}") {
+			return fmt.Errorf("lab: WriteKrb5Conf: bad server address %q", a)
+		}
+	}
+	return os.WriteFile(path, []byte(r.krb5ConfWith(o)), 0o644)
 }
