@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/krbops/krbops/internal/durable"
 	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/ledger"
@@ -54,6 +56,7 @@ type RotateOptions struct {
 	DryRun          bool
 	Yes             bool
 	Force           bool
+	Reason          string
 	WarnSkew        time.Duration
 }
 
@@ -70,6 +73,10 @@ func NewCmdRotate(g *Globals, runF func(context.Context, *RotateOptions, string)
 			return rotateFinishRun(cmd.Context(), opts)
 		case "status":
 			return rotateStatusRun(cmd.Context(), opts)
+		case "abort":
+			return rotateAbortRun(cmd.Context(), opts)
+		case "unlock":
+			return rotateUnlockRun(cmd.Context(), opts)
 		}
 		return rotateRun(cmd.Context(), opts)
 	}
@@ -194,7 +201,66 @@ to be done (resume, or phase 2 ready).` + exitStatusHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return run(cmd, "status") },
 	}
-	cmd.AddCommand(finish, status)
+	abort := &cobra.Command{
+		Use:   "abort",
+		Short: "Discard a rotation that has not reached the KDC",
+		Long: `Discard the principal's rotation in progress when it stopped before the key
+change (journal state locked, created or stored): its pending version leaves
+the store's pending stage (current is untouched), its ledger record ends as
+"aborted" with who and why in the audit trail, the lock is released and the
+journal removed. The KDC and the store's current keytab are as before.
+
+A rotation at "setting" or later may have changed the key: abort refuses
+(exit 1) and points at "rotate --resume", which asks the KDC what it holds
+and finishes. A rotation whose krbops is still running is refused too.
+
+Steps: abort.journal, abort.store, abort.ledger.` + exitStatusHelp,
+		Example: `  krbops rotate abort --principal svc-batch@EXAMPLE.COM --secret-store file:///var/lib/krbops/keytabs --reason "wrong cluster" --yes`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch {
+			case opts.Principal == "" || opts.SecretStore == "":
+				return usageError(errors.New("rotate abort needs --principal and --secret-store"), "use the values of the rotation")
+			case strings.TrimSpace(opts.Reason) == "":
+				return usageError(errors.New("rotate abort needs --reason"), "the reason goes to the ledger's audit trail, e.g. --reason \"wrong cluster\"")
+			case !opts.Yes:
+				if err := confirm(opts, "abort the rotation of "+opts.Principal); err != nil {
+					return err
+				}
+			}
+			return run(cmd, "abort")
+		},
+	}
+	unlock := &cobra.Command{
+		Use:   "unlock",
+		Short: "Break the ledger lock of a rotation whose krbops is gone",
+		Long: `Break the principal's ledger lock when the krbops that holds it is gone: its
+process no longer runs on this host, or — held from another host — its
+lease expired. Who, when and why go to the ledger's audit trail. The lock of
+a running krbops is never broken (exit 1). The rotation's journal, if any,
+stays: resume it (rotate --resume) or discard it (rotate abort).
+
+Needs --force and --reason: breaking a lock is a decision an operator
+records. Step: unlock.lock.` + exitStatusHelp,
+		Example: `  krbops rotate unlock --principal svc-batch@EXAMPLE.COM --force --reason "host rebooted mid-rotation"`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch {
+			case opts.Principal == "":
+				return usageError(errors.New("rotate unlock needs --principal"), "")
+			case !opts.Force:
+				return usageError(errors.New("rotate unlock needs --force"), "it breaks a lock: make sure its krbops is gone (rotate status shows the holder)")
+			case strings.TrimSpace(opts.Reason) == "":
+				return usageError(errors.New("rotate unlock needs --reason"), "the reason goes to the ledger's audit trail")
+			}
+			return run(cmd, "unlock")
+		},
+	}
+	for _, c := range []*cobra.Command{abort, unlock} {
+		c.Flags().StringVar(&opts.Reason, "reason", "", "why, for the ledger's audit trail (required)")
+	}
+	unlock.Flags().BoolVar(&opts.Force, "force", false, "break the lock (required; a live holder's lock is still refused)")
+	cmd.AddCommand(finish, status, abort, unlock)
 	return cmd
 }
 
@@ -320,9 +386,9 @@ func (o *RotateOptions) rotation(ctx context.Context) (*rotate.Rotation, func(),
 	if err != nil {
 		return nil, nil, usageError(fmt.Errorf("--secret-store: %w", err), "file://DIR or awssm://PREFIX?region=R")
 	}
-	led, err := ledger.OpenFile(o.LedgerPath, ledger.Options{})
+	led, err := o.openLedger(o.DryRun)
 	if err != nil {
-		return nil, nil, usageError(fmt.Errorf("--ledger: %w", err), "pick a writable path")
+		return nil, nil, err
 	}
 	life := o.TicketLifetime
 	if life == 0 {
@@ -391,6 +457,90 @@ func rotateRun(ctx context.Context, o *RotateOptions) error {
 	return o.runReport(ctx, r.Runbook(o.Resume, j))
 }
 
+// openLedger opens --ledger; readOnly (a dry run, status) opens it
+// without creating it or anything around it, and takes a missing file as
+// an empty ledger.
+func (o *RotateOptions) openLedger(readOnly bool) (ledger.Ledger, error) {
+	if err := checkLedgerTrusted(o.LedgerPath); err != nil {
+		return nil, err
+	}
+	if readOnly {
+		if _, err := os.Lstat(o.LedgerPath); errors.Is(err, fs.ErrNotExist) {
+			return ledger.Empty(), nil
+		}
+	}
+	led, err := ledger.OpenFile(o.LedgerPath, ledger.Options{ReadOnly: readOnly})
+	if err != nil {
+		return nil, usageError(fmt.Errorf("--ledger: %w", err), "pick a writable path; a damaged ledger can be moved aside and restored from a backup")
+	}
+	return led, nil
+}
+
+// checkLedgerTrusted refuses a ledger another user could have written: its
+// locks and rate windows steer key changes.
+func checkLedgerTrusted(path string) error {
+	err := durable.TrustFile(path, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		err = durable.TrustDir(filepath.Dir(path))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // OpenFile creates it 0700
+		}
+	}
+	if err != nil {
+		return usageError(fmt.Errorf("--ledger %w", err), "keep the ledger and its directory private to the user who rotates (owned by that user, not group/world writable)")
+	}
+	return nil
+}
+
+func rotateAbortRun(ctx context.Context, o *RotateOptions) error {
+	r, closeFn, err := o.rotation(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	j, err := rotate.LoadJournal(o.JournalDir, r.Principal)
+	if errors.Is(err, rotate.ErrNoJournal) {
+		return fault.New(fault.CheckFailed, fmt.Errorf("no rotation of %s in progress in %s", r.Principal, o.JournalDir),
+			"krbops rotate status lists the open rotations and locks; a lock without a journal is broken with rotate unlock")
+	}
+	if err != nil {
+		return usageError(err, "inspect the journal in --journal-dir")
+	}
+	r.Role, r.Backend, r.Cluster, r.Tier, r.Keytab, r.Secret = j.Role, j.Backend, j.Cluster, j.Tier, j.Keytab, j.Secret
+	return o.runReport(ctx, r.Abort(j, o.Reason))
+}
+
+func rotateUnlockRun(ctx context.Context, o *RotateOptions) error {
+	led, err := o.openLedger(false)
+	if err != nil {
+		return err
+	}
+	defer led.Close()
+	principal := o.Principal
+	if _, realm := kdcops.SplitPrincipal(principal); realm == "" {
+		cfg, err := o.krb5Config()
+		if err != nil {
+			return err
+		}
+		if principal, err = qualify(cfg, o.Realm, principal); err != nil {
+			return err
+		}
+	}
+	return o.runReport(ctx, rotate.Unlock(led, principal, operatorName(), o.Reason, time.Now))
+}
+
+// qualify adds the realm to a principal without one.
+func qualify(cfg *kdcops.Config, realmFlag, principal string) (string, error) {
+	realm, err := realmFor(cfg, realmFlag, principal)
+	if err != nil {
+		return "", err
+	}
+	if _, r := kdcops.SplitPrincipal(principal); r == "" {
+		principal += "@" + realm
+	}
+	return principal, nil
+}
+
 func rotateFinishRun(ctx context.Context, o *RotateOptions) error {
 	r, closeFn, err := o.rotation(ctx)
 	if err != nil {
@@ -402,9 +552,9 @@ func rotateFinishRun(ctx context.Context, o *RotateOptions) error {
 }
 
 func rotateStatusRun(ctx context.Context, o *RotateOptions) error {
-	led, err := ledger.OpenFile(o.LedgerPath, ledger.Options{})
+	led, err := o.openLedger(true)
 	if err != nil {
-		return usageError(fmt.Errorf("--ledger: %w", err), "pick a readable path")
+		return err
 	}
 	defer led.Close()
 	life := o.TicketLifetime
