@@ -21,10 +21,6 @@ import (
 	"github.com/krbops/krbops/secretstore"
 )
 
-// crashEnv names a step after which the process SIGKILLs itself: the
-// crash tests' way to stop a rotation at an exact step boundary.
-const crashEnv = "KRBOPS_TEST_CRASH_AT"
-
 // Rate-limit defaults per tier: control-plane principals (KDC, IdP,
 // orchestration) take a whole cluster down when they break, so fewer of
 // them may change per window.
@@ -92,7 +88,7 @@ point leaves a keytab that authenticates, and "rotate --resume" continues
 from the journal: it tests the pending keytab before it sets, so a key
 change that reached the KDC is never repeated.
 
-Steps, in order (ids as in the report and KRBOPS_TEST_CRASH_AT):
+Steps, in order (ids as in the report):
   preflight.clock         one clock probe of the realm's KDC
   preflight.keytab        --keytab authenticates; the KDC's kvno and salts
                           (server: a service ticket under the old kvno)
@@ -343,15 +339,7 @@ func (o *RotateOptions) rotation(ctx context.Context) (*rotate.Rotation, func(),
 			r.AdminPrincipal += "@" + realm
 		}
 	}
-	if at := o.IO.Getenv(crashEnv); at != "" {
-		r.AfterStep = func(id string) {
-			if id == at {
-				// Test-only: die like a power cut, with no deferred
-				// cleanup, exactly at this step boundary.
-				killSelf()
-			}
-		}
-	}
+	r.AfterStep = crashHook(o.IO) // nil unless built with -tags krbops_testhooks
 	return r, func() { led.Close() }, nil
 }
 

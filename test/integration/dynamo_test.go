@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -19,7 +18,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,43 +31,6 @@ import (
 	"github.com/krbops/krbops/internal/lab"
 	"github.com/krbops/krbops/internal/motolab"
 )
-
-var built struct {
-	once sync.Once
-	dir  string
-	bin  string
-	err  error
-}
-
-// TestMain removes the krbops binary the resume-query tests build.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if built.dir != "" {
-		os.RemoveAll(built.dir)
-	}
-	os.Exit(code)
-}
-
-// krbopsBin builds cmd/krbops once per test binary: the kill tests need a
-// real process to SIGKILL.
-func krbopsBin(t *testing.T) string {
-	t.Helper()
-	built.once.Do(func() {
-		built.dir, built.err = os.MkdirTemp("", "krbops-it-bin-")
-		if built.err != nil {
-			return
-		}
-		built.bin = filepath.Join(built.dir, "krbops")
-		out, err := exec.Command("go", "build", "-o", built.bin, "../../cmd/krbops").CombinedOutput()
-		if err != nil {
-			built.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if built.err != nil {
-		t.Fatal(built.err)
-	}
-	return built.bin
-}
 
 // killRuns is how many SIGKILLs each crash test delivers mid-run:
 // KRBOPS_SOAK_KILLS (make soak: 100), else 20.
