@@ -585,7 +585,9 @@ func TestResumeQueryMaxRCUBoundsTheRate(t *testing.T) {
 // a resume completes exactly.
 func TestResumeQueryInterruptedExits130AndResumes(t *testing.T) {
 	rig := newScanRig(t, "calm", 1200, 20)
-	rig.proxy.SetRule("calm", dynalab.Rule{Delay: 60 * time.Millisecond})
+	// Ten pages pass, then every request hangs until the client gives up:
+	// the run cannot end before the SIGINT, however fast or slow it is.
+	rig.proxy.SetRule("calm", dynalab.Rule{HoldAfter: 10})
 	cmd := exec.Command(krbopsBin(t), append([]string{"resume-query", "-o", "json"}, rig.args()...)...)
 	cmd.Env = rqEnv()
 	var out bytes.Buffer
@@ -593,13 +595,13 @@ func TestResumeQueryInterruptedExits130AndResumes(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Interrupt once pages are being committed (the checkpoint exists).
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if fi, err := os.Stat(rig.out()); err == nil && fi.Size() > 0 {
+	// Interrupt once a page is committed (the checkpoint counts output).
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		if cp, err := dynamo.LoadCheckpoint(rig.out() + ".checkpoint"); err == nil && cp.OutputBytes > 0 {
 			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no page committed within 20s")
+		if time.Now().After(deadline) { // a hang guard, not a timing check
+			t.Fatal("no page committed within a minute")
 		}
 	}
 	cmd.Process.Signal(syscall.SIGINT)
@@ -617,6 +619,7 @@ func TestResumeQueryInterruptedExits130AndResumes(t *testing.T) {
 	if fi, _ := os.Stat(rig.out()); fi.Size() != cp.OutputBytes {
 		t.Errorf("an orderly stop left %d bytes, the checkpoint counts %d", fi.Size(), cp.OutputBytes)
 	}
+	rig.proxy.SetRule("calm", dynalab.Rule{}) // no more holding
 	if r := krbops(t, rqEnv(), rig.args()...); r.code != 0 {
 		t.Fatalf("resume: exit %d\n%s", r.code, r.stderr)
 	}
