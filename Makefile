@@ -36,7 +36,10 @@ deps:
 		fi; \
 	fi
 
+# vet fails when go.mod/go.sum are not tidy (go mod tidy -diff prints what
+# `go mod tidy` would change and exits 1) or a file needs gofmt.
 vet:
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 

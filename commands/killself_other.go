@@ -1,4 +1,4 @@
-//go:build !unix
+//go:build krbops_testhooks && !unix
 
 package commands
 

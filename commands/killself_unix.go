@@ -1,4 +1,4 @@
-//go:build unix
+//go:build krbops_testhooks && unix
 
 package commands
 
@@ -8,5 +8,5 @@ import (
 )
 
 // killSelf ends the process with SIGKILL: no deferred cleanup, no flush,
-// like a power cut. Only the rotate crash tests use it.
+// like a power cut. Only test builds (krbops_testhooks) have it.
 func killSelf() { syscall.Kill(os.Getpid(), syscall.SIGKILL) }

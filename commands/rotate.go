@@ -23,10 +23,6 @@ import (
 	"github.com/krbops/krbops/secretstore"
 )
 
-// crashEnv names a step after which the process SIGKILLs itself: the
-// crash tests' way to stop a rotation at an exact step boundary.
-const crashEnv = "KRBOPS_TEST_CRASH_AT"
-
 // RotateOptions are rotate's flags (shared by its subcommands).
 type RotateOptions struct {
 	*Globals
@@ -90,7 +86,7 @@ point leaves a keytab that authenticates, and "rotate --resume" continues
 from the journal: it tests the pending keytab before it sets, so a key
 change that reached the KDC is never repeated.
 
-Steps, in order (ids as in the report and KRBOPS_TEST_CRASH_AT):
+Steps, in order (ids as in the report):
   preflight.clock         one clock probe of the realm's KDC
   preflight.keytab        --keytab authenticates; the KDC's kvno and salts
                           (server: a service ticket under the old kvno)
@@ -410,15 +406,7 @@ func (o *RotateOptions) rotation(ctx context.Context) (*rotate.Rotation, func(),
 			r.AdminPrincipal += "@" + realm
 		}
 	}
-	if at := o.IO.Getenv(crashEnv); at != "" {
-		r.AfterStep = func(id string) {
-			if id == at {
-				// Test-only: die like a power cut, with no deferred
-				// cleanup, exactly at this step boundary.
-				killSelf()
-			}
-		}
-	}
+	r.AfterStep = crashHook(o.IO) // nil unless built with -tags krbops_testhooks
 	return r, func() { led.Close() }, nil
 }
 

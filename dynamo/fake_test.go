@@ -33,6 +33,10 @@ type fakeTable struct {
 	// every request from 1.
 	fault func(n int, c fakeCall) error
 	delay time.Duration
+	// holdAfter, when set, holds every request after the holdAfter-th
+	// until its context ends (the run stopped it), so a test knows which
+	// requests were in flight when it stopped without racing the stop.
+	holdAfter int
 }
 
 type fakeCall struct {
@@ -66,12 +70,16 @@ func segmentOf(pk string, total int) int {
 	return int(h.Sum32() % uint32(total))
 }
 
-func (t *fakeTable) record(c fakeCall) error {
+func (t *fakeTable) record(ctx context.Context, c fakeCall) error {
 	t.mu.Lock()
 	t.calls = append(t.calls, c)
 	n := len(t.calls)
-	fault, delay := t.fault, t.delay
+	fault, delay, holdAfter := t.fault, t.delay, t.holdAfter
 	t.mu.Unlock()
+	if holdAfter > 0 && n > holdAfter {
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	if delay > 0 {
 		time.Sleep(delay)
 	}
@@ -88,7 +96,7 @@ func (t *fakeTable) Calls() []fakeCall {
 }
 
 func (t *fakeTable) DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, _ ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error) {
-	if err := t.record(fakeCall{Op: "DescribeTable"}); err != nil {
+	if err := t.record(ctx, fakeCall{Op: "DescribeTable"}); err != nil {
 		return nil, err
 	}
 	if aws.ToString(in.TableName) != t.name {
@@ -107,7 +115,7 @@ func (t *fakeTable) page(ctx context.Context, seg, total int, start map[string]t
 		return nil, nil, 0, err
 	}
 	c := fakeCall{Op: "Scan", Segment: seg, StartKey: pkOf(start)}
-	if err := t.record(c); err != nil {
+	if err := t.record(ctx, c); err != nil {
 		return nil, nil, 0, err
 	}
 	size := t.pageSize

@@ -346,7 +346,9 @@ func TestSecondAuthFailureAfterRefreshStopsTheRun(t *testing.T) {
 func TestPermissionDeniedStopsAtOnceWithoutRetry(t *testing.T) {
 	f := newFixture(t, 200)
 	var denied fakeCall
-	f.table.delay = 2 * time.Millisecond
+	// Requests after the denied one stay in flight until the run stops
+	// them: every other worker has at most one, whatever the scheduling.
+	f.table.holdAfter = 9
 	f.table.fault = func(n int, c fakeCall) error {
 		if n == 9 {
 			denied = c
@@ -553,9 +555,13 @@ func TestEstimateFromItemCountAndProbe(t *testing.T) {
 	if !e.Known || e.Remaining != 1000 || e.PageItems != 10 || e.Parallel != 2 {
 		t.Fatalf("estimate %+v", e)
 	}
-	// 100 pages of ≥ 20ms, two at a time: ≥ 1s.
-	if e.Duration < time.Second || e.Duration > 5*time.Second {
-		t.Errorf("estimated %v, want about 1s", e.Duration)
+	// 100 pages at the probe's latency (≥ 20ms, however loaded the
+	// machine), two at a time.
+	if e.PageLatency < 20*time.Millisecond {
+		t.Errorf("probe latency %v, below the table's 20ms delay", e.PageLatency)
+	}
+	if want := time.Duration(100 * float64(e.PageLatency) / 2); e.Duration != want {
+		t.Errorf("estimated %v for 100 pages at %v two at a time, want %v", e.Duration, e.PageLatency, want)
 	}
 	f.table.itemCount = 0
 	p.Close()

@@ -31,7 +31,9 @@ func NTPOffset(ctx context.Context, host string, timeout time.Duration, log *slo
 		timeout = 5 * time.Second
 	}
 	// beevik/ntp takes no context; its dialer hook lets SIGINT close the
-	// socket so a blocked read returns at once.
+	// socket so a blocked read returns at once. Close, not a deadline: the
+	// library sets its own deadline after dialling, which would undo a
+	// cancel that came first.
 	var stops []func() bool
 	defer func() {
 		for _, stop := range stops {
@@ -44,7 +46,7 @@ func NTPOffset(ctx context.Context, host string, timeout time.Duration, log *slo
 		if err != nil {
 			return nil, err
 		}
-		stops = append(stops, context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) }))
+		stops = append(stops, context.AfterFunc(ctx, func() { conn.Close() }))
 		return conn, nil
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "ntp request", slog.String("server", host))

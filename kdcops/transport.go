@@ -90,13 +90,15 @@ func SendRecv(ctx context.Context, k KDC, t Transport, req []byte, timeout time.
 		return nil, &UnreachableError{KDC: k.Entry, Transport: t, Err: err}
 	}
 	defer conn.Close()
-	// Close the socket when ctx ends so a blocked read returns at once on
-	// SIGINT instead of waiting for the deadline.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}
+	// End the socket's deadline now when ctx ends so a blocked read returns
+	// at once on SIGINT instead of waiting for the deadline. Registered
+	// after the deadline above, which would otherwise undo a cancel that
+	// came in between.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
 
 	var ex Exchange
 	ex.Sent = time.Now()

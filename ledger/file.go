@@ -29,6 +29,8 @@ type Options struct {
 	Timeout time.Duration
 	// Now is the ledger's clock (lock expiry, stamps); time.Now when nil.
 	Now func() time.Time
+	// ReadOnly opens for callers that only read.
+	ReadOnly bool
 }
 
 // Buckets of the file ledger. Rotations are keyed by an 8-byte big-endian

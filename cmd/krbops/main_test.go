@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,8 +39,8 @@ func TestMain(m *testing.M) {
 }
 
 // TestScript runs testdata/script/*.txtar against one lab realm with a
-// normal KDC, a KDC 420 s ahead (libfaketime), a refused address and a
-// silent one.
+// normal KDC, a KDC 420 s ahead (libfaketime), a refused address, and a
+// silent one of each script's own.
 func TestScript(t *testing.T) {
 	r := lab.ForTest(t, lab.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -50,7 +52,6 @@ func TestScript(t *testing.T) {
 	if err := r.AddPrincipal(ctx, "host/e2e.krbops.test", ""); err != nil {
 		t.Fatal(err)
 	}
-	silent := blackhole(t)
 	down := r.DownAddr()
 	normal := r.KDCs[0].Addr
 
@@ -80,7 +81,13 @@ func TestScript(t *testing.T) {
 			env.Setenv("LAB_KDC", normal)
 			env.Setenv("LAB_SKEWED_KDC", skewed.Addr)
 			env.Setenv("LAB_DOWN_KDC", down)
-			env.Setenv("LAB_SILENT_KDC", silent)
+			silent, err := newSilentKDC()
+			if err != nil {
+				return err
+			}
+			env.Defer(silent.close)
+			env.Values[silentKDCKey{}] = silent
+			env.Setenv("LAB_SILENT_KDC", silent.addr)
 			env.Setenv("LAB_CONF", confDir)
 			env.Setenv("LAB_KDC_LOG", r.KDCs[0].Log)
 			env.Setenv("KRB5_CONFIG", filepath.Join(confDir, "normal.conf"))
@@ -94,13 +101,13 @@ func TestScript(t *testing.T) {
 		},
 		Cmds: func() map[string]func(ts *testscript.TestScript, neg bool, args []string) {
 			cmds := map[string]func(ts *testscript.TestScript, neg bool, args []string){
-				"json":        cmdJSON,
-				"junit":       cmdJUnit,
-				"sleep":       cmdSleep,
-				"gen-corrupt": cmdGenCorrupt,
-				"findings":    cmdFindings,
-				"truncate":    cmdTruncate,
-				"tls-proxy":   cmdTLSProxy,
+				"json":             cmdJSON,
+				"junit":            cmdJUnit,
+				"await-silent-kdc": cmdAwaitSilentKDC,
+				"gen-corrupt":      cmdGenCorrupt,
+				"findings":         cmdFindings,
+				"truncate":         cmdTruncate,
+				"tls-proxy":        cmdTLSProxy,
 			}
 			for name, c := range labCmds(r) {
 				cmds[name] = c
@@ -114,43 +121,93 @@ func TestScript(t *testing.T) {
 	})
 }
 
-// blackhole listens on UDP and TCP and never answers: a KDC that hangs,
-// unlike DownAddr, which refuses at once.
-func blackhole(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// silentKDC listens on UDP and TCP and never answers: a KDC that hangs,
+// unlike DownAddr, which refuses at once. heard is closed when the first
+// request reaches it.
+type silentKDC struct {
+	addr  string
+	heard chan struct{}
+	once  sync.Once
+	ln    net.Listener
+	pc    net.PacketConn
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	held  []net.Conn
+}
+
+// silentKDCKey keys a script's silent KDC in testscript's Values.
+type silentKDCKey struct{}
+
+func newSilentKDC() (*silentKDC, error) {
+	s := &silentKDC{heard: make(chan struct{})}
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		pc, err := net.ListenPacket("udp", ln.Addr().String())
+		if err != nil { // that UDP port is taken: another one
+			ln.Close()
+			continue
+		}
+		s.ln, s.pc, s.addr = ln, pc, ln.Addr().String()
+		break
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		ln.Close()
-		t.Skipf("udp port %d taken: %v", port, err)
+	if s.ln == nil {
+		return nil, errors.New("silent KDC: no port free for both udp and tcp")
 	}
-	var held []net.Conn
-	go func() {
+	s.wg.Go(func() {
 		for {
-			c, err := ln.Accept()
+			c, err := s.ln.Accept()
 			if err != nil {
 				return
 			}
-			held = append(held, c)
+			s.mu.Lock()
+			s.held = append(s.held, c)
+			s.mu.Unlock()
+			s.once.Do(func() { close(s.heard) })
 		}
-	}()
-	go func() {
+	})
+	s.wg.Go(func() {
 		buf := make([]byte, 65535)
 		for {
-			if _, _, err := pc.ReadFrom(buf); err != nil {
+			if _, _, err := s.pc.ReadFrom(buf); err != nil {
 				return
 			}
+			s.once.Do(func() { close(s.heard) })
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		pc.Close()
 	})
-	return ln.Addr().String()
+	return s, nil
+}
+
+func (s *silentKDC) close() {
+	s.ln.Close()
+	s.pc.Close()
+	s.wg.Wait()
+	s.mu.Lock()
+	for _, c := range s.held {
+		c.Close()
+	}
+	s.mu.Unlock()
+}
+
+// cmdAwaitSilentKDC waits until a request reaches this script's silent KDC
+// ($LAB_SILENT_KDC): a krbops started in the background is then running
+// (past its signal set-up) and blocked waiting for the reply. Scripts wait
+// for that instead of sleeping.
+func cmdAwaitSilentKDC(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 0 || neg {
+		ts.Fatalf("usage: await-silent-kdc")
+	}
+	s, ok := ts.Value(silentKDCKey{}).(*silentKDC)
+	if !ok {
+		ts.Fatalf("no silent KDC in this script's setup")
+	}
+	select {
+	case <-s.heard:
+	case <-time.After(time.Minute): // a hang guard, not a timing check
+		ts.Fatalf("no request reached the silent KDC %s in a minute", s.addr)
+	}
 }
 
 // cmdJSON checks one value of a JSON document:
@@ -253,15 +310,4 @@ func cmdJUnit(ts *testscript.TestScript, neg bool, args []string) {
 	if strconv.Itoa(n) != args[1] {
 		ts.Fatalf("got %d testcases, want %s", n, args[1])
 	}
-}
-
-func cmdSleep(ts *testscript.TestScript, neg bool, args []string) {
-	if len(args) != 1 {
-		ts.Fatalf("usage: sleep DURATION")
-	}
-	d, err := time.ParseDuration(args[0])
-	if err != nil {
-		ts.Fatalf("sleep: %v", err)
-	}
-	time.Sleep(d)
 }

@@ -29,7 +29,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -124,11 +123,10 @@ type Server struct {
 	Log      string // dynalite's stdout/stderr
 	Client   *dynamodb.Client
 
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
-	ownDir  string
-	once    sync.Once
+	proc     *spawn.Process
+	ownDir   string
+	once     sync.Once
+	closeErr error
 }
 
 // readyTimeout bounds dynalite's start-up (node loads in well under a
@@ -146,7 +144,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	s := &Server{done: make(chan struct{})}
+	s := &Server{}
 	dir := opts.Dir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "krbops-dynalab-"); err != nil {
@@ -165,10 +163,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		if err == nil {
 			break
 		}
-		s.stop()
+		if s.proc != nil {
+			_ = s.proc.Stop()
+		}
 		if attempt < 3 && strings.Contains(spawn.Tail(s.Log, 2048), "EADDRINUSE") {
 			logf("dynalab: port %d taken meanwhile, retrying", port)
-			s.done = make(chan struct{})
 			continue
 		}
 		s.removeDir()
@@ -179,98 +178,60 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		BaseEndpoint: aws.String(s.Endpoint),
 		Credentials:  credentials.NewStaticCredentialsProvider(AccessKeyID, SecretAccessKey, ""),
 	})
-	logf("dynalab: dynalite %s (pid %d)", s.Endpoint, s.cmd.Process.Pid)
+	logf("dynalab: dynalite %s (pid %d)", s.Endpoint, s.proc.PID())
 	return s, nil
 }
 
 func (s *Server) start(ctx context.Context, bin string, port int) error {
-	out, err := os.OpenFile(s.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	defer out.Close() // the child holds its own descriptor
 	// Tables are ACTIVE at once: the harness never waits for CREATING.
-	cmd := exec.Command(bin, "--host", "127.0.0.1", "--port", strconv.Itoa(port),
-		"--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0")
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := spawn.Start(cmd); err != nil {
-		return fmt.Errorf("dynalab: start %s: %w", bin, err)
+	p, err := spawn.Start(spawn.Command{Name: "dynalite", Path: bin,
+		Args: []string{"--host", "127.0.0.1", "--port", strconv.Itoa(port),
+			"--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"},
+		Log: s.Log})
+	if err != nil {
+		s.proc = nil
+		return fmt.Errorf("dynalab: %w", err)
 	}
-	s.cmd = cmd
-	go func() {
-		s.waitErr = cmd.Wait()
-		close(s.done)
-	}()
+	s.proc = p
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	for {
-		select {
-		case <-s.done:
-			return fmt.Errorf("dynalab: dynalite exited during start-up (%v): %s", s.waitErr, spawn.Tail(s.Log, 1024))
-		default:
+	err = p.WaitReady(ctx, func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Endpoint+"/", nil)
+		if err != nil {
+			return err
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.Endpoint+"/", nil)
 		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			return nil
+		if err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("dynalab: dynalite on %s did not answer: %v", s.Endpoint, ctx.Err())
-		case <-time.After(25 * time.Millisecond):
-		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("dynalab: dynalite on %s: %w", s.Endpoint, err)
 	}
+	return nil
 }
 
 // PID is dynalite's process id.
-func (s *Server) PID() int { return s.cmd.Process.Pid }
+func (s *Server) PID() int { return s.proc.PID() }
 
 // Running reports whether dynalite has not exited (it exits when a
 // request reaches it aborted, which the proxy prevents).
-func (s *Server) Running() bool {
-	select {
-	case <-s.done:
-		return false
-	default:
-		return true
-	}
-}
+func (s *Server) Running() bool { return s.proc != nil && !s.proc.Exited() }
 
-// Close stops dynalite (SIGTERM to its group, then SIGKILL).
+// Close stops dynalite (spawn.Process.Stop: SIGTERM to its group, then
+// SIGKILL) and removes the directory Start created. Calling it twice is
+// fine.
 func (s *Server) Close() error {
-	var err error
 	s.once.Do(func() {
-		err = s.stop()
+		if s.proc != nil {
+			s.closeErr = s.proc.Stop()
+		}
 		s.removeDir()
 	})
-	return err
-}
-
-func (s *Server) stop() error {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return nil
-	}
-	pgid := s.cmd.Process.Pid
-	select {
-	case <-s.done:
-		return nil
-	default:
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-s.done:
-		return nil
-	case <-time.After(3 * time.Second):
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	select {
-	case <-s.done:
-		return nil
-	case <-time.After(3 * time.Second):
-		return fmt.Errorf("dynalab: dynalite (pid %d) did not exit after SIGKILL", pgid)
-	}
+	return s.closeErr
 }
 
 func (s *Server) removeDir() {

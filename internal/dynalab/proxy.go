@@ -42,6 +42,11 @@ type Rule struct {
 	FaultOps        []string
 	// Delay slows every passed-through request of the table.
 	Delay time.Duration
+	// HoldAfter, when positive, holds every FaultOps request after the
+	// first HoldAfter unanswered until the client goes away (counted as
+	// code "held"): a test that interrupts a run mid-way holds it there
+	// instead of racing its end.
+	HoldAfter int
 	// ItemCount, when positive, replaces DescribeTable's ItemCount (and
 	// TableSizeBytes, at 100 bytes an item): dynalite always says 0, AWS
 	// says what it counted in the last six hours.
@@ -169,6 +174,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	code, delay := p.decide(table, op, key)
 	switch code {
+	case "held":
+		<-r.Context().Done()
 	case "":
 		if delay > 0 {
 			select {
@@ -248,6 +255,9 @@ func (p *Proxy) decide(table, op, key string) (code string, delay time.Duration)
 		ops = []string{"Scan", "Query"}
 	}
 	if slices.Contains(ops, op) {
+		if rule.HoldAfter > 0 && p.reqs[table][op] > rule.HoldAfter {
+			return "held", 0
+		}
 		x := p.rng.Float64()
 		switch {
 		case x < rule.ThrottleRate:

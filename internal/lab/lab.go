@@ -32,7 +32,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/krbops/krbops/internal/spawn"
@@ -83,8 +82,8 @@ type Realm struct {
 	logf      func(string, ...any)
 	ownDir    bool
 	mu        sync.Mutex
-	procs     []*proc
-	kadmind   *proc
+	procs     []*spawn.Process
+	kadmind   *spawn.Process
 	closed    bool
 	closeOnce sync.Once
 	closeErr  error
@@ -99,18 +98,19 @@ type KDC struct {
 	Profile  string        // its kdc.conf
 	Output   string        // its stdout/stderr
 
-	p *proc
+	p *spawn.Process
 }
 
 // PID is the krb5kdc process id.
-func (k *KDC) PID() int { return k.p.pid() }
+func (k *KDC) PID() int { return k.p.PID() }
 
 // Running reports whether the krb5kdc process has not exited.
-func (k *KDC) Running() bool { return !k.p.exited() }
+func (k *KDC) Running() bool { return !k.p.Exited() }
 
-// Stop stops this KDC (SIGTERM, then SIGKILL); its address then refuses
-// requests. Close stops it anyway; calling both is fine.
-func (k *KDC) Stop() error { return k.p.stop() }
+// Stop stops this KDC (spawn.Process.Stop: SIGTERM, then SIGKILL); its
+// address then refuses requests. Close stops it anyway; calling both is
+// fine.
+func (k *KDC) Stop() error { return k.p.Stop() }
 
 // Start creates and starts a realm: database, primary KDC, kadmind (with
 // kpasswd) and an admin principal with a keytab. It returns once every
@@ -257,12 +257,9 @@ func (r *Realm) Command(ctx context.Context, name string, args ...string) *exec.
 	if err != nil {
 		bin = name // Run reports the error
 	}
-	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd := spawn.CommandContext(ctx, bin, args...)
 	cmd.Env = r.env(r.KDCProfile)
 	cmd.Dir = r.Dir
-	cmd.SysProcAttr = spawn.SysProcAttr()
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 2 * time.Second
 	return cmd
 }
 
@@ -284,7 +281,7 @@ func (r *Realm) PIDs() []int {
 	defer r.mu.Unlock()
 	var pids []int
 	for _, p := range r.procs {
-		pids = append(pids, p.pid())
+		pids = append(pids, p.PID())
 	}
 	return pids
 }
@@ -346,9 +343,10 @@ func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
 		if err := os.WriteFile(k.Profile, []byte(r.kdcConf(port, k.Log)), 0o600); err != nil {
 			return nil, err
 		}
-		p, err := startProc(base, bin, []string{"-n", "-r", r.Name}, r.env(k.Profile, fakeEnv...), r.Dir, k.Output)
+		p, err := spawn.Start(spawn.Command{Name: base, Path: bin, Args: []string{"-n", "-r", r.Name},
+			Env: r.env(k.Profile, fakeEnv...), Dir: r.Dir, Log: k.Output})
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("lab: %w", err)
 		}
 		r.track(p)
 		k.p = p
@@ -356,7 +354,7 @@ func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
 		if err == nil {
 			break
 		}
-		_ = p.stop()
+		_ = p.Stop()
 		if attempt < 3 && addrInUse(p, k.Log) {
 			r.logf("lab: %s: port %d taken meanwhile, retrying", base, port)
 			continue
@@ -367,12 +365,12 @@ func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
 	if o.FakeTime != "" {
 		_, off, err := KDCTime(ctx, k.Addr, r.Name)
 		if err != nil {
-			_ = k.p.stop()
+			_ = k.p.Stop()
 			return nil, fmt.Errorf("lab: %s: measuring its clock: %w", base, err)
 		}
 		k.Offset = off
 		if want, ok := parseFakeTime(o.FakeTime); ok && absDur(off-want) > 3*time.Second {
-			_ = k.p.stop()
+			_ = k.p.Stop()
 			return nil, fmt.Errorf("lab: %s: FAKETIME=%s did not take: its clock is off by %v, want %v", base, o.FakeTime, off.Round(time.Millisecond), want)
 		}
 	}
@@ -388,37 +386,29 @@ func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
 	return k, nil
 }
 
-func (r *Realm) track(p *proc) {
+func (r *Realm) track(p *spawn.Process) {
 	r.mu.Lock()
 	r.procs = append(r.procs, p)
 	r.mu.Unlock()
 }
 
-// waitKDC polls until k answers an AS-REQ over UDP and over TCP.
+// waitKDC waits until k answers an AS-REQ over UDP and over TCP.
 func (r *Realm) waitKDC(ctx context.Context, k *KDC) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	var last error
-	for {
-		if k.p.exited() {
-			return fmt.Errorf("lab: krb5kdc for %s exited during start-up (%v): %s\n%s", k.Addr, k.p.waitErr, k.p.output(), spawn.Tail(k.Log, 1024))
-		}
+	err := k.p.WaitReady(ctx, func(ctx context.Context) error {
 		pctx, pcancel := context.WithTimeout(ctx, 250*time.Millisecond)
-		_, err := Probe(pctx, "udp", k.Addr, r.Name, "")
-		if err == nil {
-			_, err = Probe(pctx, "tcp", k.Addr, r.Name, "")
+		defer pcancel()
+		if _, err := Probe(pctx, "udp", k.Addr, r.Name, ""); err != nil {
+			return err
 		}
-		pcancel()
-		if err == nil {
-			return nil
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("lab: krb5kdc on %s did not answer: %v (last probe: %v)\n%s", k.Addr, ctx.Err(), last, spawn.Tail(k.Log, 1024))
-		case <-time.After(20 * time.Millisecond):
-		}
+		_, err := Probe(pctx, "tcp", k.Addr, r.Name, "")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("lab: krb5kdc on %s: %w\n%s", k.Addr, err, spawn.Tail(k.Log, 1024))
 	}
+	return nil
 }
 
 func (r *Realm) startKadmind(ctx context.Context) error {
@@ -428,9 +418,10 @@ func (r *Realm) startKadmind(ctx context.Context) error {
 	}
 	out := filepath.Join(r.Dir, "kadmind.out")
 	for attempt := 1; ; attempt++ {
-		p, err := startProc("kadmind", bin, []string{"-nofork", "-r", r.Name}, r.env(r.KDCProfile), r.Dir, out)
+		p, err := spawn.Start(spawn.Command{Name: "kadmind", Path: bin, Args: []string{"-nofork", "-r", r.Name},
+			Env: r.env(r.KDCProfile), Dir: r.Dir, Log: out})
 		if err != nil {
-			return err
+			return fmt.Errorf("lab: %w", err)
 		}
 		r.track(p)
 		err = r.waitTCP(ctx, p, r.KadminAddr, r.KpasswdAddr)
@@ -440,7 +431,7 @@ func (r *Realm) startKadmind(ctx context.Context) error {
 			r.mu.Unlock()
 			return nil
 		}
-		_ = p.stop()
+		_ = p.Stop()
 		if attempt < 3 && addrInUse(p, filepath.Join(r.Dir, "kadmind.log")) {
 			r.logf("lab: kadmind ports taken meanwhile, retrying")
 			if err := r.pickAdminPorts(); err != nil {
@@ -458,34 +449,33 @@ func (r *Realm) startKadmind(ctx context.Context) error {
 	}
 }
 
-func (r *Realm) waitTCP(ctx context.Context, p *proc, addrs ...string) error {
+// waitTCP waits until p accepts TCP connections on every one of addrs.
+func (r *Realm) waitTCP(ctx context.Context, p *spawn.Process, addrs ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	for _, a := range addrs {
-		for {
-			if p.exited() {
-				return fmt.Errorf("lab: %s exited during start-up (%v): %s\n%s", p.name, p.waitErr, p.output(), spawn.Tail(filepath.Join(r.Dir, p.name+".log"), 1024))
-			}
+	err := p.WaitReady(ctx, func(ctx context.Context) error {
+		for _, a := range addrs {
 			var d net.Dialer
 			dctx, dcancel := context.WithTimeout(ctx, 250*time.Millisecond)
 			c, err := d.DialContext(dctx, "tcp", a)
 			dcancel()
-			if err == nil {
-				c.Close()
-				break
+			if err != nil {
+				return err
 			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("lab: %s did not listen on %s: %v", p.name, a, ctx.Err())
-			case <-time.After(20 * time.Millisecond):
-			}
+			c.Close()
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("lab: %s on %s: %w\n%s", p.Name(), strings.Join(addrs, ", "), err, spawn.Tail(filepath.Join(r.Dir, p.Name()+".log"), 1024))
 	}
 	return nil
 }
 
-func addrInUse(p *proc, log string) bool {
-	return strings.Contains(p.output()+spawn.Tail(log, 2048), "in use")
+// addrInUse reports whether a daemon that failed to start says its port
+// was taken, in its output or its log.
+func addrInUse(p *spawn.Process, log string) bool {
+	return strings.Contains(p.Tail(2048)+spawn.Tail(log, 2048), "in use")
 }
 
 func portOf(addr string) int {
@@ -529,18 +519,18 @@ func absDur(d time.Duration) time.Duration {
 	return d
 }
 
-// Close stops every process the realm started (SIGTERM, then SIGKILL after
-// a few seconds) and removes Dir if Start created it. It is idempotent and
-// safe to call on a partly started realm.
+// Close stops every process the realm started (spawn.Process.Stop:
+// SIGTERM, then SIGKILL after a few seconds) and removes Dir if Start
+// created it. It is idempotent and safe to call on a partly started realm.
 func (r *Realm) Close() error {
 	r.closeOnce.Do(func() {
 		r.mu.Lock()
 		r.closed = true
-		procs := append([]*proc(nil), r.procs...)
+		procs := append([]*spawn.Process(nil), r.procs...)
 		r.mu.Unlock()
 		var errs []error
 		for i := len(procs) - 1; i >= 0; i-- {
-			if err := procs[i].stop(); err != nil {
+			if err := procs[i].Stop(); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -3,23 +3,17 @@ package lab
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/krbops/krbops/internal/spawn"
 )
 
 // InstallCommand installs every binary the lab needs on Debian and Ubuntu.
 const InstallCommand = "apt-get install -y krb5-kdc krb5-admin-server krb5-user faketime"
-
-// stopTimeout is how long Close waits after SIGTERM before SIGKILL.
-const stopTimeout = 3 * time.Second
 
 var requiredBins = []string{"krb5kdc", "kadmind", "kdb5_util", "kadmin.local", "kinit", "klist", "kvno", "kadmin"}
 
@@ -100,74 +94,6 @@ func labEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// proc is a long-running daemon (krb5kdc, kadmind) owned by a Realm.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	outPath string
-	done    chan struct{}
-	waitErr error
-}
-
-func startProc(name, bin string, args, env []string, dir, outPath string) (*proc, error) {
-	out, err := os.OpenFile(outPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	defer out.Close() // the child holds its own descriptor
-	cmd := exec.Command(bin, args...)
-	cmd.Env = env
-	cmd.Dir = dir
-	cmd.Stdout = out
-	cmd.Stderr = out
-	if err := spawn.Start(cmd); err != nil {
-		return nil, fmt.Errorf("lab: start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, outPath: outPath, done: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// output returns the tail of the daemon's stdout/stderr file.
-func (p *proc) output() string { return spawn.Tail(p.outPath, 2048) }
-
-// stop sends SIGTERM to the daemon's process group, waits, then SIGKILLs.
-// It returns an error only when the process could not be made to exit.
-func (p *proc) stop() error {
-	if p.exited() {
-		return nil
-	}
-	pgid := p.pid() // Setpgid: the group id is the leader's pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-		_ = syscall.Kill(-pgid, syscall.SIGKILL) // stragglers in the group
-		return nil
-	case <-time.After(stopTimeout):
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(stopTimeout):
-		return fmt.Errorf("lab: %s (pid %d) did not exit after SIGKILL", p.name, p.pid())
-	}
-}
-
 // runTool runs a short-lived MIT tool to completion. stdin may be nil. The
 // tool is killed (with its process group) when ctx ends.
 func runTool(ctx context.Context, env []string, dir string, stdin string, name string, args ...string) (stdout, stderr string, err error) {
@@ -175,18 +101,16 @@ func runTool(ctx context.Context, env []string, dir string, stdin string, name s
 	if err != nil {
 		return "", "", err
 	}
-	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd := spawn.CommandContext(ctx, bin, args...)
 	cmd.Env = env
 	cmd.Dir = dir
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 2 * time.Second
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
 	var o, e bytes.Buffer
 	cmd.Stdout = &o
 	cmd.Stderr = &e
-	err = spawn.Start(cmd)
+	err = spawn.StartCmd(cmd)
 	if err == nil {
 		err = cmd.Wait()
 	}
@@ -205,21 +129,4 @@ func redactArgs(args []string) []string {
 		}
 	}
 	return out
-}
-
-// alive reports whether pid still names a process that is not a zombie.
-func alive(pid int) bool {
-	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-		return false
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return !os.IsNotExist(err)
-	}
-	// /proc/pid/stat: "pid (comm) S ..."; comm may contain spaces or ')'.
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
-		return s[i+2] != 'Z'
-	}
-	return true
 }

@@ -29,7 +29,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -55,9 +54,6 @@ const InstallHint = "pip install 'moto[server]' (or set KRBOPS_MOTO_SERVER to it
 // readyTimeout bounds how long moto_server may take to answer after it
 // starts: its Python imports alone take about a second.
 const readyTimeout = 30 * time.Second
-
-// stopTimeout is how long Close waits after SIGTERM before SIGKILL.
-const stopTimeout = 3 * time.Second
 
 // Options configure Start.
 type Options struct {
@@ -88,8 +84,7 @@ type Server struct {
 
 	dir       string
 	ownDir    bool
-	cmd       *exec.Cmd
-	done      chan struct{}
+	proc      *spawn.Process
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -176,12 +171,13 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		}
 		err = s.waitReady(ctx)
 		if err == nil {
-			logf("motolab: moto_server pid %d on %s, ready in %s", s.cmd.Process.Pid, s.Endpoint, time.Since(began).Round(time.Millisecond))
+			logf("motolab: moto_server pid %d on %s, ready in %s", s.proc.PID(), s.Endpoint, time.Since(began).Round(time.Millisecond))
 			break
 		}
-		if !s.exited() || i == attempts || ctx.Err() != nil {
+		if !s.proc.Exited() || i == attempts || ctx.Err() != nil {
 			return nil, err
 		}
+		_ = s.proc.Stop() // reaped already; takes any straggler of its group
 		logf("motolab: moto_server on port %d exited early, retrying: %v", port, err)
 	}
 
@@ -201,26 +197,13 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 const adminNoAuthActions = 3
 
 func (s *Server) spawn(bin string, port int, enforceIAM bool) error {
-	out, err := os.OpenFile(s.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	p, err := spawn.Start(spawn.Command{Name: "moto_server", Path: bin,
+		Args: []string{"-H", "127.0.0.1", "-p", strconv.Itoa(port)},
+		Env:  motoEnv(enforceIAM), Dir: s.dir, Log: s.Log})
 	if err != nil {
-		return err
+		return fmt.Errorf("motolab: %w", err)
 	}
-	defer out.Close() // the child holds its own descriptor
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
-	cmd.Env = motoEnv(enforceIAM)
-	cmd.Dir = s.dir
-	cmd.Stdout = out
-	cmd.Stderr = out
-	if err := spawn.Start(cmd); err != nil {
-		return fmt.Errorf("motolab: start %s: %w", bin, err)
-	}
-	s.cmd = cmd
-	s.done = make(chan struct{})
-	done := s.done
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
+	s.proc = p
 	s.Endpoint = "http://127.0.0.1:" + strconv.Itoa(port)
 	return nil
 }
@@ -250,27 +233,26 @@ func (s *Server) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}
-	for {
+	err := s.proc.WaitReady(ctx, func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Endpoint+"/moto-api/data.json", nil)
 		if err != nil {
 			return err
 		}
 		resp, err := client.Do(req)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if err != nil {
+			return err
 		}
-		select {
-		case <-s.done:
-			return fmt.Errorf("motolab: moto_server exited before answering: %s", spawn.Tail(s.Log, 512))
-		case <-ctx.Done():
-			return fmt.Errorf("motolab: moto_server on %s not ready after %s: %w", s.Endpoint, readyTimeout, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("HTTP %d", resp.StatusCode)
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("motolab: moto_server on %s: %w", s.Endpoint, err)
 	}
+	return nil
 }
 
 // Config returns an AWS config for the server: its region, the Admin
@@ -311,54 +293,24 @@ func (s *Server) Reset(ctx context.Context) error {
 }
 
 // PID is moto_server's process id.
-func (s *Server) PID() int { return s.cmd.Process.Pid }
+func (s *Server) PID() int { return s.proc.PID() }
 
 // Running reports whether moto_server has not exited.
-func (s *Server) Running() bool { return s.cmd != nil && !s.exited() }
+func (s *Server) Running() bool { return s.proc != nil && !s.proc.Exited() }
 
-func (s *Server) exited() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// Close stops moto_server (SIGTERM to its process group, then SIGKILL) and
-// removes the directory Start created. Calling it twice is fine.
+// Close stops moto_server (spawn.Process.Stop: SIGTERM to its process
+// group, then SIGKILL) and removes the directory Start created. Calling it
+// twice is fine.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		if s.cmd != nil && s.cmd.Process != nil {
-			s.closeErr = s.stop()
+		if s.proc != nil {
+			s.closeErr = s.proc.Stop()
 		}
 		if s.ownDir && s.closeErr == nil {
 			s.closeErr = os.RemoveAll(s.dir)
 		}
 	})
 	return s.closeErr
-}
-
-func (s *Server) stop() error {
-	pgid := s.cmd.Process.Pid // Setpgid: the group id is the leader's pid
-	if s.exited() {
-		_ = syscall.Kill(-pgid, syscall.SIGKILL) // stragglers in the group
-		return nil
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-s.done:
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		return nil
-	case <-time.After(stopTimeout):
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	select {
-	case <-s.done:
-		return nil
-	case <-time.After(stopTimeout):
-		return fmt.Errorf("motolab: moto_server (pid %d) did not exit after SIGKILL", pgid)
-	}
 }
 
 // errMissing marks Bin's failure so ForTest can tell "not installed" (a

@@ -1,17 +1,25 @@
 // Package spawn starts the daemons of krbops' test harnesses (krb5kdc,
 // kadmind, moto_server, dynalite) so that they never outlive the test
-// process: each runs in its own process group, and on Linux the kernel
-// SIGKILLs it when the thread that started it dies. internal/lab,
-// internal/motolab and internal/dynalab all start processes through here.
+// process, and stops them all the same way. internal/lab, internal/motolab
+// and internal/dynalab hold a [Process] per daemon and never signal, wait
+// for or reap one themselves.
+//
+// A daemon runs in its own process group; on Linux the kernel SIGKILLs it
+// when the thread that started it dies (Pdeathsig), so a test binary that
+// panics or is killed leaves nothing behind. [Process.Stop] sends SIGTERM
+// to the group, waits a bounded time, SIGKILLs the group and reaps.
 package spawn
 
 import (
+	"context"
 	"io"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 )
 
 var (
@@ -19,12 +27,15 @@ var (
 	ch   chan func()
 )
 
-// Start starts cmd in its own process group, with a parent-death signal
+// StartCmd starts cmd in its own process group, with a parent-death signal
 // where the OS has one, from one OS thread that never exits. Linux delivers
 // Pdeathsig when the *thread* that forked a child dies, not the process;
 // Go may retire threads (a goroutine that exits while locked to its thread
 // takes it along), which would kill a daemon mid-test.
-func Start(cmd *exec.Cmd) error {
+//
+// It is the low-level half of [Start], for short-lived tools whose caller
+// waits for them itself (kdb5_util, kadmin.local). Daemons use [Start].
+func StartCmd(cmd *exec.Cmd) error {
 	cmd.SysProcAttr = SysProcAttr()
 	once.Do(func() {
 		ch = make(chan func())
@@ -53,4 +64,20 @@ func Tail(path string, n int64) string {
 	}
 	b, _ := io.ReadAll(f)
 	return strings.TrimSpace(string(b))
+}
+
+// toolWaitDelay bounds how long a cancelled tool's Wait waits for its
+// output pipes after the kill.
+const toolWaitDelay = 2 * time.Second
+
+// CommandContext is exec.CommandContext for a short-lived tool (kinit,
+// kadmin.local, kdb5_util): its own process group, with a parent-death
+// signal where the OS has one, and the whole group SIGKILLed when ctx
+// ends. Run it with cmd.Run, or with StartCmd and cmd.Wait.
+func CommandContext(ctx context.Context, path string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.SysProcAttr = SysProcAttr()
+	cmd.Cancel = func() error { return signalGroup(cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = toolWaitDelay
+	return cmd
 }

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -272,40 +271,12 @@ func replaceFlag(args []string, flag, value string) []string {
 	return out
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// krbopsBinary builds the real binary once: a SIGKILL must kill a process
-// of its own, not the test.
-func krbopsBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "krbops-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "krbops")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/krbops/krbops/cmd/krbops").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
-
 // runBinary runs krbops with crashAt set; killed reports a SIGKILL.
 func (l *rotLab) runBinary(t *testing.T, crashAt string, args ...string) (code int, killed bool, out string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, krbopsBinary(t), append(args, "-o", "json")...)
+	cmd := exec.CommandContext(ctx, krbopsBin(t), append(args, "-o", "json")...)
 	cmd.Env = append(os.Environ(), "KRB5_CONFIG="+l.r.Krb5Conf, "KRB5CCNAME=FILE:"+filepath.Join(l.dir, "none"), "KRBOPS_TEST_CRASH_AT="+crashAt)
 	b, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
@@ -458,7 +429,7 @@ func TestRotateClientAWSSM(t *testing.T) {
 // the kill came before the journal, and the rotation completes.
 func TestRotateKilledAtRandomTimes(t *testing.T) {
 	l := newRotLab(t)
-	bin := krbopsBinary(t)
+	bin := krbopsBin(t)
 	for i := range 8 {
 		name := fmt.Sprintf("random%d", i)
 		kt := l.principal(t, name)
