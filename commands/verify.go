@@ -195,11 +195,7 @@ func verifyRun(ctx context.Context, opts *VerifyOptions) error {
 func verifyTargets(opts *VerifyOptions) ([]Target, error) {
 	switch {
 	case opts.Targets != "":
-		ts, err := ReadTargets(opts.Targets)
-		if err != nil {
-			return nil, usageError(err, "one target per line: principal,keytab[,service] or {\"principal\":…,\"keytab\":…}")
-		}
-		return ts, nil
+		return ReadTargets(opts.Targets) // its errors are usage errors with a hint
 	case opts.Dir != "":
 		return dirTargets(opts.Dir)
 	}
