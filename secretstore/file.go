@@ -20,6 +20,7 @@ import (
 
 	"github.com/krbops/krbops/internal/durable"
 	"github.com/krbops/krbops/internal/fault"
+	"github.com/krbops/krbops/internal/readcap"
 )
 
 // File layout under the store directory (see docs/secret-store.md):
@@ -505,7 +506,8 @@ func (s *fileStore) lock(ctx context.Context, dir string) (unlock func(), err er
 
 func (s *fileStore) lockedError(path string) error {
 	holder := "an unknown process"
-	if b, err := os.ReadFile(path); err == nil {
+	// The holder line is advice: read a little, never wait on a FIFO.
+	if b, err := readcap.ReadFile(path, 4<<10); err == nil {
 		if line, _, _ := strings.Cut(string(b), "\n"); line != "" {
 			if len(line) > 200 {
 				line = line[:200]
@@ -557,11 +559,19 @@ func cleanDir(dir string, m *manifest) error {
 	return nil
 }
 
+// maxManifest bounds a manifest file: a version's entry is a few hundred
+// bytes, so this is over ten thousand rotations of one secret.
+const maxManifest = 4 << 20
+
 // readManifest returns dir's manifest, or nil when the secret has none yet.
 func readManifest(dir string) (*manifest, error) {
-	b, err := os.ReadFile(filepath.Join(dir, manifestFile))
+	p := filepath.Join(dir, manifestFile)
+	b, err := readcap.ReadFile(p, maxManifest)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
+	}
+	if errors.Is(err, readcap.ErrNotRegular) || errors.Is(err, readcap.ErrTooLarge) {
+		return nil, failf(ErrCorrupt, "manifest %s: %s", p, describePathErr(err))
 	}
 	if err != nil {
 		return nil, err
@@ -580,9 +590,14 @@ func readManifest(dir string) (*manifest, error) {
 // readVersion reads a version file and checks it against its manifest entry.
 func readVersion(dir string, fv *fileVersion) ([]byte, error) {
 	p := filepath.Join(dir, versionFile(fv.ID))
-	data, err := os.ReadFile(p)
+	// Put never stores more than MaxDataSize: a larger version file was
+	// changed behind krbops' back, like a checksum mismatch.
+	data, err := readcap.ReadFile(p, MaxDataSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, failf(ErrCorrupt, "version file %s listed in the manifest is missing", p)
+	}
+	if errors.Is(err, readcap.ErrNotRegular) || errors.Is(err, readcap.ErrTooLarge) {
+		return nil, failf(ErrCorrupt, "version file %s: %s", p, describePathErr(err))
 	}
 	if err != nil {
 		return nil, err
@@ -592,6 +607,16 @@ func readVersion(dir string, fv *fileVersion) ([]byte, error) {
 		return nil, failf(ErrCorrupt, "version file %s does not match its manifest entry (%d bytes, want %d, or SHA-256 differs)", p, len(data), fv.Size)
 	}
 	return data, nil
+}
+
+// describePathErr is an *fs.PathError's cause without the path, which the
+// caller's message already names.
+func describePathErr(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }
 
 func versionFile(id string) string { return versionPrefix + id + versionSuffix }
