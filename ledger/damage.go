@@ -44,8 +44,11 @@ func (e *DamagedError) FaultClass() fault.Class { return fault.Usage }
 
 // Hint says what an operator does about a damaged ledger.
 func (e *DamagedError) Hint() string {
-	return fmt.Sprintf("restore %s from a backup, or move it aside (%s) to start an empty ledger; the rotation history stays in the moved file",
-		e.Path, shquote.Join("mv", e.Path, e.Path+".damaged"))
+	aside := "move it aside"
+	if mv := shquote.Command("mv", e.Path, e.Path+".damaged"); mv != "" {
+		aside += " (" + mv + ")"
+	}
+	return "restore the ledger from a backup, or " + aside + " to start an empty ledger; the rotation history stays in the moved file"
 }
 
 func damaged(path, format string, a ...any) *DamagedError {

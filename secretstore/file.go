@@ -21,6 +21,7 @@ import (
 	"github.com/krbops/krbops/internal/durable"
 	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/internal/readcap"
+	"github.com/krbops/krbops/internal/shquote"
 )
 
 // File layout under the store directory (see docs/secret-store.md):
@@ -367,14 +368,14 @@ func (s *fileStore) check(ctx context.Context, name string) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return failf(ErrNotFound, "store directory %s does not exist", s.root).
-			withHint("create it: mkdir -m 700 " + s.root)
+			withHint(cmdHint("create it: ", "create it with mode 0700", "mkdir", "-m", "700", s.root))
 	case err != nil:
 		return err
 	case !fi.IsDir():
 		return fmt.Errorf("store path %s is not a directory", s.root)
 	case checkModes && fi.Mode().Perm()&0o022 != 0:
 		return failf(ErrInsecure, "store directory %s is writable by group or others (mode %04o)", s.root, fi.Mode().Perm()).
-			withHint("chmod go-w " + s.root)
+			withHint(cmdHint("", "remove the group and other write bits (chmod go-w)", "chmod", "go-w", s.root))
 	}
 	dir := s.dir(name)
 	fi, err = os.Stat(dir)
@@ -387,7 +388,7 @@ func (s *fileStore) check(ctx context.Context, name string) error {
 	}
 	if checkModes && fi.Mode().Perm()&0o077 != 0 {
 		return failf(ErrInsecure, "secret directory %s is open to group or others (mode %04o)", dir, fi.Mode().Perm()).
-			withHint("chmod 700 " + dir)
+			withHint(cmdHint("", "make it mode 0700", "chmod", "700", dir))
 	}
 	m, err := readManifest(dir)
 	if err != nil {
@@ -402,7 +403,7 @@ func (s *fileStore) check(ctx context.Context, name string) error {
 			}
 			if checkModes && vfi.Mode().Perm()&0o077 != 0 {
 				return failf(ErrInsecure, "version file %s is open to group or others (mode %04o)", p, vfi.Mode().Perm()).
-					withHint("chmod 600 " + p)
+					withHint(cmdHint("", "make it mode 0600", "chmod", "600", p))
 			}
 		}
 	}
@@ -607,6 +608,16 @@ func readVersion(dir string, fv *fileVersion) ([]byte, error) {
 		return nil, failf(ErrCorrupt, "version file %s does not match its manifest entry (%d bytes, want %d, or SHA-256 differs)", p, len(data), fv.Size)
 	}
 	return data, nil
+}
+
+// cmdHint is a hint showing a command: prefix and the shell-quoted words
+// (a store path may hold any character), or prose when a word would not
+// show on a terminal as it is (see shquote.Command).
+func cmdHint(prefix, prose string, words ...string) string {
+	if c := shquote.Command(words...); c != "" {
+		return prefix + c
+	}
+	return prose
 }
 
 // describePathErr is an *fs.PathError's cause without the path, which the

@@ -50,3 +50,21 @@ func TestFileHostileFilesAreCorrupt(t *testing.T) {
 		t.Errorf("Versions with a FIFO manifest = %v", err)
 	}
 }
+
+// The chmod and mkdir hints quote the store path for the shell: a
+// directory name can hold $(...), quotes or spaces.
+func TestFileHintsQuotePaths(t *testing.T) {
+	ctx := context.Background()
+	root := filepath.Join(t.TempDir(), "it's $(id) store")
+	s := newFileStore(t, root)
+	if err := s.Check(ctx, principal); !strings.Contains(HintOf(err), `mkdir -m 700 '`+strings.ReplaceAll(root, "'", `'\''`)+`'`) {
+		t.Errorf("missing store: hint %q", HintOf(err))
+	}
+	if err := os.Mkdir(root, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(root, 0o777)
+	if err := s.Check(ctx, principal); !strings.Contains(HintOf(err), `chmod go-w '`+strings.ReplaceAll(root, "'", `'\''`)+`'`) {
+		t.Errorf("open store: hint %q", HintOf(err))
+	}
+}

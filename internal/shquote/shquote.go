@@ -48,26 +48,52 @@ func Join(words ...string) string {
 // Shown reports whether s reaches the terminal unchanged: every hint goes
 // through safetext.Line, which drops control characters, invalid UTF-8 and
 // direction overrides. A command holding a value that is not shown as it
-// is would read as, and when pasted run as, a command about another value;
-// a hint names such a value only in prose, never in a command.
+// is would read as, and when pasted run as, a command about another value.
 func Shown(s string) bool { return safetext.Line(s) == s }
+
+// Command is [Join] for a hint: the command line, or "" when a word would
+// not be shown as it is (see [Shown]). The caller then words its hint
+// without the command: a value with control characters is named in the
+// report's evidence, never in a command to paste.
+func Command(words ...string) string {
+	for _, w := range words {
+		if !Shown(w) {
+			return ""
+		}
+	}
+	return Join(words...)
+}
 
 // Kadmin returns the hint command that runs one kadmin query, e.g.
 //
 //	kadmin -q 'getprinc host/web1.example.com@EXAMPLE.COM'
 //
+// or "" when a word would not be shown as it is (as [Command]).
+//
 // The query is parsed twice: by the shell, then by kadmin's own line
 // parser (MIT's ss_parse), which splits at spaces and tabs and takes a
 // token in double quotes with "" for a literal quote. So each word is
 // quoted for kadmin first (see [KadminWord]) and the whole query for the
-// shell. MIT kadmin runs a query line that starts with '!' as a shell
-// command; the first word is always krbops' own query name, never a value.
+// shell. Nothing is refused for kadmin's sake: every string without NUL
+// or a line break survives both parsers, and the value that has those is
+// not shown anyway. MIT kadmin runs a query line that starts with '!' as
+// a shell command; the first word is always krbops' own query name.
 func Kadmin(words ...string) string {
+	for _, w := range words {
+		if !Shown(w) {
+			return ""
+		}
+	}
+	return "kadmin -q " + Quote(kadminQuery(words))
+}
+
+// kadminQuery is the query line kadmin parses back into words.
+func kadminQuery(words []string) string {
 	q := make([]string, len(words))
 	for i, w := range words {
 		q[i] = KadminWord(w)
 	}
-	return "kadmin -q " + Quote(strings.Join(q, " "))
+	return strings.Join(q, " ")
 }
 
 // KadminWord quotes one word for kadmin's line parser: unchanged when it

@@ -33,6 +33,18 @@ func TestJoinAndKadmin(t *testing.T) {
 	if got, want := Join("chmod", "600", "/srv/my keytabs/a.kt"), `chmod 600 '/srv/my keytabs/a.kt'`; got != want {
 		t.Errorf("Join = %q, want %q", got, want)
 	}
+	if got, want := Command("chmod", "600", "/srv/my keytabs/a.kt"), `chmod 600 '/srv/my keytabs/a.kt'`; got != want {
+		t.Errorf("Command = %q, want %q", got, want)
+	}
+	// A terminal would show another path than the one the command names.
+	for _, hidden := range []string{"/k/a\x1b[2Kb.kt", "/k/a\nb", "/k/\u202egpj.kt"} {
+		if got := Command("chmod", "600", hidden); got != "" {
+			t.Errorf("Command with %q = %q, want none", hidden, got)
+		}
+		if got := Kadmin("getprinc", hidden); got != "" {
+			t.Errorf("Kadmin with %q = %q, want none", hidden, got)
+		}
+	}
 	for _, tc := range []struct {
 		words []string
 		want  string
@@ -131,7 +143,7 @@ func FuzzQuote(f *testing.F) {
 		if strings.ContainsAny(s, "\n\r") {
 			return // kadmin -q takes one line
 		}
-		q := Kadmin("getprinc", s)
+		q := "kadmin -q " + Quote(kadminQuery([]string{"getprinc", s}))
 		arg := shWords(t, strings.TrimPrefix(q, "kadmin -q "))
 		if len(arg) != 1 {
 			t.Fatalf("sh split the query of %s into %q", q, arg)
