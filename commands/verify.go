@@ -91,6 +91,9 @@ See docs/verify.md for each failure and its remedy.` + exitStatusHelp,
 				return usageError(errors.New("--secret-store and --secret go together"), "for example --secret-store file:///var/lib/krbops/secrets --secret web1-http")
 			case opts.Secret != "" && (opts.Targets != "" || opts.Dir != ""):
 				return usageError(errors.New("--secret compares one target's keytab"), "run verify per secret, or drop --secret for a fleet check")
+			case opts.SPNEGOURL != "" && (opts.Targets != "" || opts.Dir != ""):
+				// Every principal of the fleet would GET the one URL as itself.
+				return usageError(errors.New("--spnego-url checks one service; --targets/--dir list many principals"), "run verify --spnego-url per service, or drop it for a fleet check")
 			case opts.MinLifetime < 0 || opts.WarnSkew <= 0:
 				return usageError(errors.New("--min-lifetime and --warn-skew must be positive"), "for example --min-lifetime 1h --warn-skew 60s")
 			}
