@@ -75,7 +75,13 @@ Steps, in order (each grouped by its file):
 Rules (docs/lint-rules.md explains each and what to do):
 ` + ruleTable() + `
 Findings are in every output format; -o json lists them under "findings",
--o prometheus writes a node_exporter textfile.` + exitStatusHelp + `
+-o prometheus writes a node_exporter textfile.
+
+Flags that cannot all be honoured exit 2 instead of linting less than
+asked: the same rule in --only and --disable, --online with every ON rule
+off, --only with nothing but ON rules and no --online, --ccache "" with no
+--keytab or --dir. A device or FIFO named as a keytab or cache is KT001 or
+CC001 (what it is), never chmod advice.` + exitStatusHelp + `
   A fail finding exits 1; a warn finding exits 1 with --strict.`,
 		Example: `  krbops klist-lint
   krbops klist-lint --keytab /etc/krb5.keytab --principal host/web1.example.com --online
@@ -116,7 +122,7 @@ Findings are in every output format; -o json lists them under "findings",
 	f.DurationVar(&opts.MinRemaining, "min-remaining", time.Hour, "TGT lifetime the job about to run needs (CC006, CC008)")
 	f.DurationVar(&opts.MaxAge, "max-age", 90*24*time.Hour, "rotation policy: newest key older than this is due (KT010); 0 disables")
 	f.StringSliceVar(&opts.Disable, "disable", nil, "rule ids not to run, e.g. --disable KT009,CC007; repeatable")
-	f.StringSliceVar(&opts.Only, "only", nil, "run only these rule ids, e.g. --only KT002; repeatable")
+	f.StringSliceVar(&opts.Only, "only", nil, "run only these rule ids, e.g. --only KT002; repeatable; an id in both --only and --disable is an error")
 	f.BoolVar(&opts.Online, "online", false, "also check each --keytab against the KDC (kvno, enctypes, salts, keys)")
 	f.IntVar(&opts.Workers, "workers", 0, "files read in parallel by --dir (default: from the CPU count)")
 	return cmd

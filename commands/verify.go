@@ -71,6 +71,10 @@ Many targets: --targets FILE (CSV principal,keytab[,service] or JSON lines)
 or --dir DIR (every keytab under DIR, one target per principal), checked
 --concurrency at a time with at most --kdc-rate KDC requests per second
 across all workers. Each target's steps are one group in the report.
+A targets file is a regular file of at most 64 MiB with lines of at most
+64 KiB; a malformed one exits 2 naming its line. --principal, --keytab,
+--service, --server-keytab, --secret and --spnego-url check one target
+and are refused with --targets or --dir.
 
 See docs/verify.md for each failure and its remedy.` + exitStatusHelp,
 		Example: `  krbops verify --keytab /etc/krb5.keytab
