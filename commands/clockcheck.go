@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/krbops/krbops/internal/fault"
+	"github.com/krbops/krbops/internal/readcap"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/runbook"
 	"github.com/krbops/krbops/runbook/clock"
@@ -147,8 +149,13 @@ func defaultPrincipal(g *Globals) string {
 func configError(err error) error {
 	hint := "fix the file, or point --krb5-config (or KRB5_CONFIG) at the right one"
 	var ce *kdcops.ConfigError
-	if errors.As(err, &ce) && strings.Contains(ce.Msg, "no such file") {
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.As(err, &ce) && strings.Contains(ce.Msg, "no such file"):
 		hint = "pass --krb5-config PATH or set KRB5_CONFIG"
+	case errors.Is(err, readcap.ErrNotRegular):
+		hint = "point --krb5-config (or KRB5_CONFIG) at a regular file: krbops does not read krb5.conf from a pipe or device"
+	case errors.Is(err, readcap.ErrTooLarge):
+		hint = "a krb5.conf is a few KiB: check that --krb5-config (or KRB5_CONFIG, or an include) names the right file"
 	}
 	return usageError(err, hint)
 }

@@ -75,7 +75,13 @@ Steps, in order (each grouped by its file):
 Rules (docs/lint-rules.md explains each and what to do):
 ` + ruleTable() + `
 Findings are in every output format; -o json lists them under "findings",
--o prometheus writes a node_exporter textfile.` + exitStatusHelp + `
+-o prometheus writes a node_exporter textfile.
+
+Flags that cannot all be honoured exit 2 instead of linting less than
+asked: the same rule in --only and --disable, --online with every ON rule
+off, --only with nothing but ON rules and no --online, --ccache "" with no
+--keytab or --dir. A device or FIFO named as a keytab or cache is KT001 or
+CC001 (what it is), never chmod advice.` + exitStatusHelp + `
   A fail finding exits 1; a warn finding exits 1 with --strict.`,
 		Example: `  krbops klist-lint
   krbops klist-lint --keytab /etc/krb5.keytab --principal host/web1.example.com --online
@@ -99,9 +105,8 @@ Findings are in every output format; -o json lists them under "findings",
 				return usageError(err, "valid rule ids: "+strings.Join(kdcops.RuleIDs(), ", "))
 			}
 			opts.rules = rules
-			if opts.Online && len(opts.Keytabs) == 0 && len(opts.Dirs) > 0 {
-				return usageError(errors.New("--online checks --keytab files; --dir is linted offline"),
-					"pass the keytabs to check against the KDC with --keytab (asking the KDC about a whole tree would flood it)")
+			if err := opts.contradictions(); err != nil {
+				return err
 			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
@@ -117,10 +122,55 @@ Findings are in every output format; -o json lists them under "findings",
 	f.DurationVar(&opts.MinRemaining, "min-remaining", time.Hour, "TGT lifetime the job about to run needs (CC006, CC008)")
 	f.DurationVar(&opts.MaxAge, "max-age", 90*24*time.Hour, "rotation policy: newest key older than this is due (KT010); 0 disables")
 	f.StringSliceVar(&opts.Disable, "disable", nil, "rule ids not to run, e.g. --disable KT009,CC007; repeatable")
-	f.StringSliceVar(&opts.Only, "only", nil, "run only these rule ids, e.g. --only KT002; repeatable")
+	f.StringSliceVar(&opts.Only, "only", nil, "run only these rule ids, e.g. --only KT002; repeatable; an id in both --only and --disable is an error")
 	f.BoolVar(&opts.Online, "online", false, "also check each --keytab against the KDC (kvno, enctypes, salts, keys)")
 	f.IntVar(&opts.Workers, "workers", 0, "files read in parallel by --dir (default: from the CPU count)")
 	return cmd
+}
+
+// contradictions refuses flag combinations that cannot all be honoured:
+// run as given, they would lint less than asked (often nothing) and pass.
+func (o *KlistLintOptions) contradictions() error {
+	if both := overlap(o.Only, o.Disable); len(both) > 0 {
+		ids := strings.Join(both, ",")
+		return usageError(fmt.Errorf("--only %s and --disable %s contradict: a rule cannot both run and be off", ids, ids),
+			"drop "+ids+" from --only or from --disable")
+	}
+	switch {
+	case o.Online && len(o.Keytabs) == 0 && len(o.Dirs) > 0:
+		return usageError(errors.New("--online checks --keytab files; --dir is linted offline"),
+			"pass the keytabs to check against the KDC with --keytab (asking the KDC about a whole tree would flood it)")
+	case o.Online && !o.rules.AnyEnabled("ON"):
+		return usageError(errors.New("--online asks the KDC only for the ON rules, and --only/--disable turn all of them off"),
+			"drop --online, or enable an ON rule (docs/lint-rules.md)")
+	case !o.Online && len(o.Only) > 0 && !o.rules.AnyEnabled("CC") && !o.rules.AnyEnabled("KT"):
+		return usageError(fmt.Errorf("--only %s runs only ON rules, which need --online", strings.Join(o.Only, ",")),
+			"add --online (and --keytab), or pick CC/KT rules")
+	case o.CCacheSet && o.CCache == "" && len(o.Keytabs) == 0 && len(o.Dirs) == 0:
+		return usageError(errors.New(`nothing to lint: --ccache "" turns the credential cache off and no --keytab or --dir was given`),
+			"pass --keytab or --dir, or drop --ccache \"\" to lint the defaults")
+	}
+	return nil
+}
+
+// overlap lists the rule ids (canonical, in catalogue order) named in both
+// lists; ids are case-insensitive, unknown ones were refused before.
+func overlap(a, b []string) []string {
+	in := func(list []string, id string) bool {
+		for _, x := range list {
+			if r, ok := kdcops.RuleByID(strings.TrimSpace(x)); ok && r.ID == id {
+				return true
+			}
+		}
+		return false
+	}
+	var both []string
+	for _, id := range kdcops.RuleIDs() {
+		if in(a, id) && in(b, id) {
+			both = append(both, id)
+		}
+	}
+	return both
 }
 
 func ruleTable() string {

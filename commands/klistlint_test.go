@@ -65,6 +65,12 @@ func TestKlistLintUsageErrors(t *testing.T) {
 		{[]string{"--min-remaining", "-1h"}, "--min-remaining must not be negative", ""},
 		{[]string{"--max-age", "-1s"}, "--max-age must not be negative", ""},
 		{[]string{"--dir", ".", "--online"}, "--online checks --keytab files", "flood"},
+		{[]string{"--only", "KT002", "--disable", "KT002"}, "--only KT002 and --disable KT002 contradict", "drop KT002 from --only or from --disable"},
+		{[]string{"--only", "kt002,KT006", "--disable", "CC001", "--disable", "kt006,KT002"}, "--only KT002,KT006 and --disable KT002,KT006 contradict", ""},
+		{[]string{"--keytab", "a.kt", "--online", "--disable", "ON001,ON002,ON003,ON004,ON005,ON006,ON007"}, "--online asks the KDC only for the ON rules", "drop --online"},
+		{[]string{"--keytab", "a.kt", "--online", "--only", "KT002"}, "--online asks the KDC only for the ON rules", ""},
+		{[]string{"--keytab", "a.kt", "--only", "ON001"}, "--only ON001 runs only ON rules, which need --online", "add --online"},
+		{[]string{"--ccache", ""}, `nothing to lint: --ccache "" turns the credential cache off`, "pass --keytab or --dir"},
 		{[]string{"extra"}, "unknown command", ""},
 	} {
 		_, err := parseLint(t, tc.args...)

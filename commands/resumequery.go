@@ -149,6 +149,12 @@ full; 130 interrupted (committed pages are kept: resume).` + exitStatusHelp,
 			if _, err := opts.config(); err != nil {
 				return err
 			}
+			// A margin for a ticket the run never has would be silently
+			// ignored: the standard AWS chain has no Kerberos ticket.
+			if cmd.Flags().Changed("ticket-margin") && opts.Keytab == "" {
+				return usageError(errors.New("--ticket-margin is for Kerberos-backed credentials (--keytab)"),
+					"drop --ticket-margin, or pass --keytab, --principal and --credential-broker")
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}

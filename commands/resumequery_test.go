@@ -86,6 +86,7 @@ func TestResumeQueryUsageErrors(t *testing.T) {
 		{append(base, "--scan", "--keytab", "k"), "--keytab, --principal and --credential-broker go together"},
 		{append(base, "--scan", "--broker-spn", "HTTP/x"), "--broker-spn needs --credential-broker"},
 		{append(base, "--scan", "--ticket-margin", "0s"), "--ticket-margin must be positive"},
+		{append(base, "--scan", "--ticket-margin", "5m"), "--ticket-margin is for Kerberos-backed credentials (--keytab)"},
 		{append(base, "--scan", "--retry-budget", "-1"), "--retry-budget -1"},
 	} {
 		_, err := parseRQ(t, nil, tc.args...)

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/krbops/krbops/internal/readcap"
 )
 
 // Target is one principal for verify to check.
@@ -20,27 +22,40 @@ type Target struct {
 }
 
 // maxTargetsFile bounds a --targets file: a fleet of 100,000 targets is a
-// few MiB; more is a wrong file.
-const maxTargetsFile = 256 << 20
+// few MiB, so 64 MiB (about a million targets) is room to spare; more is
+// a wrong file, and it is refused before it is read.
+const maxTargetsFile = 64 << 20
+
+// maxTargetsLine bounds one line: a principal and a path are at most a
+// few KiB. A longer line is not a target; it also keeps a file without
+// newlines from becoming one record of 64 MiB.
+const maxTargetsLine = 64 << 10
+
+// targetsHint is the hint of a targets file that does not parse.
+const targetsHint = `one target per line: principal,keytab[,service] or {"principal":…,"keytab":…}`
 
 // ReadTargets parses a --targets file: CSV (principal,keytab[,service], an
 // optional header row naming those columns) or JSON lines
 // ({"principal":…,"keytab":…,"service":…}). The format is chosen by the
-// first non-blank character. Errors name the file and line.
+// first non-blank character. Every error is a usage error (exit 2) naming
+// the file and, for its content, the line, with a hint.
 func ReadTargets(path string) ([]Target, error) {
-	f, err := os.Open(path)
+	data, err := readcap.ReadFile(path, maxTargetsFile)
 	if err != nil {
-		return nil, fmt.Errorf("--targets %s: %s", path, describeFileError(err))
+		hint := "pass a readable targets file"
+		switch {
+		case errors.Is(err, readcap.ErrNotRegular):
+			hint = "pass a regular file: krbops does not read targets from a pipe or device (write them to a file first)"
+		case errors.Is(err, readcap.ErrTooLarge):
+			hint = fmt.Sprintf("split the fleet into files of at most %s and run verify per file", readcap.Bytes(maxTargetsFile))
+		}
+		return nil, usageError(fmt.Errorf("--targets %s: %s", path, describeFileError(err)), hint)
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxTargetsFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("--targets %s: %s", path, describeFileError(err))
+	data = bytes.TrimPrefix(data, []byte("\ufeff")) // a byte-order mark some editors write
+	if line, err := checkTargetsText(data); err != nil {
+		return nil, usageError(fmt.Errorf("--targets %s: line %d: %w", path, line, err), targetsHint)
 	}
-	if len(data) > maxTargetsFile {
-		return nil, fmt.Errorf("--targets %s: larger than %d MiB", path, maxTargetsFile>>20)
-	}
-	trimmed := bytes.TrimLeft(data, " \t\r\n\ufeff")
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
 	var targets []Target
 	if len(trimmed) > 0 && trimmed[0] == '{' {
 		targets, err = readTargetsJSONL(data)
@@ -48,18 +63,41 @@ func ReadTargets(path string) ([]Target, error) {
 		targets, err = readTargetsCSV(data)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("--targets %s: %w", path, err)
+		return nil, usageError(fmt.Errorf("--targets %s: %w", path, err), targetsHint)
 	}
 	if len(targets) == 0 {
-		return nil, fmt.Errorf("--targets %s: no targets", path)
+		return nil, usageError(fmt.Errorf("--targets %s: no targets", path), targetsHint)
 	}
 	return targets, nil
+}
+
+// checkTargetsText refuses what no targets file holds, before either
+// parser sees it: NUL bytes (a binary file) and overlong lines. It returns
+// the 1-based line of the problem.
+func checkTargetsText(data []byte) (int, error) {
+	line := 1
+	for len(data) > 0 {
+		end := bytes.IndexByte(data, '\n')
+		if end < 0 {
+			end = len(data)
+		}
+		l := data[:end]
+		if len(l) > maxTargetsLine {
+			return line, fmt.Errorf("longer than %s: not a targets file", readcap.Bytes(maxTargetsLine))
+		}
+		if i := bytes.IndexByte(l, 0); i >= 0 {
+			return line, fmt.Errorf("NUL byte at column %d: a binary file, not a targets file", i+1)
+		}
+		data = data[min(end+1, len(data)):]
+		line++
+	}
+	return 0, nil
 }
 
 func readTargetsJSONL(data []byte) ([]Target, error) {
 	var out []Target
 	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	sc.Buffer(make([]byte, 64*1024), maxTargetsLine+1)
 	line := 0
 	for sc.Scan() {
 		line++
@@ -73,12 +111,16 @@ func readTargetsJSONL(data []byte) ([]Target, error) {
 		if err := dec.Decode(&t); err != nil {
 			return nil, fmt.Errorf("line %d: %s", line, describeJSONError(err))
 		}
+		if dec.More() {
+			return nil, fmt.Errorf("line %d: more than one JSON object", line)
+		}
 		if err := t.validate(); err != nil {
 			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
 		out = append(out, t)
 	}
 	if err := sc.Err(); err != nil {
+		// checkTargetsText has refused long lines; this is a read error.
 		return nil, fmt.Errorf("line %d: %w", line+1, err)
 	}
 	return out, nil
@@ -100,6 +142,7 @@ func readTargetsCSV(data []byte) ([]Target, error) {
 	r.Comment = '#'
 	r.FieldsPerRecord = -1
 	r.TrimLeadingSpace = true
+	r.ReuseRecord = true
 	var out []Target
 	first := true
 	for {
@@ -107,14 +150,20 @@ func readTargetsCSV(data []byte) ([]Target, error) {
 		if err == io.EOF {
 			return out, nil
 		}
-		line, _ := r.FieldPos(0)
 		if err != nil {
+			// FieldPos is only defined after a successful Read: the
+			// position of a broken record is in the ParseError.
 			var pe *csv.ParseError
 			if errors.As(err, &pe) {
-				return nil, fmt.Errorf("line %d: %s", pe.Line, pe.Err)
+				msg := fmt.Sprintf("line %d, column %d: %s", pe.Line, pe.Column, pe.Err)
+				if pe.StartLine > 0 && pe.StartLine != pe.Line {
+					msg += fmt.Sprintf(" (in the record that starts on line %d: a quote left open?)", pe.StartLine)
+				}
+				return nil, errors.New(msg)
 			}
 			return nil, err
 		}
+		line, _ := r.FieldPos(0)
 		if first {
 			first = false
 			if strings.EqualFold(strings.TrimSpace(rec[0]), "principal") {
@@ -140,9 +189,34 @@ func (t Target) validate() error {
 	case t.Principal == "":
 		return errors.New("empty principal")
 	case t.Keytab == "":
-		return fmt.Errorf("principal %s: empty keytab path", t.Principal)
+		return fmt.Errorf("principal %s: empty keytab path", quoteField(t.Principal))
 	case strings.ContainsAny(t.Principal, " \t"):
-		return fmt.Errorf("principal %q contains whitespace", t.Principal)
+		return fmt.Errorf("principal %s contains whitespace", quoteField(t.Principal))
+	}
+	for _, f := range []struct{ name, v string }{{"principal", t.Principal}, {"keytab path", t.Keytab}, {"service", t.Service}} {
+		if i := strings.IndexFunc(f.v, isControl); i >= 0 {
+			return fmt.Errorf("%s %s has control character 0x%02x at byte %d", f.name, quoteField(f.v), f.v[i], i+1)
+		}
+	}
+	// Principal names travel to the KDC and into reports as text; a path
+	// may be any bytes the file system allows.
+	for _, f := range []struct{ name, v string }{{"principal", t.Principal}, {"service", t.Service}} {
+		if !utf8.ValidString(f.v) {
+			return fmt.Errorf("%s %s is not valid UTF-8", f.name, quoteField(f.v))
+		}
 	}
 	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// quoteField shows a value from the file in an error: Go-quoted, so
+// control bytes and invalid UTF-8 show as escapes, and cut to a length
+// that fits one line.
+func quoteField(s string) string {
+	const max = 80
+	if len(s) > max {
+		return fmt.Sprintf("%q…", s[:max])
+	}
+	return fmt.Sprintf("%q", s)
 }

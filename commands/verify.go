@@ -71,6 +71,10 @@ Many targets: --targets FILE (CSV principal,keytab[,service] or JSON lines)
 or --dir DIR (every keytab under DIR, one target per principal), checked
 --concurrency at a time with at most --kdc-rate KDC requests per second
 across all workers. Each target's steps are one group in the report.
+A targets file is a regular file of at most 64 MiB with lines of at most
+64 KiB; a malformed one exits 2 naming its line. --principal, --keytab,
+--service, --server-keytab, --secret and --spnego-url check one target
+and are refused with --targets or --dir.
 
 See docs/verify.md for each failure and its remedy.` + exitStatusHelp,
 		Example: `  krbops verify --keytab /etc/krb5.keytab
@@ -91,6 +95,9 @@ See docs/verify.md for each failure and its remedy.` + exitStatusHelp,
 				return usageError(errors.New("--secret-store and --secret go together"), "for example --secret-store file:///var/lib/krbops/secrets --secret web1-http")
 			case opts.Secret != "" && (opts.Targets != "" || opts.Dir != ""):
 				return usageError(errors.New("--secret compares one target's keytab"), "run verify per secret, or drop --secret for a fleet check")
+			case opts.SPNEGOURL != "" && (opts.Targets != "" || opts.Dir != ""):
+				// Every principal of the fleet would GET the one URL as itself.
+				return usageError(errors.New("--spnego-url checks one service; --targets/--dir list many principals"), "run verify --spnego-url per service, or drop it for a fleet check")
 			case opts.MinLifetime < 0 || opts.WarnSkew <= 0:
 				return usageError(errors.New("--min-lifetime and --warn-skew must be positive"), "for example --min-lifetime 1h --warn-skew 60s")
 			}
@@ -195,11 +202,7 @@ func verifyRun(ctx context.Context, opts *VerifyOptions) error {
 func verifyTargets(opts *VerifyOptions) ([]Target, error) {
 	switch {
 	case opts.Targets != "":
-		ts, err := ReadTargets(opts.Targets)
-		if err != nil {
-			return nil, usageError(err, "one target per line: principal,keytab[,service] or {\"principal\":…,\"keytab\":…}")
-		}
-		return ts, nil
+		return ReadTargets(opts.Targets) // its errors are usage errors with a hint
 	case opts.Dir != "":
 		return dirTargets(opts.Dir)
 	}

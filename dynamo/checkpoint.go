@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/krbops/krbops/internal/durable"
 	"github.com/krbops/krbops/internal/fault"
+	"github.com/krbops/krbops/internal/readcap"
 )
 
 // CheckpointVersion is the checkpoint file's format version. A reader
@@ -214,10 +215,18 @@ func (e *CheckpointError) Hint() string {
 // (fault.Usage).
 func (e *CheckpointError) FaultClass() fault.Class { return fault.Usage }
 
+// maxCheckpoint bounds a checkpoint file. A checkpoint holds a few hundred
+// bytes per segment and is rewritten whole after every page, so a real one
+// stays far below this even at thousands of segments; a larger file is
+// not a checkpoint (--checkpoint naming the output, say) and is refused
+// before it is read.
+const maxCheckpoint = 256 << 20
+
 // LoadCheckpoint reads and checks a checkpoint. A missing file is returned
-// as an error satisfying errors.Is(err, os.ErrNotExist).
+// as an error satisfying errors.Is(err, os.ErrNotExist); a FIFO, a device
+// or a file over 256 MiB is a *CheckpointError.
 func LoadCheckpoint(path string) (*Checkpoint, error) {
-	b, err := os.ReadFile(path)
+	b, err := readcap.ReadFile(path, maxCheckpoint)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, err

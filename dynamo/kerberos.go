@@ -150,10 +150,13 @@ func NewKerberosLogin(o KerberosOptions) (*KerberosLogin, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	cfg, err := config.Load(o.Krb5Conf)
+	// kdcops reads krb5.conf with its size cap and never waits on a FIFO
+	// (gokrb5's config.Load does neither); each worker parses its own.
+	kc, err := kdcops.LoadConfig(o.Krb5Conf)
 	if err != nil {
-		return nil, fmt.Errorf("krb5.conf %s: %s", o.Krb5Conf, firstLine(strings.TrimPrefix(err.Error(), "configuration file could not be opened: ")))
+		return nil, err
 	}
+	cfg := kc.Config
 	name, realm := kdcops.SplitPrincipal(o.Principal)
 	if realm == "" {
 		realm = cfg.LibDefaults.DefaultRealm

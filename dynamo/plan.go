@@ -22,6 +22,7 @@ import (
 	"github.com/aws/smithy-go/logging"
 
 	"github.com/krbops/krbops/internal/fault"
+	"github.com/krbops/krbops/internal/readcap"
 )
 
 // API is the part of the DynamoDB client a run uses; tests replace it.
@@ -239,6 +240,12 @@ func Prepare(ctx context.Context, cfg Config) (_ *Plan, err error) {
 		return nil, &ConfigError{Err: err}
 	}
 	cfg.Out = out
+	// Opening a FIFO for writing waits for a reader: refuse it (and a
+	// device) here rather than hang before the first page.
+	if fi, err := os.Stat(out); err == nil && !fi.Mode().IsRegular() {
+		return nil, &FieldError{Field: "Out", Msg: fmt.Sprintf("{Out} %s: it is a %s, not a regular file", out, readcap.DescribeMode(fi.Mode())),
+			Help: "write the output to a regular file (a resumable run truncates it to the last committed page)"}
+	}
 	if cfg.Checkpoint == "" {
 		cfg.Checkpoint = out + ".checkpoint"
 	}

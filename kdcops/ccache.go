@@ -3,8 +3,9 @@ package kdcops
 import (
 	"encoding/binary"
 	"fmt"
-	"io"
 	"time"
+
+	"github.com/krbops/krbops/internal/readcap"
 )
 
 // The MIT FILE: credential cache format
@@ -158,19 +159,7 @@ func ParseCCache(data []byte, o CCacheOptions) (*CCache, error) {
 // ReadCCacheFile reads the cache at path (a bare path; see CCachePath for
 // FILE: names). Errors are *FileError.
 func ReadCCacheFile(path string, o CCacheOptions) (*CCache, error) {
-	f, err := openNoBlock(path)
-	if err != nil {
-		return nil, &FileError{Kind: "credential cache", Path: path, Err: err}
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, &FileError{Kind: "credential cache", Path: path, Err: err}
-	}
-	if err := checkRegular(fi); err != nil {
-		return nil, &FileError{Kind: "credential cache", Path: path, Err: err}
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxKeytabFile))
+	data, err := readcap.ReadFile(path, maxKeytabFile)
 	if err != nil {
 		return nil, &FileError{Kind: "credential cache", Path: path, Err: err}
 	}

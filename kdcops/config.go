@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/jcmturner/gokrb5/v8/config"
+
+	"github.com/krbops/krbops/internal/readcap"
 )
 
 // DefaultConfigPath is where MIT and Heimdal look when KRB5_CONFIG is unset.
@@ -42,7 +44,12 @@ type ConfigError struct {
 	Path string
 	Line int
 	Msg  string
+	Err  error // the cause, when a file could not be read; nil otherwise
 }
+
+// Unwrap makes errors.Is find the cause: fs.ErrNotExist,
+// readcap.ErrNotRegular, readcap.ErrTooLarge.
+func (e *ConfigError) Unwrap() error { return e.Err }
 
 func (e *ConfigError) Error() string {
 	if e.Line > 0 {
@@ -76,15 +83,25 @@ func (c *Config) Clone() (*config.Config, error) {
 	return cfg, nil
 }
 
+// maxConfigFile bounds krb5.conf and each file it includes: real ones are
+// a few KiB. maxConfigTotal bounds them all together (an includedir of
+// many files). Past either it is not a krb5.conf, and nothing more is read.
+const (
+	maxConfigFile  = 1 << 20
+	maxConfigTotal = 4 << 20
+)
+
 // LoadConfig reads and validates krb5.conf at path, following include and
-// includedir directives as MIT does.
+// includedir directives as MIT does. Each file must be a regular file of
+// at most 1 MiB (a FIFO is refused, never waited on), 4 MiB in all.
 //
 // gokrb5's parser accepts almost anything (an unclosed section header or a
 // stray line is silently dropped), which would let a broken file look like
 // "no KDCs". So the profile syntax is checked here first, with line numbers.
 func LoadConfig(path string) (*Config, error) {
 	var buf bytes.Buffer
-	if err := expandProfile(path, &buf, 0); err != nil {
+	read := 0
+	if err := expandProfile(path, &buf, 0, &read); err != nil {
 		return nil, err
 	}
 	text := mergeSections(buf.String())
@@ -101,17 +118,21 @@ func LoadConfig(path string) (*Config, error) {
 }
 
 // expandProfile appends the file's lines to out after validating them and
-// splicing include/includedir targets in place.
-func expandProfile(path string, out *bytes.Buffer, depth int) error {
+// splicing include/includedir targets in place. read counts the bytes of
+// every file read so far, against maxConfigTotal.
+func expandProfile(path string, out *bytes.Buffer, depth int, read *int) error {
 	if depth > 8 {
 		return &ConfigError{Path: path, Msg: "include nesting deeper than 8 (an include loop?)"}
 	}
-	data, err := os.ReadFile(path)
+	data, err := readcap.ReadFile(path, maxConfigFile)
 	if err != nil {
-		return &ConfigError{Path: path, Msg: describeOpenError(err)}
+		return &ConfigError{Path: path, Msg: describeOpenError(err), Err: err}
+	}
+	if *read += len(data); *read > maxConfigTotal {
+		return &ConfigError{Path: path, Msg: fmt.Sprintf("krb5.conf and its includes exceed %s together", readcap.Bytes(maxConfigTotal)), Err: readcap.ErrTooLarge}
 	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	sc.Buffer(make([]byte, 64*1024), maxConfigFile+1)
 	inSection := false
 	section := "" // the current section header, re-emitted after an include
 	depthBraces := 0
@@ -131,7 +152,7 @@ func expandProfile(path string, out *bytes.Buffer, depth int) error {
 			if len(fields) != 2 {
 				return &ConfigError{Path: path, Line: lineNo, Msg: fmt.Sprintf("%s needs exactly one path", fields[0])}
 			}
-			if err := expandInclude(path, lineNo, fields[0], fields[1], out, depth); err != nil {
+			if err := expandInclude(path, lineNo, fields[0], fields[1], out, depth, read); err != nil {
 				return err
 			}
 			// MIT parses an included file on its own, and the including
@@ -180,20 +201,20 @@ func expandProfile(path string, out *bytes.Buffer, depth int) error {
 	return nil
 }
 
-func expandInclude(from string, lineNo int, directive, target string, out *bytes.Buffer, depth int) error {
+func expandInclude(from string, lineNo int, directive, target string, out *bytes.Buffer, depth int, read *int) error {
 	if !filepath.IsAbs(target) {
 		return &ConfigError{Path: from, Line: lineNo, Msg: directive + " path must be absolute: " + target}
 	}
 	if directive == "include" {
 		// A missing target is a problem of this line, not of that file.
 		if _, err := os.Stat(target); err != nil {
-			return &ConfigError{Path: from, Line: lineNo, Msg: "include " + target + ": " + describeOpenError(err)}
+			return &ConfigError{Path: from, Line: lineNo, Msg: "include " + target + ": " + describeOpenError(err), Err: err}
 		}
-		return expandProfile(target, out, depth+1)
+		return expandProfile(target, out, depth+1, read)
 	}
 	entries, err := os.ReadDir(target)
 	if err != nil {
-		return &ConfigError{Path: from, Line: lineNo, Msg: "includedir " + target + ": " + describeOpenError(err)}
+		return &ConfigError{Path: from, Line: lineNo, Msg: "includedir " + target + ": " + describeOpenError(err), Err: err}
 	}
 	names := make([]string, 0, len(entries))
 	for _, e := range entries {
@@ -206,7 +227,7 @@ func expandInclude(from string, lineNo int, directive, target string, out *bytes
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		if err := expandProfile(filepath.Join(target, n), out, depth+1); err != nil {
+		if err := expandProfile(filepath.Join(target, n), out, depth+1, read); err != nil {
 			return err
 		}
 	}

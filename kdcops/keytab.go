@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/krbops/krbops/internal/readcap"
 )
 
 // The MIT keytab format (https://web.mit.edu/kerberos/krb5-latest/doc/formats/keytab_file_format.html):
@@ -463,18 +465,11 @@ func readKeytab(r io.Reader, size int64, o KeytabOptions) (*Keytab, error) {
 
 // ReadKeytabFile reads the keytab at path. Errors are *FileError.
 func ReadKeytabFile(path string, o KeytabOptions) (*Keytab, error) {
-	f, err := openNoBlock(path)
+	f, fi, err := readcap.Open(path, maxKeytabFile)
 	if err != nil {
 		return nil, &FileError{Kind: "keytab", Path: path, Err: err}
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, &FileError{Kind: "keytab", Path: path, Err: err}
-	}
-	if err := checkRegular(fi); err != nil {
-		return nil, &FileError{Kind: "keytab", Path: path, Err: err}
-	}
 	kt, err := readKeytab(f, fi.Size(), o)
 	if err != nil {
 		return kt, &FileError{Kind: "keytab", Path: path, Err: err}
@@ -482,19 +477,10 @@ func ReadKeytabFile(path string, o KeytabOptions) (*Keytab, error) {
 	return kt, nil
 }
 
-// checkRegular refuses what cannot be a keytab or ccache file: a directory,
-// a FIFO (reading would block forever), a device, or something too large.
-func checkRegular(fi os.FileInfo) error {
-	switch {
-	case fi.IsDir():
-		return errors.New("is a directory")
-	case !fi.Mode().IsRegular():
-		return fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
-	case fi.Size() > maxKeytabFile:
-		return fmt.Errorf("%d bytes is too large for a keytab or credential cache (limit %d)", fi.Size(), maxKeytabFile)
-	}
-	return nil
-}
+// checkRegular refuses what cannot be a keytab or ccache file: a
+// directory, a FIFO (reading would block forever), a device, or something
+// larger than maxKeytabFile.
+func checkRegular(fi os.FileInfo) error { return readcap.Check(fi, maxKeytabFile) }
 
 // Principals lists the keytab's principals in order of first appearance.
 func (kt *Keytab) Principals() []string {

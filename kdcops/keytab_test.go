@@ -215,7 +215,7 @@ func TestSameKey(t *testing.T) {
 func TestReadKeytabFileErrors(t *testing.T) {
 	dir := t.TempDir()
 	_, err := kdcops.ReadKeytabFile(dir, kdcops.KeytabOptions{})
-	if err == nil || err.Error() != "keytab "+dir+": is a directory" {
+	if err == nil || err.Error() != "keytab "+dir+": it is a directory, not a regular file" {
 		t.Errorf("directory: %v", err)
 	}
 	_, err = kdcops.ReadKeytabFile(dir+"/missing", kdcops.KeytabOptions{})

@@ -1,6 +1,7 @@
 package kdcops
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -8,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/krbops/krbops/internal/readcap"
+	"github.com/krbops/krbops/internal/shquote"
 )
 
 // Severity of a lint rule: fixed per rule, so a script or an alert can
@@ -214,11 +218,13 @@ func (f *findings) add(id, principal, hint string, ev map[string]any, format str
 // ReadErrorFinding turns an error reading a keytab (kind "keytab") or
 // ccache into KT001 or CC001, with the byte offset when the file is
 // corrupt. The error text never holds key bytes: krbops' own parsers
-// produce it.
+// produce it. A path that is not a regular file (a device, a FIFO, a
+// directory) is named as what it is, with a hint that never suggests
+// changing it.
 func ReadErrorFinding(kind, path string, err error, rules RuleSet) []Finding {
-	id, verb := "KT001", "keytab"
+	id, verb, flag := "KT001", "keytab", "--keytab"
 	if kind != "keytab" {
-		id, verb = "CC001", "credential cache"
+		id, verb, flag = "CC001", "credential cache", "--ccache"
 	}
 	f := findings{rules: rules, file: path}
 	ev := map[string]any{"error": describeReadError(err)}
@@ -226,7 +232,15 @@ func ReadErrorFinding(kind, path string, err error, rules RuleSet) []Finding {
 	if fe, ok := err.(*FileError); ok && fe.Offset() >= 0 {
 		ev["offset"] = fe.Offset()
 	}
-	f.add(id, "", "", ev, "%s %s", verb, msg)
+	hint := ""
+	var nr *readcap.NotRegularError
+	if errors.As(err, &nr) {
+		what := readcap.DescribeMode(nr.Mode)
+		ev["file_type"] = what
+		msg = "is a " + what + ", not a regular file"
+		hint = fmt.Sprintf("%s is a %s, not a %s file: point %s at the file itself (krbops leaves special files alone)", path, what, verb, flag)
+	}
+	f.add(id, "", hint, ev, "%s %s", verb, msg)
 	return f.list
 }
 
@@ -245,15 +259,25 @@ func describeReadError(err error) string {
 var permBitsMeaningful = runtime.GOOS != "windows"
 
 // accessFindings checks mode and owner of a keytab or ccache: both hold
-// secrets that anyone able to read them can use.
+// secrets that anyone able to read them can use. Only a regular file is
+// checked: /dev/null named as a keytab is mode 0666 and owned by root, and
+// "chmod 600 /dev/null" is advice that breaks the host. Reading such a
+// path fails with KT001/CC001, which says what it is.
 func accessFindings(f *findings, kind string, fi os.FileInfo, uid int) {
+	if !fi.Mode().IsRegular() {
+		return
+	}
 	modeID, ownerID, what := "KT002", "KT003", "keytab"
 	if kind != "keytab" {
 		modeID, ownerID, what = "CC002", "CC003", "credential cache"
 	}
 	if permBitsMeaningful {
 		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-			f.add(modeID, "", fmt.Sprintf("chmod 600 %s (and chown it to the user that needs it): anyone who can read it can act as its principals", shellQuote(f.file)),
+			chmod := "chmod 600 the file"
+			if c := shquote.Command("chmod", "600", f.file); c != "" {
+				chmod = c
+			}
+			f.add(modeID, "", chmod+" (and chown it to the user that needs it): anyone who can read it can act as its principals",
 				map[string]any{"mode": fmt.Sprintf("%04o", perm)},
 				"%s mode %04o gives access to %s", what, perm, who(perm))
 		}
@@ -275,16 +299,6 @@ func who(perm os.FileMode) string {
 		parts = append(parts, "all users")
 	}
 	return strings.Join(parts, " and ")
-}
-
-func shellQuote(s string) string {
-	if s != "" && !strings.ContainsFunc(s, func(r rune) bool {
-		return !(r == '/' || r == '.' || r == '-' || r == '_' || r == ':' || r == '+' || r == '@' ||
-			r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
-	}) {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // HumanDuration prints a duration the way the on-call types it in a flag:

@@ -1,6 +1,7 @@
 package kdcops
 
 import (
+	"github.com/krbops/krbops/internal/shquote"
 	"os"
 	"strings"
 	"time"
@@ -15,6 +16,15 @@ const startSlack = 5 * time.Second
 // file cannot produce a megabyte of JSON.
 const maxListed = 20
 
+// commandOr is cmd, or prose when shquote refused to build a command from
+// a value a terminal would not show as it is.
+func commandOr(cmd, prose string) string {
+	if cmd == "" {
+		return prose
+	}
+	return cmd
+}
+
 // CCacheAccessFindings checks the cache file's mode and owner (CC002,
 // CC003).
 func CCacheAccessFindings(path string, fi os.FileInfo, o LintOptions) []Finding {
@@ -28,7 +38,7 @@ func LintCCache(path string, cc *CCache, o LintOptions) []Finding {
 	f := findings{rules: o.Rules, file: path}
 	now := o.now()
 	if o.Principal != "" && !matchPrincipal(cc.Principal, o.Principal) {
-		f.add("CC011", cc.Principal, "kinit "+o.Principal+" (or point --ccache at the cache that holds it)",
+		f.add("CC011", cc.Principal, commandOr(shquote.Command("kinit", o.Principal), "kinit as the expected principal")+" (or point --ccache at the cache that holds it)",
 			map[string]any{"expected": o.Principal, "default_principal": cc.Principal},
 			"default principal is %s, expected %s", cc.Principal, o.Principal)
 	}
@@ -59,7 +69,7 @@ func LintCCache(path string, cc *CCache, o LintOptions) []Finding {
 		for _, cr := range cc.Creds[:min(len(cc.Creds), maxListed)] {
 			servers = append(servers, cr.Server)
 		}
-		f.add("CC004", cc.Principal, "kinit "+cc.Principal+" to get a TGT for "+cc.Realm,
+		f.add("CC004", cc.Principal, commandOr(shquote.Command("kinit", cc.Principal), "kinit as the cache's principal")+" to get a TGT for its realm",
 			map[string]any{"tickets": len(cc.Creds), "servers": servers, "default_principal": cc.Principal},
 			"no TGT krbtgt/%s@%s in the cache (%d other tickets)", cc.Realm, cc.Realm, len(cc.Creds))
 		return f.list

@@ -2,6 +2,7 @@ package kdcops
 
 import (
 	"fmt"
+	"github.com/krbops/krbops/internal/shquote"
 	"strings"
 )
 
@@ -32,8 +33,12 @@ func LintOnlineKVNO(path string, res *OnlineResult, o LintOptions) []Finding {
 	ev := map[string]any{"keytab_kvno": res.KeytabKVNO, "kdc_kvno": res.KDCKVNO, "kdc_kvno_source": res.KVNOSource}
 	switch {
 	case res.KDCKVNO > res.KeytabKVNO:
-		f.add("ON001", p, fmt.Sprintf("export kvno %d from the KDC (kadmin ktadd -norandkey -k %s %s) and redistribute it; until then %s cannot authenticate",
-			res.KDCKVNO, shellQuote(path), p, p), ev,
+		export := shquote.Kadmin("ktadd", "-norandkey", "-k", path, p)
+		if export == "" {
+			export = "kadmin ktadd -norandkey"
+		}
+		f.add("ON001", p, fmt.Sprintf("export kvno %d from the KDC (%s) and redistribute it; until then %s cannot authenticate",
+			res.KDCKVNO, export, p), ev,
 			"keytab is stale: its newest kvno is %d, the KDC has kvno %d", res.KeytabKVNO, res.KDCKVNO)
 	case res.KDCKVNO < res.KeytabKVNO:
 		f.add("ON002", p, "", ev, "keytab kvno %d is ahead of the KDC's kvno %d", res.KeytabKVNO, res.KDCKVNO)

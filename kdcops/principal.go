@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/jcmturner/gokrb5/v8/credentials"
+
+	"github.com/krbops/krbops/internal/readcap"
 )
 
 // CCachePath resolves the credential cache the way MIT tools do for FILE:
@@ -41,7 +43,9 @@ func CCachePrincipal(path string) (principal string, err error) {
 			principal, err = "", fmt.Errorf("credential cache %s: corrupt or truncated", path)
 		}
 	}()
-	data, err := os.ReadFile(path)
+	// The default cache path is a guess ($KRB5CCNAME, /tmp/krb5cc_<uid>):
+	// whatever sits there is read with the cap and never waited on.
+	data, err := readcap.ReadFile(path, maxKeytabFile)
 	if err != nil {
 		return "", fmt.Errorf("credential cache %s: %s", path, describeOpenError(err))
 	}

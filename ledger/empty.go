@@ -2,13 +2,8 @@ package ledger
 
 import (
 	"context"
-	"errors"
 	"time"
 )
-
-// ErrReadOnly: the ledger was opened to read only (rotate --dry-run,
-// rotate status) and a caller tried to change it.
-var ErrReadOnly = errors.New("ledger: opened read-only")
 
 // Empty is a ledger with no rotations, locks or events that refuses every
 // change: what --dry-run reads when no ledger file exists yet, so that a

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	osuser "os/user"
 	"path/filepath"
@@ -29,7 +30,10 @@ type Options struct {
 	Timeout time.Duration
 	// Now is the ledger's clock (lock expiry, stamps); time.Now when nil.
 	Now func() time.Time
-	// ReadOnly opens for callers that only read.
+	// ReadOnly opens for callers that only read (rotate status): the file
+	// is never created, written or locked exclusively, and every write
+	// method fails with ErrReadOnly. A missing file is an error that
+	// satisfies errors.Is(err, fs.ErrNotExist).
 	ReadOnly bool
 }
 
@@ -55,29 +59,43 @@ const fileFormat = "1"
 // right after; two operators' processes take turns instead of the second
 // one failing for as long as the first runs.
 type File struct {
-	path    string
-	timeout time.Duration
-	now     func() time.Time
+	path     string
+	timeout  time.Duration
+	now      func() time.Time
+	readOnly bool
 
 	mu     sync.Mutex // one open at a time within this process
 	closed bool
+	// broken is the damage a recovered fault or panic inside bbolt
+	// revealed: later calls return it at once rather than hand the same
+	// file to bbolt again.
+	broken error
 }
 
 var _ Ledger = (*File)(nil)
 
 // OpenFile opens the ledger at path, creating it (0600, in a 0700
-// directory if that is missing too) when it does not exist.
+// directory if that is missing too) when it does not exist, unless
+// opts.ReadOnly. A file that is not a sound bbolt file is a
+// *DamagedError (errors.Is ErrDamaged, class fault.Usage): it is never
+// handed to bbolt, which could crash the process on it.
 func OpenFile(path string, opts Options) (*File, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %s: %w", path, err)
 	}
-	f := &File{path: abs, timeout: opts.Timeout, now: opts.Now}
+	f := &File{path: abs, timeout: opts.Timeout, now: opts.Now, readOnly: opts.ReadOnly}
 	if f.timeout <= 0 {
 		f.timeout = DefaultTimeout
 	}
 	if f.now == nil {
 		f.now = time.Now
+	}
+	if f.readOnly {
+		if err := f.view(context.Background(), checkFormat(abs)); err != nil {
+			return nil, err
+		}
+		return f, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
@@ -103,6 +121,22 @@ func OpenFile(path string, opts Options) (*File, error) {
 	return f, nil
 }
 
+// checkFormat is a read-only open's check that the file is a ledger this
+// krbops reads: every bucket there, and the format it writes.
+func checkFormat(path string) func(*bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketRotations, bucketDomain, bucketOpen, bucketLocks, bucketMeta} {
+			if tx.Bucket(b) == nil {
+				return damaged(path, "it is a bbolt file without the ledger's %q bucket (not a krbops ledger?)", b)
+			}
+		}
+		if v := tx.Bucket(bucketMeta).Get(keyFormat); string(v) != fileFormat {
+			return fmt.Errorf("ledger %s has format %q, this krbops reads %s", path, v, fileFormat)
+		}
+		return nil
+	}
+}
+
 // Path is the ledger file.
 func (f *File) Path() string { return f.path }
 
@@ -114,7 +148,13 @@ func (f *File) Close() error {
 	return nil
 }
 
+// ErrReadOnly is a write to a ledger opened with Options.ReadOnly.
+var ErrReadOnly = errors.New("ledger: opened read-only")
+
 func (f *File) update(ctx context.Context, fn func(*bolt.Tx) error) error {
+	if f.readOnly {
+		return ErrReadOnly
+	}
 	return f.with(ctx, false, func(db *bolt.DB) error { return db.Update(fn) })
 }
 
@@ -135,25 +175,69 @@ func (f *File) with(ctx context.Context, readOnly bool, fn func(*bolt.DB) error)
 	if f.closed {
 		return ErrClosed
 	}
+	if f.broken != nil {
+		return f.broken
+	}
+	// Checked before every open, not once: the file is closed between
+	// operations, and what another process or a full disk did to it in
+	// between is not known.
+	switch err := checkFile(f.path); {
+	case err == nil:
+	case isNotExist(err) && !f.readOnly:
+		// bbolt creates it.
+	case isNotExist(err):
+		return fmt.Errorf("ledger %s: %w", f.path, fs.ErrNotExist)
+	default:
+		return err
+	}
 	wait := f.timeout
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 		wait = max(time.Until(dl), time.Millisecond)
 	}
-	db, err := bolt.Open(f.path, 0o600, &bolt.Options{Timeout: wait, ReadOnly: readOnly})
-	if errors.Is(err, berrors.ErrTimeout) {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	// bbolt's file is kept, so that an open a fault or panic aborted can
+	// still be closed: its flock would otherwise hold the ledger for the
+	// rest of the process.
+	var (
+		file *os.File
+		db   *bolt.DB
+	)
+	openFile := func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		fh, err := os.OpenFile(name, flag, perm)
+		file = fh
+		return fh, err
+	}
+	err := guard(f.path, func() error {
+		var err error
+		db, err = bolt.Open(f.path, 0o600, &bolt.Options{Timeout: wait, ReadOnly: readOnly || f.readOnly, OpenFile: openFile})
+		if errors.Is(err, berrors.ErrTimeout) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%w: %s stayed locked for %s; another krbops is using it (wait for it to finish)", ErrBusy, f.path, wait)
 		}
-		return fmt.Errorf("%w: %s stayed locked for %s; another krbops is using it (wait for it to finish)", ErrBusy, f.path, wait)
+		if err != nil {
+			if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
+				return damaged(f.path, "bbolt refused it: %v", err)
+			}
+			return fmt.Errorf("ledger: open %s: %w", f.path, err)
+		}
+		defer db.Close()
+		if err := fn(db); err != nil {
+			return err
+		}
+		return db.Close()
+	})
+	if de := (*DamagedError)(nil); errors.As(err, &de) && de.recovered {
+		// A panic inside a transaction has rolled it back (bbolt's own
+		// defers ran), so Close can release the file; a panic inside
+		// bolt.Open left no *DB, only the file (and a memory map that
+		// stays until the process exits).
+		if (db == nil || guard(f.path, db.Close) != nil) && file != nil {
+			release(file)
+		}
+		f.broken = err
 	}
-	if err != nil {
-		return fmt.Errorf("ledger: open %s: %w", f.path, err)
-	}
-	defer db.Close()
-	if err := fn(db); err != nil {
-		return err
-	}
-	return db.Close()
+	return err
 }
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
@@ -257,7 +341,7 @@ func (f *File) Update(ctx context.Context, id string, fn func(*Rotation) error) 
 			return fmt.Errorf("%w: rotation %s", ErrNotFound, id)
 		}
 		next := *cur
-		if err := fn(&next); err != nil {
+		if err := callerFunc(func() error { return fn(&next) }); err != nil {
 			return err
 		}
 		if err := checkUpdate(*cur, &next, f.now().UTC()); err != nil {

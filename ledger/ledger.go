@@ -11,7 +11,8 @@
 //   - audit: [Ledger.List].
 //
 // Start with [OpenFile], the embedded default: one bbolt file (0600) on the
-// operator's machine. The [Ledger] interface is what callers hold, so a
+// operator's machine. A damaged file is a [DamagedError], never a crash;
+// callers that only read open it with Options.ReadOnly. The [Ledger] interface is what callers hold, so a
 // shared store (a DynamoDB table for several operators) can replace it.
 package ledger
 

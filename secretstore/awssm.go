@@ -211,6 +211,12 @@ func (s *awsStore) getValue(ctx context.Context, in *secretsmanager.GetSecretVal
 		return Version{}, failf(ErrCorrupt, "version %s holds a SecretString, not a binary keytab", aws.ToString(out.VersionId)).
 			withHint("this secret was not written by krbops; store keytabs as SecretBinary")
 	}
+	// Secrets Manager stores at most MaxDataSize; more came from something
+	// else answering at the endpoint, and is not handed on as a keytab.
+	if len(out.SecretBinary) > MaxDataSize {
+		return Version{}, failf(ErrCorrupt, "version %s holds %d bytes, more than the %d a secret can hold", aws.ToString(out.VersionId), len(out.SecretBinary), MaxDataSize).
+			withHint("check the store's endpoint: Secrets Manager never returns a larger secret")
+	}
 	return Version{
 		ID:      aws.ToString(out.VersionId),
 		Stages:  stagesOf(out.VersionStages),

@@ -69,7 +69,8 @@ func awsHint(kind error, c awserr.Classified, op, secretID string) string {
 		return "refresh the AWS credentials (aws sso login, or renew the session token) and run again"
 	case ErrNotFound:
 		if op == "seed" || op == "put-pending" || op == "check" {
-			return "create secret " + secretID + " (its KMS key and resource policy are the account owner's choice): aws secretsmanager create-secret --name " + secretID
+			return "create secret " + secretID + " (its KMS key and resource policy are the account owner's choice): " +
+				cmdHint("", "aws secretsmanager create-secret", "aws", "secretsmanager", "create-secret", "--name", secretID)
 		}
 	case ErrTransient:
 		return "Secrets Manager is throttling or failing; retry later"

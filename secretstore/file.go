@@ -20,6 +20,8 @@ import (
 
 	"github.com/krbops/krbops/internal/durable"
 	"github.com/krbops/krbops/internal/fault"
+	"github.com/krbops/krbops/internal/readcap"
+	"github.com/krbops/krbops/internal/shquote"
 )
 
 // File layout under the store directory (see docs/secret-store.md):
@@ -403,14 +405,14 @@ func (s *fileStore) check(ctx context.Context, name string) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return failf(ErrNotFound, "store directory %s does not exist", s.root).
-			withHint("create it: mkdir -m 700 " + s.root)
+			withHint(cmdHint("create it: ", "create it with mode 0700", "mkdir", "-m", "700", s.root))
 	case err != nil:
 		return err
 	case !fi.IsDir():
 		return fmt.Errorf("store path %s is not a directory", s.root)
 	case checkModes && fi.Mode().Perm()&0o022 != 0:
 		return failf(ErrInsecure, "store directory %s is writable by group or others (mode %04o)", s.root, fi.Mode().Perm()).
-			withHint("chmod go-w " + s.root)
+			withHint(cmdHint("", "remove the group and other write bits (chmod go-w)", "chmod", "go-w", s.root))
 	}
 	dir := s.dir(name)
 	fi, err = os.Stat(dir)
@@ -423,7 +425,7 @@ func (s *fileStore) check(ctx context.Context, name string) error {
 	}
 	if checkModes && fi.Mode().Perm()&0o077 != 0 {
 		return failf(ErrInsecure, "secret directory %s is open to group or others (mode %04o)", dir, fi.Mode().Perm()).
-			withHint("chmod 700 " + dir)
+			withHint(cmdHint("", "make it mode 0700", "chmod", "700", dir))
 	}
 	m, err := readManifest(dir)
 	if err != nil {
@@ -438,7 +440,7 @@ func (s *fileStore) check(ctx context.Context, name string) error {
 			}
 			if checkModes && vfi.Mode().Perm()&0o077 != 0 {
 				return failf(ErrInsecure, "version file %s is open to group or others (mode %04o)", p, vfi.Mode().Perm()).
-					withHint("chmod 600 " + p)
+					withHint(cmdHint("", "make it mode 0600", "chmod", "600", p))
 			}
 		}
 	}
@@ -542,7 +544,8 @@ func (s *fileStore) lock(ctx context.Context, dir string) (unlock func(), err er
 
 func (s *fileStore) lockedError(path string) error {
 	holder := "an unknown process"
-	if b, err := os.ReadFile(path); err == nil {
+	// The holder line is advice: read a little, never wait on a FIFO.
+	if b, err := readcap.ReadFile(path, 4<<10); err == nil {
 		if line, _, _ := strings.Cut(string(b), "\n"); line != "" {
 			if len(line) > 200 {
 				line = line[:200]
@@ -594,11 +597,19 @@ func cleanDir(dir string, m *manifest) error {
 	return nil
 }
 
+// maxManifest bounds a manifest file: a version's entry is a few hundred
+// bytes, so this is over ten thousand rotations of one secret.
+const maxManifest = 4 << 20
+
 // readManifest returns dir's manifest, or nil when the secret has none yet.
 func readManifest(dir string) (*manifest, error) {
-	b, err := os.ReadFile(filepath.Join(dir, manifestFile))
+	p := filepath.Join(dir, manifestFile)
+	b, err := readcap.ReadFile(p, maxManifest)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
+	}
+	if errors.Is(err, readcap.ErrNotRegular) || errors.Is(err, readcap.ErrTooLarge) {
+		return nil, failf(ErrCorrupt, "manifest %s: %s", p, describePathErr(err))
 	}
 	if err != nil {
 		return nil, err
@@ -617,9 +628,14 @@ func readManifest(dir string) (*manifest, error) {
 // readVersion reads a version file and checks it against its manifest entry.
 func readVersion(dir string, fv *fileVersion) ([]byte, error) {
 	p := filepath.Join(dir, versionFile(fv.ID))
-	data, err := os.ReadFile(p)
+	// Put never stores more than MaxDataSize: a larger version file was
+	// changed behind krbops' back, like a checksum mismatch.
+	data, err := readcap.ReadFile(p, MaxDataSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, failf(ErrCorrupt, "version file %s listed in the manifest is missing", p)
+	}
+	if errors.Is(err, readcap.ErrNotRegular) || errors.Is(err, readcap.ErrTooLarge) {
+		return nil, failf(ErrCorrupt, "version file %s: %s", p, describePathErr(err))
 	}
 	if err != nil {
 		return nil, err
@@ -629,6 +645,26 @@ func readVersion(dir string, fv *fileVersion) ([]byte, error) {
 		return nil, failf(ErrCorrupt, "version file %s does not match its manifest entry (%d bytes, want %d, or SHA-256 differs)", p, len(data), fv.Size)
 	}
 	return data, nil
+}
+
+// cmdHint is a hint showing a command: prefix and the shell-quoted words
+// (a store path may hold any character), or prose when a word would not
+// show on a terminal as it is (see shquote.Command).
+func cmdHint(prefix, prose string, words ...string) string {
+	if c := shquote.Command(words...); c != "" {
+		return prefix + c
+	}
+	return prose
+}
+
+// describePathErr is an *fs.PathError's cause without the path, which the
+// caller's message already names.
+func describePathErr(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }
 
 func versionFile(id string) string { return versionPrefix + id + versionSuffix }

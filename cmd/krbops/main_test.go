@@ -108,6 +108,8 @@ func TestScript(t *testing.T) {
 				"findings":         cmdFindings,
 				"truncate":         cmdTruncate,
 				"tls-proxy":        cmdTLSProxy,
+				"gen-keytab":       cmdGenKeytab,
+				"hint-script":      cmdHintScript,
 			}
 			for name, c := range labCmds(r) {
 				cmds[name] = c

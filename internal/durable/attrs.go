@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/krbops/krbops/internal/readcap"
 )
 
 // Attrs are what makes a file usable by the programs that read it, beyond
@@ -26,7 +28,7 @@ func ReadAttrs(path string) (Attrs, error) {
 		return Attrs{}, err
 	}
 	if !fi.Mode().IsRegular() {
-		return Attrs{}, fmt.Errorf("%s: %w: it is a %s, not a regular file", path, ErrNotPrivate, describeMode(fi.Mode()))
+		return Attrs{}, fmt.Errorf("%s: %w: it is a %s, not a regular file", path, ErrNotPrivate, readcap.DescribeMode(fi.Mode()))
 	}
 	a := Attrs{Mode: fi.Mode().Perm(), UID: -1, GID: -1}
 	if uid, gid, ok := ownerGroupOf(fi); ok {

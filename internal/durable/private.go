@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+
+	"github.com/krbops/krbops/internal/readcap"
 )
 
 // ErrNotPrivate is returned for a file krbops must not trust or write
@@ -53,26 +55,10 @@ func OpenPrivateAppend(path string) (*os.File, error) {
 
 func checkPrivate(path string, fi fs.FileInfo) error {
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s: %w: it is a %s, not a regular file", path, ErrNotPrivate, describeMode(fi.Mode()))
+		return fmt.Errorf("%s: %w: it is a %s, not a regular file", path, ErrNotPrivate, readcap.DescribeMode(fi.Mode()))
 	}
 	if uid, ok := ownerOf(fi); ok && uid != os.Geteuid() {
 		return fmt.Errorf("%s: %w: it belongs to uid %d, not to this user (uid %d)", path, ErrNotPrivate, uid, os.Geteuid())
 	}
 	return nil
-}
-
-func describeMode(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeSymlink != 0:
-		return "symbolic link"
-	case m.IsDir():
-		return "directory"
-	case m&fs.ModeNamedPipe != 0:
-		return "named pipe"
-	case m&fs.ModeSocket != 0:
-		return "socket"
-	case m&fs.ModeDevice != 0:
-		return "device"
-	}
-	return "special file"
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/krbops/krbops/internal/readcap"
 )
 
 // ErrUntrusted is returned for state that must not steer a key change:
@@ -21,7 +23,7 @@ func TrustDir(dir string) error {
 		return err
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("%s: %w: it is a %s, not a directory", dir, ErrUntrusted, describeMode(fi.Mode()))
+		return fmt.Errorf("%s: %w: it is a %s, not a directory", dir, ErrUntrusted, readcap.DescribeMode(fi.Mode()))
 	}
 	return trusted(dir, fi, 0o022)
 }
@@ -35,7 +37,7 @@ func TrustFile(path string, secret bool) error {
 		return err
 	}
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s: %w: it is a %s, not a regular file", path, ErrUntrusted, describeMode(fi.Mode()))
+		return fmt.Errorf("%s: %w: it is a %s, not a regular file", path, ErrUntrusted, readcap.DescribeMode(fi.Mode()))
 	}
 	mask := os.FileMode(0o022)
 	if secret {

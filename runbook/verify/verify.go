@@ -22,6 +22,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/types"
 
 	"github.com/krbops/krbops/internal/fault"
+	"github.com/krbops/krbops/internal/shquote"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/runbook"
 	"github.com/krbops/krbops/runbook/clock"
@@ -162,8 +163,11 @@ func (v *Check) keytab(tg *target) runbook.Result {
 	t := tg.Target
 	kt, err := kdcops.ReadKeytabFile(t.Keytab, kdcops.KeytabOptions{KeepKeys: true})
 	if err != nil {
-		return runbook.Failf("%s", err.Error()).With(runbook.Evidence{"keytab": t.Keytab}).
-			WithHint("check the path and that this user may read it; klist-lint %s explains a corrupt file", t.Keytab)
+		hint := "check the path and that this user may read it"
+		if c := shquote.Command("krbops", "klist-lint", "--keytab", t.Keytab); c != "" {
+			hint += "; " + c + " explains a corrupt file"
+		}
+		return runbook.Failf("%s", err.Error()).With(runbook.Evidence{"keytab": t.Keytab}).WithHint("%s", hint)
 	}
 	var fs []kdcops.Finding
 	if fi, err := os.Stat(t.Keytab); err == nil {
@@ -177,8 +181,11 @@ func (v *Check) keytab(tg *target) runbook.Result {
 	kvnos, etypes := kvnosAndEnctypes(mine)
 	ev := runbook.Evidence{"keytab": t.Keytab, "principal": t.Principal, "kvnos": kvnos, "enctypes": etypes}
 	if len(mine) == 0 {
-		return runbook.Failf("keytab %s holds no key for %s", t.Keytab, t.Principal).With(ev).
-			WithHint("export it: kadmin -q \"ktadd -k %s %s\", or fetch the right keytab from the secret store", t.Keytab, t.Principal)
+		hint := "export it into the keytab (kadmin ktadd), or fetch the right keytab from the secret store"
+		if c := shquote.Kadmin("ktadd", "-k", t.Keytab, t.Principal); c != "" {
+			hint = "export it: " + c + ", or fetch the right keytab from the secret store"
+		}
+		return runbook.Failf("keytab %s holds no key for %s", t.Keytab, t.Principal).With(ev).WithHint("%s", hint)
 	}
 	res := klistlint.FromFindings(fs, fmt.Sprintf("%s: kvno %s, %s", t.Keytab, joinUints(kvnos), strings.Join(etypes, ", ")), ev)
 	return res
@@ -246,6 +253,16 @@ func (v *Check) as(ctx context.Context, tg *target) runbook.Result {
 	}
 }
 
+// withCommand appends cmd to a hint, between sep and the optional tail,
+// when there is one: a shquote helper returns "" for a value a terminal
+// would not show as it is, and the hint is then prose alone.
+func withCommand(hint, cmd, sep string, tail ...string) string {
+	if cmd == "" {
+		return hint
+	}
+	return hint + sep + cmd + strings.Join(tail, "")
+}
+
 func describeAttempts(as []kdcops.LoginAttempt) string {
 	var parts []string
 	for _, a := range as {
@@ -276,7 +293,7 @@ func kdcFailure(ctx context.Context, err error, principal string, ev runbook.Evi
 		switch ke.Code {
 		case kdcops.ErrPrincipalUnknown:
 			return runbook.Failf("the KDC does not know %s (%s)", principal, ke.Name).With(ev).
-				WithHint("check the principal's spelling and realm: kadmin -q \"getprinc %s\"", principal)
+				WithHint("%s", withCommand("check the principal's spelling and realm", shquote.Kadmin("getprinc", principal), ": "))
 		case kdcops.ErrServerUnknown:
 			return runbook.Failf("the KDC does not know the service (%s)", ke.Name).With(ev).
 				WithHint("check --service: the SPN must exist at the KDC (kadmin getprinc)")
@@ -285,7 +302,7 @@ func kdcFailure(ctx context.Context, err error, principal string, ev runbook.Evi
 				WithHint("run krbops clock-check and fix time sync on the side that is off")
 		case kdcops.ErrClientRevoked, kdcops.ErrKeyExpired, kdcops.ErrPolicy:
 			return runbook.Failf("the KDC refuses %s: %s", principal, ke.Error()).With(ev).
-				WithHint("the principal is locked, disabled or its key expired: kadmin -q \"getprinc %s\" shows which", principal)
+				WithHint("%s", withCommand("the principal is locked, disabled or its key expired", shquote.Kadmin("getprinc", principal), ": ", " shows which"))
 		}
 		return runbook.Failf("the KDC answered %s", ke.Error()).With(ev).WithHint("re-run with --log-file to see the exchange")
 	}
@@ -304,12 +321,12 @@ func (v *Check) tgt(tg *target) runbook.Result {
 	}
 	if life < v.MinLifetime {
 		return runbook.Failf("TGT lifetime %s is below --min-lifetime %s", kdcops.HumanDuration(life), kdcops.HumanDuration(v.MinLifetime)).With(ev).
-			WithHint("the KDC caps it: raise max_life of the principal or of krbtgt/%s (kadmin modprinc -maxlife), or lower --min-lifetime", sess.Realm)
+			WithHint("the KDC caps it: raise max_life of the principal or of %s (kadmin modprinc -maxlife), or lower --min-lifetime", shquote.Quote("krbtgt/"+sess.Realm))
 	}
 	if want := v.Config.LibDefaults.RenewLifetime; want > 0 && !sess.Renewable {
 		ev["renew_lifetime_seconds"] = want.Seconds()
 		return runbook.Warnf("TGT is not renewable although krb5.conf asks for renew_lifetime %s", kdcops.HumanDuration(want)).With(ev).
-			WithHint("set max_renewable_life on the principal and on krbtgt/%s (kadmin modprinc -maxrenewlife), or services must re-login from the keytab", sess.Realm)
+			WithHint("set max_renewable_life on the principal and on %s (kadmin modprinc -maxrenewlife), or services must re-login from the keytab", shquote.Quote("krbtgt/"+sess.Realm))
 	}
 	return runbook.Passf("TGT valid for %s (renewable: %t)", kdcops.HumanDuration(life), sess.Renewable).With(ev)
 }
