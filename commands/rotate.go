@@ -83,38 +83,58 @@ func NewCmdRotate(g *Globals, runF func(context.Context, *RotateOptions, string)
 runbook step. The new keytab is stored as pending in the secret store and in
 a local journal (0600) before the KDC changes anything, so a crash at any
 point leaves a keytab that authenticates, and "rotate --resume" continues
-from the journal: it tests the pending keytab before it sets, so a key
-change that reached the KDC is never repeated.
+from the journal. Whenever the outcome of a key change is unknown (a crash,
+a lost or reset reply, a timeout) krbops asks the KDC which key it holds
+before anything else, so a key change is never sent twice.
 
 Steps, in order (ids as in the report):
   preflight.clock         one clock probe of the realm's KDC
-  preflight.keytab        --keytab authenticates; the KDC's kvno and salts
-                          (server: a service ticket under the old kvno)
+  preflight.keytab        --keytab is a regular file whose owner, group and
+                          mode krbops can keep; it authenticates; the KDC's
+                          kvno and salts; the ticket lifetimes the KDC issues
+                          (server, both: a service ticket under the old kvno)
   preflight.kpasswd       the kpasswd (or kadmin) server answers
   preflight.secret-store  the secret can be written
   preflight.allowlist     --cluster is listed in --allowlist
   preflight.rate-limit    fewer than --max-per-window rotations of
                           (cluster, role) in --window (ledger)
-  preflight.last-login    client: the last AS_REQ in --kdc-log leaves at
-                          least --min-tgt-remaining of --ticket-lifetime
-  preflight.lock          ledger lock and record; journal written
+  preflight.last-login    client, both: the newest AS_REQ over every
+                          --kdc-log leaves at least --min-tgt-remaining of
+                          the TGT lifetime the KDC issues; no login found
+                          fails unless --no-login-record-ok
+  preflight.lock          the ledger lock first, then the plan from the
+                          KDC's kvno read again under it; journal written;
+                          --resume: the journal must match its ledger record
+                          and the store's pending version
   create.keys             random password, keys per enctype with the KDC's
-                          salts at kvno+1 (server: old + new kvno); journaled
+                          salts at kvno+1 (server, both: old + new kvno)
   create.store            pending version in the secret store
   set.kdc                 the key change (--backend kpasswd, kpasswd-admin,
-                          kadmin); the password only ever on stdin/wire
-  test.pending            client: login with the new kvno; server: a ticket
-                          under the new kvno and one from before decrypt
+                          kadmin); the password only ever on stdin/wire; on
+                          an error, the KDC is asked at once whether it
+                          applied the change
+  test.pending            the new kvno's enctypes and salts asked again (the
+                          pending keytab derived again if they changed);
+                          login with the new kvno; a ticket under it
+                          decrypts (server: one from before too)
   finish.promote          pending -> current in the secret store
-  finish.keytab           --keytab rewritten atomically; old file kept as
-                          KEYTAB.kvnoN.bak (0600)
+  finish.keytab           --keytab rewritten atomically with its owner,
+                          group, mode and xattrs; the old file saved first as
+                          KEYTAB.kvnoN.bak (never over an existing file)
   finish.ledger           recorded (server: awaiting phase 2); unlocked
 
+Refused before anything is read (exit 2): krbtgt/*, kadmin/*, K/M, kiprop/*,
+changepw/* and --deny patterns; a journal directory, journal or ledger that
+another user could have written.
+
 A server keytab holds old and new kvno after phase 1; "rotate finish"
-publishes the new kvno only once --ticket-lifetime has passed (--force to
-override). "rotate status" lists open rotations. Without --yes, rotate asks
-on a terminal and refuses (exit 2) when stdin is not one. --dry-run prints
-the plan and changes nothing.
+publishes the new kvno only once the longest ticket lifetime the KDC issued
+(never less than --ticket-lifetime) has passed (--force to override).
+"rotate status" lists open rotations and locks with their holder;
+"rotate abort" discards a rotation that has not reached the KDC; "rotate
+unlock --force --reason TEXT" breaks the lock of a krbops that is gone.
+Without --yes, rotate asks on a terminal and refuses (exit 2) when stdin is
+not one. --dry-run runs every read-only check for real and writes nothing.
 
 See docs/rotate.md for the t0..t7 timeline and what to do when a step fails.` + exitStatusHelp + `
   With rotate: 1 also when a pre-check refuses (allowlist, rate limit, last

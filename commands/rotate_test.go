@@ -51,9 +51,17 @@ func TestRotateFlagsRefusals(t *testing.T) {
 		{rotateBase, "stdin is not a terminal"},
 		{append(rotateBase, "--yes", "--tier", "gold"), "--tier must be"},
 		{append(rotateBase, "--yes", "--backend", "kadmin"), "needs --admin-principal and --admin-keytab"},
-		{append(rotateBase, "--yes", "--role", "both"), "--role must be client or server"},
+		{append(rotateBase, "--yes", "--role", "neither"), "--role must be client, server or both"},
+		{append(rotateBase, "--yes", "--principal", "krbtgt/EXAMPLE.COM"), "refusing to rotate krbtgt/EXAMPLE.COM: it matches the deny pattern krbtgt/*"},
+		{append(rotateBase, "--yes", "--deny", "svc-[a"), "--deny \"svc-[a\""},
+		{append(rotateBase, "--yes", "--deny", "p*"), "matches the deny pattern p*"},
+		{append(rotateBase, "--yes", "--role", "server", "--no-login-record-ok"), "--no-login-record-ok applies to --role client or both"},
 		{[]string{"--role", "client", "--yes"}, "--principal is required"},
 		{[]string{"finish", "--principal", "p", "--yes"}, "needs --principal, --keytab and --secret-store"},
+		{[]string{"unlock", "--principal", "p"}, "rotate unlock needs --force"},
+		{[]string{"unlock", "--principal", "p", "--force"}, "rotate unlock needs --reason"},
+		{[]string{"abort", "--principal", "p", "--secret-store", "file:///s", "--yes"}, "rotate abort needs --reason"},
+		{[]string{"abort", "--principal", "p", "--reason", "x"}, "rotate abort needs --principal and --secret-store"},
 	} {
 		_, _, err := parseRotate(t, tc.args...)
 		if fault.ExitCode(fault.ClassOf(err)) != fault.ExitUsage || err == nil || !strings.Contains(err.Error(), tc.want) {

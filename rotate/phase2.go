@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"sort"
 	"time"
 
+	"github.com/krbops/krbops/internal/procstat"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/ledger"
 	"github.com/krbops/krbops/runbook"
@@ -204,6 +206,30 @@ func Status(ctx context.Context, l ledger.Ledger, journalDir string, ticketLifet
 	for _, j := range journals {
 		byPrincipal[j.Principal] = j
 	}
+	locks, err := l.Locks(ctx)
+	if err != nil {
+		return runbook.Runbook{}, err
+	}
+	lockOf := map[string]ledger.Lock{}
+	for _, lk := range locks {
+		lockOf[lk.Principal] = lk
+	}
+	// withLock adds the lock's holder to a principal's evidence, and says
+	// whether it still runs: a dead holder's lock is what unlock is for.
+	withLock := func(p string, ev runbook.Evidence) (string, bool) {
+		lk, ok := lockOf[p]
+		if !ok {
+			return "", false
+		}
+		for k, v := range describeLock(lk) {
+			ev["lock_"+k] = v
+		}
+		if j := byPrincipal[p]; j != nil && lk.Holder == "krbops rotate "+j.ID {
+			ev["lock_step"] = j.State.String()
+		}
+		state := holderState(lk)
+		return fmt.Sprintf("locked by pid %d on %s (%s) since %s, holder %s", lk.PID, lk.Host, lk.User, lk.Acquired.UTC().Format(time.RFC3339), state), state == procstat.Dead
+	}
 	var steps []runbook.Step
 	seen := map[string]bool{}
 	for _, rot := range open {
@@ -215,21 +241,49 @@ func Status(ctx context.Context, l ledger.Ledger, journalDir string, ticketLifet
 				ev := runbook.Evidence{"ledger_id": rot.ID, "role": rot.Role, "cluster": rot.Cluster, "outcome": string(rot.Outcome),
 					"old_kvno": rot.OldKVNO, "new_kvno": rot.NewKVNO, "started": rot.Started.UTC().Format(time.RFC3339), "operator": rot.Operator}
 				if rot.Outcome == ledger.AwaitingPhase2 {
-					ready := rot.Phase1Done.Add(ticketLifetime)
+					ready := rot.Phase1Done.Add(max(rot.Phase2Wait, ticketLifetime))
 					ev["phase2_after"] = ready.UTC().Format(time.RFC3339)
 					if now.Before(ready) {
 						return runbook.Passf("awaiting phase 2: kvno %d and %d published; rotate finish after %s", rot.OldKVNO, rot.NewKVNO, ready.UTC().Format(time.RFC3339)).With(ev)
 					}
 					return runbook.Warnf("awaiting phase 2 since %s: ready now", rot.Phase1Done.UTC().Format(time.RFC3339)).With(ev).
-						WithHint("krbops rotate finish --principal %s", rot.Principal)
+						WithHint("krbops rotate finish --principal %s", shellQuote(rot.Principal))
 				}
 				state := "no journal on this host"
 				if j != nil {
 					state = "journal state " + j.State.String()
 				}
+				if held, dead := withLock(rot.Principal, ev); held != "" {
+					state += "; " + held
+					if dead {
+						return runbook.Warnf("in progress since %s (%s)", rot.Started.UTC().Format(time.RFC3339), state).With(ev).
+							WithHint("its krbops is gone: krbops rotate --resume --principal %s (or rotate abort if it never reached the KDC)", shellQuote(rot.Principal))
+					}
+				}
 				return runbook.Warnf("in progress since %s (%s)", rot.Started.UTC().Format(time.RFC3339), state).With(ev).
-					WithHint("krbops rotate --resume --principal %s", rot.Principal)
+					WithHint("krbops rotate --resume --principal %s", shellQuote(rot.Principal))
 			}})
+	}
+	// Locks without an open rotation: a run that died between taking the
+	// lock and writing its record.
+	var lockOnly []string
+	for p := range lockOf {
+		if !seen[p] && byPrincipal[p] == nil {
+			lockOnly = append(lockOnly, p)
+		}
+	}
+	sort.Strings(lockOnly)
+	for _, p := range lockOnly {
+		seen[p] = true
+		steps = append(steps, runbook.Step{ID: "status." + p, Title: "locked", Run: func(context.Context, *runbook.State) runbook.Result {
+			ev := runbook.Evidence{}
+			held, dead := withLock(p, ev)
+			if dead {
+				return runbook.Warnf("%s; no journal and no open rotation", held).With(ev).
+					WithHint("krbops rotate unlock --principal %s --force --reason TEXT", shellQuote(p))
+			}
+			return runbook.Warnf("%s; no journal on this host and no open rotation", held).With(ev)
+		}})
 	}
 	var orphans []string
 	for p := range byPrincipal {
@@ -242,7 +296,7 @@ func Status(ctx context.Context, l ledger.Ledger, journalDir string, ticketLifet
 		j := byPrincipal[p]
 		steps = append(steps, runbook.Step{ID: "status." + p, Title: "in-progress", Run: func(context.Context, *runbook.State) runbook.Result {
 			return runbook.Warnf("journal in state %s without an open ledger record", j.State).
-				WithHint("krbops rotate --resume --principal %s", p)
+				WithHint("krbops rotate --resume --principal %s", shellQuote(p))
 		}})
 	}
 	if len(steps) == 0 {

@@ -2,6 +2,7 @@ package rotate
 
 import (
 	"errors"
+	"github.com/krbops/krbops/internal/shquote"
 	"path"
 	"strings"
 	"time"
@@ -52,17 +53,10 @@ func DefaultTicketLifetime(cfg *kdcops.Config) time.Duration {
 	return 24 * time.Hour
 }
 
-// shellQuote quotes s for a POSIX shell when it holds anything but the
-// characters a principal or path usually has, so a hint's command can be
-// pasted as it is: a principal read from a keytab can carry $(…) or ;.
-func shellQuote(s string) string {
-	if s != "" && strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("@%+=:,./_-", r))
-	}) < 0 {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
+// shellQuote quotes s for a POSIX shell when it needs it (internal/shquote),
+// so a hint's command can be pasted as it is: a principal read from a
+// keytab can carry $(…) or ;.
+func shellQuote(s string) string { return shquote.Quote(s) }
 
 // BuiltinDeny are principals no rotation may touch, whatever the flags:
 // the realm's own keys. Changing krbtgt's key invalidates every ticket of

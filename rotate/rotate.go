@@ -18,7 +18,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -31,6 +30,8 @@ import (
 
 	"github.com/krbops/krbops/internal/durable"
 	"github.com/krbops/krbops/internal/fault"
+	"github.com/krbops/krbops/internal/procstat"
+	"github.com/krbops/krbops/internal/readcap"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/ledger"
 	"github.com/krbops/krbops/runbook"
@@ -444,7 +445,12 @@ func (r *Rotation) stepLock(ctx context.Context, _ *runbook.State) runbook.Resul
 	// loses it has planned, journaled and stored nothing, so it cannot
 	// trip over the winner's journal, pending version or ledger record.
 	if _, err := r.Ledger.Lock(ctx, r.Principal, r.holder(j), lockTTL); err != nil {
-		return lockRefused(err)
+		if !r.takeOverDeadLock(ctx, err) {
+			return lockRefused(err)
+		}
+		if _, err := r.Ledger.Lock(ctx, r.Principal, r.holder(j), lockTTL); err != nil {
+			return lockRefused(err)
+		}
 	}
 	unlock := func() { _ = r.Ledger.Unlock(ctx, r.Principal, r.holder(j)) }
 	// Under the lock a journal can only be a crashed run's: look again.
@@ -501,6 +507,35 @@ func (r *Rotation) refuseDenied() (runbook.Result, bool) {
 			WithHint("the realm's own keys (krbtgt, kadmin, changepw, kiprop, K/M) are never rotated by krbops; nothing was changed"), true
 	}
 	return runbook.Result{}, false
+}
+
+// takeOverDeadLock breaks the lock in err when it can only be the trace
+// of a run that died before planning anything: its process is gone, it
+// left no journal here (checked by the caller), and the ledger has no
+// record it started. Such a run changed nothing (the journal comes before
+// any change), so waiting for an operator would only stall the next
+// rotation. The break goes to the audit trail. Any doubt keeps the lock.
+func (r *Rotation) takeOverDeadLock(ctx context.Context, err error) bool {
+	var le *ledger.LockedError
+	if !errors.As(err, &le) || holderState(le.Lock) != procstat.Dead {
+		return false
+	}
+	id, ok := strings.CutPrefix(le.Lock.Holder, "krbops rotate ")
+	if !ok {
+		return false
+	}
+	recs, lerr := r.Ledger.List(ctx, ledger.Filter{Principal: r.Principal, Limit: 1})
+	if lerr != nil || len(recs) > 0 && recs[0].JournalID == id {
+		return false
+	}
+	broken, berr := r.Ledger.BreakLock(ctx, r.Principal, le.Lock.Holder, true)
+	if berr != nil {
+		return false
+	}
+	_, _ = r.Ledger.Record(ctx, ledger.Event{Principal: r.Principal, Action: "takeover", Operator: r.Operator,
+		Reason: "the holder's process is gone and it left no journal or ledger record: it died before planning anything",
+		Detail: fmt.Sprintf("%s (pid %d on %s, since %s)", broken.Holder, broken.PID, broken.Host, broken.Acquired.UTC().Format(time.RFC3339))})
+	return true
 }
 
 // inProgress reports a journal of the principal already in the journal
@@ -1030,7 +1065,7 @@ func publish(path, principal string, data []byte, backup, made string, saved fun
 	if err := durable.CanReplace(path, attrs); err != nil {
 		return "", err
 	}
-	old, err := readCapped(path, maxKeytabSize)
+	old, err := readcap.ReadFile(path, maxKeytabSize)
 	if err != nil {
 		return "", err
 	}
@@ -1063,23 +1098,6 @@ func publish(path, principal string, data []byte, backup, made string, saved fun
 		return made, err
 	}
 	return made, durable.WriteFileAs(path, out, attrs, nil)
-}
-
-// readCapped reads a regular file of at most max bytes.
-func readCapped(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
-	}
-	return b, nil
 }
 
 func (r *Rotation) stepPublish(context.Context, *runbook.State) runbook.Result {
