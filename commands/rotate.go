@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/user"
@@ -354,7 +355,7 @@ func confirm(o *RotateOptions, what string) error {
 		return usageError(errors.New("refusing to change keys without --yes: stdin is not a terminal"), "pass --yes in scripts, or --dry-run to see the plan")
 	}
 	fmt.Fprintf(o.IO.ErrOut, "%s? type yes to continue: ", what)
-	line, _ := bufio.NewReader(f).ReadString('\n')
+	line, _ := bufio.NewReader(io.LimitReader(f, 64)).ReadString('\n')
 	if strings.TrimSpace(line) != "yes" {
 		return usageError(errors.New("not confirmed; nothing was changed"), "")
 	}

@@ -362,7 +362,9 @@ func (r *Rotation) stepStore(ctx context.Context, _ *runbook.State) runbook.Resu
 }
 
 func (r *Rotation) stepAllowlist(context.Context, *runbook.State) runbook.Result {
-	b, err := os.ReadFile(r.Allowlist)
+	// A list of cluster names: 1 MiB is thousands of clusters, and a FIFO
+	// or device is refused rather than waited on.
+	b, err := readcap.ReadFile(r.Allowlist, 1<<20)
 	if err != nil {
 		return runbook.Usagef("--allowlist %s: %s", r.Allowlist, describe(err)).WithHint("pass the file of clusters cleared for rotation, one per line")
 	}
