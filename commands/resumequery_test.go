@@ -134,6 +134,9 @@ func TestPrepareErrorExitCodes(t *testing.T) {
 type tinyTable struct {
 	n     int
 	delay time.Duration
+	// gate, when set, holds every Scan after the first until it closes:
+	// a test opens it once what it waits for (a progress line) happened.
+	gate  chan struct{}
 	mu    sync.Mutex
 	fail  string // error code for every Scan after the probe
 	scans int
@@ -153,6 +156,13 @@ func (f *tinyTable) Scan(ctx context.Context, in *dynamodb.ScanInput, _ ...func(
 	f.mu.Unlock()
 	if f.fail != "" && n > 1 {
 		return nil, &smithy.GenericAPIError{Code: f.fail, Message: "User: x is not authorized to perform: dynamodb:Scan"}
+	}
+	if f.gate != nil && n > 1 {
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	time.Sleep(f.delay)
 	start := 0
@@ -182,8 +192,9 @@ func runRQ(t *testing.T, table *tinyTable, errTTY bool, args ...string) (stdout,
 	t.Helper()
 	date := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	t.Cleanup(date.Close)
-	var out, errOut bytes.Buffer
-	io := &IOStreams{Out: &out, ErrOut: &errOut, ErrTTY: errTTY, Getenv: func(string) string { return "" }}
+	var out bytes.Buffer
+	errOut := &watchWriter{want: "items/s", seen: table.gate}
+	io := &IOStreams{Out: &out, ErrOut: errOut, ErrTTY: errTTY, Getenv: func(string) string { return "" }}
 	g := &Globals{IO: io, Timeout: 5 * time.Second}
 	// -o and --quiet are the root command's flags.
 	var rest []string
@@ -220,8 +231,37 @@ func runRQ(t *testing.T, table *tinyTable, errTTY bool, args ...string) (stdout,
 	return out.String(), errOut.String(), err
 }
 
+// watchWriter is a stderr that closes seen the first time want is written
+// to it, so a test can hold the run until its progress line appeared
+// instead of hoping a ticker fires in time.
+type watchWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := w.buf.Write(p)
+	if w.seen != nil && strings.Contains(w.buf.String(), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return n, err
+}
+
+func (w *watchWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
 func TestResumeQueryReportAndProgress(t *testing.T) {
-	table := &tinyTable{n: 9, delay: 15 * time.Millisecond}
+	// The scan waits after its first page until the progress line is on
+	// stderr: the line is proven to appear during a run, on any machine.
+	table := &tinyTable{n: 9, gate: make(chan struct{})}
 	_, stderr, err := runRQ(t, table, true, "-o", "plain")
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +274,7 @@ func TestResumeQueryReportAndProgress(t *testing.T) {
 		t.Errorf("no step lines:\n%q", stderr)
 	}
 
-	stdout, stderr, err := runRQ(t, &tinyTable{n: 9, delay: 15 * time.Millisecond}, true, "-o", "json")
+	stdout, stderr, err := runRQ(t, &tinyTable{n: 9}, true, "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}

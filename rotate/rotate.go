@@ -70,7 +70,8 @@ const (
 	BackendKadmin       = "kadmin"
 )
 
-// Step ids, in run order. Scripts and KRBOPS_TEST_CRASH_AT name them.
+// Step ids, in run order: scripts match on them, and the crash tests name
+// the step after which a test build dies.
 const (
 	StepClock       = "preflight.clock"
 	StepKeytab      = "preflight.keytab"

@@ -4,12 +4,20 @@ import (
 	"context"
 	"fmt"
 	"github.com/krbops/krbops/internal/fault"
+	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
-func targetBook(name string, fail bool, inflight, peak *atomic.Int32) Runbook {
+// overlap is closed when two targets run at once: the first target to
+// start waits for a second one, so a run that never overlapped would hang
+// (and the test's -timeout would say so) instead of passing by luck.
+type overlap struct {
+	once sync.Once
+	two  chan struct{}
+}
+
+func targetBook(name string, fail bool, inflight, peak *atomic.Int32, ov *overlap) Runbook {
 	step := func(id string, res Result) Step {
 		return Step{ID: id, Group: name, Run: func(context.Context, *State) Result {
 			n := inflight.Add(1)
@@ -19,7 +27,10 @@ func targetBook(name string, fail bool, inflight, peak *atomic.Int32) Runbook {
 					break
 				}
 			}
-			time.Sleep(2 * time.Millisecond)
+			if n >= 2 {
+				ov.once.Do(func() { close(ov.two) })
+			}
+			<-ov.two
 			inflight.Add(-1)
 			return res
 		}}
@@ -36,9 +47,10 @@ func targetBook(name string, fail bool, inflight, peak *atomic.Int32) Runbook {
 
 func TestRunGroupsMergesInOrderAndBoundsConcurrency(t *testing.T) {
 	var inflight, peak atomic.Int32
+	ov := &overlap{two: make(chan struct{})}
 	var books []Runbook
 	for i := range 40 {
-		books = append(books, targetBook(fmt.Sprintf("t%02d", i), i%10 == 3, &inflight, &peak))
+		books = append(books, targetBook(fmt.Sprintf("t%02d", i), i%10 == 3, &inflight, &peak, ov))
 	}
 	var calls atomic.Int32
 	rep := RunGroups(context.Background(), "verify", books, 4, Options{CorrelationID: "c1"}, func(done, total int) {
@@ -69,7 +81,9 @@ func TestRunGroupsCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	var inflight, peak atomic.Int32
-	books := []Runbook{targetBook("a", false, &inflight, &peak), targetBook("b", false, &inflight, &peak)}
+	ov := &overlap{two: make(chan struct{})}
+	close(ov.two) // nothing may run here anyway
+	books := []Runbook{targetBook("a", false, &inflight, &peak, ov), targetBook("b", false, &inflight, &peak, ov)}
 	rep := RunGroups(ctx, "verify", books, 1, Options{}, nil)
 	if rep.Class != fault.Cancelled || len(rep.Steps) != 4 {
 		t.Fatalf("exit %d with %d steps, want 130 with every step reported", rep.Class, len(rep.Steps))
