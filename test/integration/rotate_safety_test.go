@@ -9,8 +9,8 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -179,7 +179,9 @@ func TestRotateConcurrentPairs(t *testing.T) {
 		codes := make([]int, 2)
 		outs := make([]string, 2)
 		for k := range 2 {
-			wg.Go(func() { codes[k], _, outs[k] = l.runBinary(t, "", l.args(name, kt, "client", rotate.BackendKpasswd)...) })
+			wg.Go(func() {
+				codes[k], _, outs[k] = l.runBinary(t, "", l.args(name, kt, "client", rotate.BackendKpasswd)...)
+			})
 		}
 		wg.Wait()
 		if !slices.Contains(codes, 0) {
