@@ -479,6 +479,9 @@ func (o *RotateOptions) openLedger(readOnly bool) (ledger.Ledger, error) {
 		}
 	}
 	led, err := ledger.OpenFile(o.LedgerPath, ledger.Options{ReadOnly: readOnly})
+	if readOnly && errors.Is(err, fs.ErrNotExist) {
+		return ledger.Empty(), nil // created but never written: nothing to read
+	}
 	if err != nil {
 		return nil, usageError(fmt.Errorf("--ledger: %w", err), "pick a writable path; a damaged ledger can be moved aside and restored from a backup")
 	}

@@ -126,6 +126,13 @@ func parseMeta(b []byte) boltMeta {
 // and bbolt opens from the intact one (losing only the commit the crash
 // interrupted). Both invalid is damage, as is a file whose size does not
 // hold the pages its newest valid meta page says are in use.
+// errEmpty: the file has no bytes yet. bbolt creates a ledger by making
+// an empty file and then writing its first pages under its lock, so
+// another process may see it empty for a moment; and a crash in that
+// moment leaves it so. A writer lets bbolt initialise it; a reader has no
+// ledger to read.
+var errEmpty = errors.New("ledger: empty file")
+
 func checkFile(path string) error {
 	// Opened without blocking on a FIFO, and refused unless regular; the
 	// size is bbolt's business (a ledger grows without bound).
@@ -140,7 +147,7 @@ func checkFile(path string) error {
 	}
 	defer f.Close()
 	if fi.Size() == 0 {
-		return damaged(path, "the file is empty (0 bytes); a ledger is never empty once created")
+		return errEmpty
 	}
 	read := func(off int64) []byte {
 		b := make([]byte, pageHeaderSize+metaSize)

@@ -70,7 +70,6 @@ func TestDamagedLedgersAreErrorsNotCrashes(t *testing.T) {
 		data []byte
 		want string
 	}{
-		{"zero-length", nil, "the file is empty"},
 		{"random bytes", random(64 << 10), "meta page 0: no bbolt magic number (not a bbolt file)"},
 		{"text file", []byte("[libdefaults]\n default_realm = EX\n"), "meta page 0: "},
 		{"truncated to three pages", good[:3*ps], "shorter than the 4 pages of an empty ledger"},
@@ -225,4 +224,25 @@ func TestUpdateCallbackPanicPassesThrough(t *testing.T) {
 		}
 	}()
 	l.Update(context.Background(), r.ID, func(*Rotation) error { panic("caller bug") })
+}
+
+// An empty file is a ledger bbolt has not initialised yet (another process
+// is creating it, or one crashed right after creating it): a writer lets
+// bbolt initialise it, a reader finds no ledger. Never "damaged".
+func TestEmptyLedgerFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "ledger.db")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenFile(p, Options{ReadOnly: true}); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("read-only open of an empty file: %v, want fs.ErrNotExist", err)
+	}
+	l, err := OpenFile(p, Options{})
+	if err != nil {
+		t.Fatalf("read-write open of an empty file: %v", err)
+	}
+	defer l.Close()
+	if _, err := l.Start(context.Background(), Rotation{Principal: "p@R", Cluster: "c", Role: "client", Operator: "o", Outcome: InProgress}); err != nil {
+		t.Errorf("the initialised ledger does not take a rotation: %v", err)
+	}
 }

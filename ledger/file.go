@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/krbops/krbops/internal/durable"
 	"io/fs"
 	"os"
 	osuser "os/user"
@@ -181,18 +182,25 @@ func (f *File) with(ctx context.Context, readOnly bool, fn func(*bolt.DB) error)
 	// Checked before every open, not once: the file is closed between
 	// operations, and what another process or a full disk did to it in
 	// between is not known.
-	switch err := checkFile(f.path); {
-	case err == nil:
-	case isNotExist(err) && !f.readOnly:
-		// bbolt creates it.
-	case isNotExist(err):
-		return fmt.Errorf("ledger %s: %w", f.path, fs.ErrNotExist)
-	default:
-		return err
-	}
 	wait := f.timeout
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 		wait = max(time.Until(dl), time.Millisecond)
+	}
+	err := checkFile(f.path)
+	if errors.Is(err, errEmpty) || errors.Is(err, ErrDamaged) {
+		// Another process may be creating the ledger right now (bbolt
+		// writes its first pages under its lock): look again once no
+		// one holds the file, before calling it damaged.
+		err = recheckUnlocked(ctx, f.path, wait, err)
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, errEmpty) && !f.readOnly, isNotExist(err) && !f.readOnly:
+		// bbolt creates or initialises it under its own lock.
+	case errors.Is(err, errEmpty), isNotExist(err):
+		return fmt.Errorf("ledger %s: %w", f.path, fs.ErrNotExist)
+	default:
+		return err
 	}
 	// bbolt's file is kept, so that an open a fault or panic aborted can
 	// still be closed: its flock would otherwise hold the ledger for the
@@ -206,7 +214,7 @@ func (f *File) with(ctx context.Context, readOnly bool, fn func(*bolt.DB) error)
 		file = fh
 		return fh, err
 	}
-	err := guard(f.path, func() error {
+	err = guard(f.path, func() error {
 		var err error
 		db, err = bolt.Open(f.path, 0o600, &bolt.Options{Timeout: wait, ReadOnly: readOnly || f.readOnly, OpenFile: openFile})
 		if errors.Is(err, berrors.ErrTimeout) {
@@ -591,4 +599,34 @@ func (f *File) Events(ctx context.Context, principal string) ([]Event, error) {
 		})
 	})
 	return out, err
+}
+
+// recheckUnlocked runs checkFile again while holding the file's lock for a
+// moment, so that it never judges a ledger another process is creating
+// or committing to. It gives up after wait with the first verdict.
+func recheckUnlocked(ctx context.Context, path string, wait time.Duration, first error) error {
+	fh, err := os.Open(path)
+	if err != nil {
+		return first
+	}
+	defer fh.Close()
+	deadline := time.Now().Add(wait)
+	for {
+		busy, err := durable.TryLock(fh)
+		if err != nil {
+			return first
+		}
+		if !busy {
+			defer durable.Unlock(fh)
+			return checkFile(path)
+		}
+		if time.Now().After(deadline) {
+			return first
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

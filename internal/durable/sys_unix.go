@@ -48,3 +48,6 @@ func ownerOf(fi os.FileInfo) (int, bool) {
 
 // oNonBlock keeps an open of a FIFO from waiting for a reader.
 const oNonBlock = syscall.O_NONBLOCK
+
+// Unlock releases a lock TryLock took.
+func Unlock(f *os.File) error { return syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }

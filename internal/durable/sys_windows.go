@@ -33,3 +33,8 @@ func isSymlinkRefusal(error) bool { return false }
 func ownerOf(os.FileInfo) (int, bool) { return 0, false }
 
 const oNonBlock = 0
+
+// Unlock releases a lock TryLock took.
+func Unlock(f *os.File) error {
+	return windows.UnlockFileEx(windows.Handle(f.Fd()), 0, 1, 0, new(windows.Overlapped))
+}
