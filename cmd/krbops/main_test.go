@@ -101,15 +101,16 @@ func TestScript(t *testing.T) {
 		},
 		Cmds: func() map[string]func(ts *testscript.TestScript, neg bool, args []string) {
 			cmds := map[string]func(ts *testscript.TestScript, neg bool, args []string){
-				"json":             cmdJSON,
-				"junit":            cmdJUnit,
-				"await-silent-kdc": cmdAwaitSilentKDC,
-				"gen-corrupt":      cmdGenCorrupt,
-				"findings":         cmdFindings,
-				"truncate":         cmdTruncate,
-				"tls-proxy":        cmdTLSProxy,
-				"gen-keytab":       cmdGenKeytab,
-				"hint-script":      cmdHintScript,
+				"json":              cmdJSON,
+				"junit":             cmdJUnit,
+				"await-silent-kdc":  cmdAwaitSilentKDC,
+				"await-next-second": cmdAwaitNextSecond,
+				"gen-corrupt":       cmdGenCorrupt,
+				"findings":          cmdFindings,
+				"truncate":          cmdTruncate,
+				"tls-proxy":         cmdTLSProxy,
+				"gen-keytab":        cmdGenKeytab,
+				"hint-script":       cmdHintScript,
 			}
 			for name, c := range labCmds(r) {
 				cmds[name] = c
@@ -197,6 +198,18 @@ func (s *silentKDC) close() {
 // ($LAB_SILENT_KDC): a krbops started in the background is then running
 // (past its signal set-up) and blocked waiting for the reply. Scripts wait
 // for that instead of sleeping.
+// cmdAwaitNextSecond waits until the clock's second has changed: rotate
+// ignores logins in its own first second (MIT logs whole seconds, and its
+// own pre-check logins come then), so a login a script wants it to see
+// must be a second older. It orders events; it asserts nothing.
+func cmdAwaitNextSecond(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 0 || neg {
+		ts.Fatalf("usage: await-next-second")
+	}
+	now := time.Now()
+	time.Sleep(now.Truncate(time.Second).Add(time.Second).Sub(now))
+}
+
 func cmdAwaitSilentKDC(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 0 || neg {
 		ts.Fatalf("usage: await-silent-kdc")
