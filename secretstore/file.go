@@ -301,8 +301,9 @@ func (s *fileStore) Promote(ctx context.Context, name, versionID string) error {
 	return s.wrap("promote", name, s.promote(ctx, name, versionID))
 }
 
-// promote rewrites the manifest once: every stage moves in one rename.
-func (s *fileStore) promote(ctx context.Context, name, versionID string) error {
+// restage runs fn on the manifest of an existing secret under its lock;
+// fn changes stages and writes the manifest back when it needs to.
+func (s *fileStore) restage(ctx context.Context, name string, fn func(dir string, m *manifest) error) error {
 	if err := s.begin(ctx, name); err != nil {
 		return err
 	}
@@ -322,6 +323,15 @@ func (s *fileStore) promote(ctx context.Context, name, versionID string) error {
 	if m == nil {
 		return failf(ErrNotFound, "secret does not exist")
 	}
+	return fn(dir, m)
+}
+
+// promote rewrites the manifest once: every stage moves in one rename.
+func (s *fileStore) promote(ctx context.Context, name, versionID string) error {
+	return s.restage(ctx, name, func(dir string, m *manifest) error { return s.promoteIn(dir, m, versionID) })
+}
+
+func (s *fileStore) promoteIn(dir string, m *manifest, versionID string) error {
 	if err := cleanDir(dir, m); err != nil {
 		return err
 	}
@@ -361,36 +371,19 @@ func (s *fileStore) Discard(ctx context.Context, name, versionID string) error {
 }
 
 func (s *fileStore) discard(ctx context.Context, name, versionID string) error {
-	if err := s.begin(ctx, name); err != nil {
-		return err
-	}
-	dir := s.dir(name)
-	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		return failf(ErrNotFound, "secret does not exist")
-	}
-	unlock, err := s.lock(ctx, dir)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	m, err := readManifest(dir)
-	if err != nil {
-		return err
-	}
-	if m == nil {
-		return failf(ErrNotFound, "secret does not exist")
-	}
-	target := m.byID(versionID)
-	switch {
-	case target == nil:
-		return failf(ErrNotFound, "no version %q", versionID)
-	case target.has(StageCurrent):
-		return failf(ErrConflict, "version %s is current, not a pending version to discard", versionID)
-	case !target.has(StagePending):
-		return nil
-	}
-	target.drop(StagePending)
-	return s.writeManifest(dir, m)
+	return s.restage(ctx, name, func(dir string, m *manifest) error {
+		target := m.byID(versionID)
+		switch {
+		case target == nil:
+			return failf(ErrNotFound, "no version %q", versionID)
+		case target.has(StageCurrent):
+			return failf(ErrConflict, "version %s is current, not a pending version to discard", versionID)
+		case !target.has(StagePending):
+			return nil
+		}
+		target.drop(StagePending)
+		return s.writeManifest(dir, m)
+	})
 }
 
 func (s *fileStore) Check(ctx context.Context, name string) error {

@@ -716,3 +716,34 @@ func TestFileCheck(t *testing.T) {
 // storeDir is a store directory the store creates itself (so its mode is
 // the store's doing, not t.TempDir's 0755).
 func storeDir(t *testing.T) string { return filepath.Join(t.TempDir(), "store") }
+
+// rotate abort: Discard takes the pending stage off a version and leaves
+// current alone; a repeat is a no-op; a current version is not discarded.
+func TestFileDiscard(t *testing.T) {
+	ctx := context.Background()
+	s := newFileStore(t, filepath.Join(t.TempDir(), "store"))
+	cur, err := s.Seed(ctx, principal, []byte("old keytab"), NewToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pend, err := s.PutPending(ctx, principal, []byte("new keytab"), NewToken())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Discard(ctx, principal, pend.ID); err != nil {
+		t.Fatalf("Discard: %v", err)
+	}
+	if _, err := s.Get(ctx, principal, StagePending); !errors.Is(err, ErrNotFound) {
+		t.Errorf("pending after Discard: %v, want ErrNotFound", err)
+	}
+	mustGet(t, s, principal, StageCurrent, []byte("old keytab"))
+	if err := s.Discard(ctx, principal, pend.ID); err != nil {
+		t.Errorf("repeated Discard: %v", err)
+	}
+	if err := s.Discard(ctx, principal, cur.ID); !errors.Is(err, ErrConflict) {
+		t.Errorf("Discard of current: %v, want ErrConflict", err)
+	}
+	if err := s.Discard(ctx, principal, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Discard of a missing version: %v, want ErrNotFound", err)
+	}
+}
