@@ -72,6 +72,29 @@ func TestAWSSM(t *testing.T) {
 	ctx := context.Background()
 	admin := secretsmanager.NewFromConfig(srv.Config())
 
+	t.Run("discard", func(t *testing.T) {
+		st := openSM(t, srv, "krbops/discard", srv.Config())
+		id := "krbops/discard/" + principal
+		createSecret(t, admin, id)
+		if _, err := st.Seed(ctx, principal, keytab("one"), NewToken()); err != nil {
+			t.Fatal(err)
+		}
+		p, err := st.PutPending(ctx, principal, keytab("two"), NewToken())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Discard(ctx, principal, p.ID); err != nil {
+			t.Fatalf("Discard: %v", err)
+		}
+		if _, err := st.Get(ctx, principal, StagePending); !errors.Is(err, ErrNotFound) {
+			t.Errorf("pending after Discard: %v, want ErrNotFound", err)
+		}
+		mustGet(t, st, principal, StageCurrent, keytab("one"))
+		if err := st.Discard(ctx, principal, p.ID); err != nil {
+			t.Errorf("repeated Discard: %v", err)
+		}
+	})
+
 	t.Run("lifecycle", func(t *testing.T) {
 		st := openSM(t, srv, "krbops/test", srv.Config())
 		id := "krbops/test/" + principal
