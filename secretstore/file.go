@@ -406,6 +406,11 @@ func (s *fileStore) check(ctx context.Context, name string) error {
 	case checkModes && fi.Mode().Perm()&0o022 != 0:
 		return failf(ErrInsecure, "store directory %s is writable by group or others (mode %04o)", s.root, fi.Mode().Perm()).
 			withHint(cmdHint("", "remove the group and other write bits (chmod go-w)", "chmod", "go-w", s.root))
+	case checkModes && !ownedByMe(fi):
+		// Another user's directory could hold a version planted to be
+		// promoted: the store must be the rotating user's own.
+		return failf(ErrInsecure, "store directory %s belongs to another user (uid %d), not to this one (uid %d)", s.root, ownerUID(fi), os.Geteuid()).
+			withHint(cmdHint("", "give it to the user who rotates (chown)", "chown", strconv.Itoa(os.Geteuid()), s.root))
 	}
 	dir := s.dir(name)
 	fi, err = os.Stat(dir)

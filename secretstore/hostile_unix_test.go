@@ -68,3 +68,22 @@ func TestFileHintsQuotePaths(t *testing.T) {
 		t.Errorf("open store: hint %q", HintOf(err))
 	}
 }
+
+// Issue 10: a file store whose directory another user owns is not
+// trusted with a key change, whatever its mode.
+func TestFileStoreOfAnotherUserIsInsecure(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the directory to another user")
+	}
+	root := filepath.Join(t.TempDir(), "store")
+	if err := os.Mkdir(root, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(root, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	s := newFileStore(t, root)
+	if err := s.Check(context.Background(), principal); !errors.Is(err, ErrInsecure) || !strings.Contains(err.Error(), "belongs to another user") {
+		t.Errorf("Check = %v, want ErrInsecure naming the owner", err)
+	}
+}
