@@ -601,8 +601,12 @@ func (r *Rotation) checkBinding(ctx context.Context, j *Journal) error {
 	if err != nil {
 		return fmt.Errorf("ledger record %s: %w", j.LedgerID, err)
 	}
+	// finish.ledger records the outcome, unlocks, then removes the journal:
+	// a crash in between leaves a published journal whose record already
+	// says succeeded, and the resume only has to remove the journal.
+	endedHere := j.State >= StatePublished && rec.Outcome == ledger.Succeeded
 	switch {
-	case !rec.Outcome.Open():
+	case !rec.Outcome.Open() && !endedHere:
 		return fmt.Errorf("ledger record %s already ended (%s)", rec.ID, rec.Outcome)
 	case rec.Principal != j.Principal:
 		return fmt.Errorf("ledger record %s is of %s", rec.ID, rec.Principal)

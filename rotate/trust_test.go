@@ -235,3 +235,30 @@ func TestDryRunRehearses(t *testing.T) {
 	}
 	nothingWritten(g)
 }
+
+// A crash inside finish.ledger, after the record says succeeded and the
+// lock is released but before the journal is removed: --resume finishes
+// (it removes the journal) instead of calling the journal foreign. Found
+// by the random-kill integration test under load.
+func TestResumeAfterCrashInsideFinishLedger(t *testing.T) {
+	g := newRig(t, Client, BackendKpasswd)
+	wantCrash(t, g.run(false, StepPublish).rep, StepPublish)
+	j := g.loadJournal()
+	led, err := ledger.OpenFile(g.ledger, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := led.Update(context.Background(), j.LedgerID, func(r *ledger.Rotation) error { r.Outcome = ledger.Succeeded; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := led.Unlock(context.Background(), g.principal, "krbops rotate "+j.ID); err != nil {
+		t.Fatal(err)
+	}
+	led.Close()
+	out := g.run(true, "")
+	wantSteps(t, out.rep, StepLedger, runbook.Pass)
+	if _, err := LoadJournal(g.journal, g.principal); err != ErrNoJournal {
+		t.Errorf("journal after the resume: %v", err)
+	}
+	g.check(final{kvno: rigOldKVNO + 1, completed: true, login: true})
+}
