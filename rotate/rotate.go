@@ -168,9 +168,6 @@ type Rotation struct {
 	// tgtLifetime is the lifetime of the TGT the KDC issued the principal
 	// in preflight: how long a client's last login keeps it logged in.
 	tgtLifetime time.Duration
-	// keytabAttrs are --keytab's owner, group, mode and xattrs, which the
-	// published file keeps.
-	keytabAttrs durable.Attrs
 }
 
 func (r *Rotation) now() time.Time {
@@ -258,18 +255,9 @@ func readKeytab(path, principal string) ([]kdcops.KeytabEntry, *kdcops.Keytab, e
 func (r *Rotation) stepKeytab(ctx context.Context, _ *runbook.State) runbook.Result {
 	// The published keytab must come back exactly as its service reads it:
 	// refuse now, before the KDC changes, if this process cannot do that.
-	attrs, err := durable.ReadAttrs(r.Keytab)
-	if err != nil {
-		if errors.Is(err, durable.ErrNotPrivate) {
-			return runbook.Usagef("--keytab %s", describe(err)).WithHint("pass the keytab file itself, not a link to it")
-		}
-		return runbook.Usagef("--keytab %s: %s", r.Keytab, describe(err)).WithHint("pass --keytab with the principal's current keytab")
+	if res, ok := r.keytabReplaceable(); !ok {
+		return res
 	}
-	if err := durable.CanReplace(r.Keytab, attrs); err != nil {
-		return runbook.Usagef("--keytab %s: %s", r.Keytab, describe(err)).
-			WithHint("run krbops as root or as the keytab's owner, so the rewritten keytab keeps its owner, group and mode; nothing was changed")
-	}
-	r.keytabAttrs = attrs
 	ents, _, err := readKeytab(r.Keytab, r.Principal)
 	if err != nil {
 		if isFileError(err) {
@@ -331,6 +319,24 @@ func (r *Rotation) stepKeytab(ctx context.Context, _ *runbook.State) runbook.Res
 	}
 	return runbook.Passf("kvno %d authenticates; keys %s; the KDC issues tickets for %s", res.KDCKVNO, strings.Join(ets, ", "), r.issued.Round(time.Second)).
 		With(ev)
+}
+
+// keytabReplaceable refuses a --keytab that finish.keytab could not put
+// back as its service reads it: a link or special file, or an owner or
+// group this process cannot give a new file.
+func (r *Rotation) keytabReplaceable() (runbook.Result, bool) {
+	attrs, err := durable.ReadAttrs(r.Keytab)
+	if err != nil {
+		if errors.Is(err, durable.ErrNotPrivate) {
+			return runbook.Usagef("--keytab %s", describe(err)).WithHint("pass the keytab file itself, not a link to it"), false
+		}
+		return runbook.Usagef("--keytab %s: %s", r.Keytab, describe(err)).WithHint("pass --keytab with the principal's current keytab"), false
+	}
+	if err := durable.CanReplace(r.Keytab, attrs); err != nil {
+		return runbook.Usagef("--keytab %s: %s", r.Keytab, describe(err)).
+			WithHint("run krbops as root or as the keytab's owner, so the rewritten keytab keeps its owner, group and mode; nothing was changed"), false
+	}
+	return runbook.Result{}, true
 }
 
 // Phase2Wait is how long phase 2 of a server rotation must wait after
@@ -582,6 +588,13 @@ func (r *Rotation) relock(ctx context.Context) runbook.Result {
 		j.LedgerID = open[0].ID
 		if err := j.save(r.JournalDir, r.now()); err != nil {
 			return runbook.Usagef("journal: %s", err).WithHint("make --journal-dir writable, then rotate --resume")
+		}
+	}
+	if j.State < StatePublished {
+		// --resume skips preflight.keytab: what finish.keytab needs is
+		// checked here, before anything can reach the KDC.
+		if res, ok := r.keytabReplaceable(); !ok {
+			return res
 		}
 	}
 	if err := r.checkBinding(ctx, j); err != nil {
