@@ -45,15 +45,7 @@ func (p *Proxy) serveUDP() {
 				p.forwardUDP(s, e, dgram)
 				break
 			}
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
-				if p.hold(e, e.Fault.D, nil) == holdClosed {
-					p.finish(e, ProxyClosed)
-					return
-				}
-				p.forwardUDP(s, e, dgram)
-			}()
+			p.afterHold(e, func() { p.forwardUDP(s, e, dgram) })
 		default:
 			p.forwardUDP(s, e, dgram)
 		}
@@ -149,15 +141,7 @@ func (p *Proxy) readReplies(s *udpSession) {
 				p.deliverUDP(s, e, reply)
 				break
 			}
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
-				if p.hold(e, e.Fault.D, nil) == holdClosed {
-					p.finish(e, ProxyClosed)
-					return
-				}
-				p.deliverUDP(s, e, reply)
-			}()
+			p.afterHold(e, func() { p.deliverUDP(s, e, reply) })
 		default:
 			p.deliverUDP(s, e, reply)
 		}
@@ -173,4 +157,19 @@ func (p *Proxy) deliverUDP(s *udpSession, e *exchange, reply []byte) {
 		return
 	}
 	p.finish(e, Delivered)
+}
+
+// afterHold runs then once the exchange's Delay fault lets it go, in a
+// goroutine of its own so the session keeps serving other datagrams; a
+// proxy closed during the hold drops the datagram.
+func (p *Proxy) afterHold(e *exchange, then func()) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		if p.hold(e, e.Fault.D, nil) == holdClosed {
+			p.finish(e, ProxyClosed)
+			return
+		}
+		then()
+	}()
 }
