@@ -8,15 +8,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
-	"log"
+	"github.com/krbops/krbops/internal/tlstest"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -427,16 +425,7 @@ func TestAWSSMTransient(t *testing.T) {
 // at the trust store, and a usage fault since the endpoint is the
 // operator's.
 func TestAWSSMUntrustedCertificate(t *testing.T) {
-	var conns atomic.Int32
-	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	srv.StartTLS()
-	defer srv.Close()
+	srv, conns := tlstest.UntrustedServer(t)
 	// The SDK's default retryer (standard, 3 attempts), as a real run has.
 	cfg := aws.Config{Region: "us-east-1", Credentials: aws.AnonymousCredentials{}}
 	st, err := Open(context.Background(), "awssm://?endpoint="+srv.URL, Options{AWS: &cfg})
