@@ -13,6 +13,9 @@ import (
 // its stderr is an error too. Do not put passwords in query: it becomes
 // argv; AddPrincipal feeds them on stdin instead.
 func (r *Realm) Kadmin(ctx context.Context, query string) (string, error) {
+	if r.Kind != MIT {
+		return "", r.onlyOn("Kadmin (kadmin.local)", MIT)
+	}
 	return r.kadminLocal(ctx, query, "")
 }
 
@@ -21,6 +24,9 @@ func (r *Realm) Kadmin(ctx context.Context, query string) (string, error) {
 // under a second this way and minutes one process at a time. Errors as
 // for Kadmin; queries must hold no passwords.
 func (r *Realm) KadminBatch(ctx context.Context, queries []string) error {
+	if r.Kind != MIT {
+		return r.onlyOn("KadminBatch (kadmin.local)", MIT)
+	}
 	stdout, stderr, err := runTool(ctx, r.env(r.KDCProfile), r.Dir, strings.Join(queries, "\n")+"\nquit\n", "kadmin.local", "-r", r.Name)
 	return kadminResult(fmt.Sprintf("batch of %d queries", len(queries)), stdout, stderr, err)
 }
@@ -83,12 +89,12 @@ func checkWord(what, s string) error {
 	return nil
 }
 
-// AddPrincipal creates principal name (the realm is appended when missing).
+// mitAddPrincipal creates principal name (the realm is appended when missing).
 // An empty password gives it random keys (-randkey); otherwise the password
 // is typed into kadmin.local's prompts on stdin, never put in argv.
 // New principals require pre-authentication (default_principal_flags =
 // +preauth), as in a production realm.
-func (r *Realm) AddPrincipal(ctx context.Context, name, password string) error {
+func (r *Realm) mitAddPrincipal(ctx context.Context, name, password string) error {
 	if err := checkWord("principal", name); err != nil {
 		return err
 	}
@@ -123,6 +129,9 @@ func (r *Realm) Keytab(ctx context.Context, principal, path string, enctypes ...
 
 // KeytabWith is Keytab with all of ktadd's options.
 func (r *Realm) KeytabWith(ctx context.Context, principal, path string, o KeytabOptions) error {
+	if r.Kind != MIT {
+		return r.onlyOn("Keytab (kadmin.local ktadd; use ExportKeytab)", MIT)
+	}
 	if err := checkWord("principal", principal); err != nil {
 		return err
 	}

@@ -45,7 +45,9 @@ const readyTimeout = 15 * time.Second
 
 // Options configure Start.
 type Options struct {
-	// Realm is the realm name; DefaultRealm when empty.
+	// Kind is the KDC implementation: MIT (the default), Heimdal or AD.
+	Kind Kind
+	// Realm is the realm name; DefaultRealm when empty (AD: DefaultADRealm).
 	Realm string
 	// Dir holds the database, configuration, logs and keytabs. When empty a
 	// temporary directory is created and Close removes it.
@@ -65,6 +67,7 @@ type KDCOptions struct {
 
 // Realm is a running lab realm. Its fields are read-only for callers.
 type Realm struct {
+	Kind       Kind   // MIT, Heimdal or AD
 	Name       string // realm name, e.g. "KRBOPS.TEST"
 	Dir        string // everything lives here
 	Krb5Conf   string // krb5.conf listing the primary KDC (KDCs[0])
@@ -115,7 +118,19 @@ func (k *KDC) Stop() error { return k.p.Stop() }
 // Start creates and starts a realm: database, primary KDC, kadmind (with
 // kpasswd) and an admin principal with a keytab. It returns once every
 // daemon answers. ctx bounds start-up only; the daemons run until Close.
-func Start(ctx context.Context, opts Options) (_ *Realm, err error) {
+func Start(ctx context.Context, opts Options) (*Realm, error) {
+	switch opts.Kind {
+	case "", MIT:
+		return startMIT(ctx, opts)
+	case Heimdal:
+		return startHeimdal(ctx, opts)
+	case AD:
+		return startAD(ctx, opts)
+	}
+	return nil, fmt.Errorf("lab: unknown KDC kind %q (want %s)", opts.Kind, kindList())
+}
+
+func startMIT(ctx context.Context, opts Options) (_ *Realm, err error) {
 	began := time.Now()
 	for _, b := range []string{"kdb5_util", "kadmin.local", "krb5kdc", "kadmind"} {
 		if _, err := lookBin(b); err != nil {
@@ -129,7 +144,7 @@ func Start(ctx context.Context, opts Options) (_ *Realm, err error) {
 	if strings.ContainsAny(name, " \t\n{}=\"'@/") {
 		return nil, fmt.Errorf("lab: bad realm name %q", name)
 	}
-	r := &Realm{Name: name, logf: opts.Logf}
+	r := &Realm{Kind: MIT, Name: name, logf: opts.Logf}
 	if r.logf == nil {
 		r.logf = func(string, ...any) {}
 	}
