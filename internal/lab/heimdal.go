@@ -314,15 +314,22 @@ func (r *Realm) heimdalKadminPassword(ctx context.Context, password string, args
 // (pre-authentication required) and aes256+aes128 keys from password, or
 // random keys when it is empty.
 func (r *Realm) heimdalAddPrincipal(ctx context.Context, name, password string) error {
-	if err := checkWord("principal", name); err != nil {
+	return r.heimdalSetKeys(ctx, "AddPrincipal", name, password, "add", "--use-defaults")
+}
+
+// heimdalSetKeys runs the kadmin -l command cmd (add, cpw) for principal:
+// with --random-key when password is empty, else typing password into
+// its prompts.
+func (r *Realm) heimdalSetKeys(ctx context.Context, what, principal, password string, cmd ...string) error {
+	if err := checkWord("principal", principal); err != nil {
 		return err
 	}
 	if password == "" {
-		_, err := r.heimdalKadmin(ctx, "", "add", "--use-defaults", "--random-key", name)
+		_, err := r.heimdalKadmin(ctx, "", append(cmd, "--random-key", principal)...)
 		return err
 	}
-	if err := r.heimdalKadminPassword(ctx, password, "add", "--use-defaults", name); err != nil {
-		return fmt.Errorf("lab: AddPrincipal %s: %w", name, err)
+	if err := r.heimdalKadminPassword(ctx, password, append(cmd, principal)...); err != nil {
+		return fmt.Errorf("lab: %s %s: %w", what, principal, err)
 	}
 	return nil
 }
@@ -358,15 +365,5 @@ func (r *Realm) heimdalKVNO(ctx context.Context, principal string) (uint32, erro
 // heimdalSetPassword changes principal's keys (kvno + 1), keeping the old
 // ones as Heimdal's kpasswdd does.
 func (r *Realm) heimdalSetPassword(ctx context.Context, principal, password string) error {
-	if err := checkWord("principal", principal); err != nil {
-		return err
-	}
-	if password == "" {
-		_, err := r.heimdalKadmin(ctx, "", "cpw", "--keepold", "--random-key", principal)
-		return err
-	}
-	if err := r.heimdalKadminPassword(ctx, password, "cpw", "--keepold", principal); err != nil {
-		return fmt.Errorf("lab: SetPassword %s: %w", principal, err)
-	}
-	return nil
+	return r.heimdalSetKeys(ctx, "SetPassword", principal, password, "cpw", "--keepold")
 }

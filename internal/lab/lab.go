@@ -13,6 +13,10 @@
 // KDC answers; [Realm.WriteKrb5Conf] writes a krb5.conf listing any of them
 // in any order.
 //
+// Options.Kind = Heimdal runs Heimdal's kdc and kpasswdd instead (see
+// heimdal.go): the same Realm fields, KDCs and StartKDC, with the binaries
+// `make deps-heimdal` unpacked into .cache/heimdal.
+//
 // Daemons run in their own process group with a parent-death signal
 // (Linux), so even a test binary that panics or is killed leaves no KDC
 // behind; [Realm.Close] stops them with SIGTERM, then SIGKILL.
@@ -71,7 +75,7 @@ type Realm struct {
 	Name       string // realm name, e.g. "KRBOPS.TEST"
 	Dir        string // everything lives here
 	Krb5Conf   string // krb5.conf listing the primary KDC (KDCs[0])
-	KDCProfile string // kdc.conf of the primary KDC, also used by kadmind and kadmin.local
+	KDCProfile string // kdc.conf of the primary KDC, also used by kadmind and kadmin.local (Heimdal: its one configuration file)
 	CCache     string // "FILE:<Dir>/ccache", the default ccache of Env
 	KDCs       []*KDC // started KDCs, primary first; see Realm.KDCList for concurrent use
 
@@ -79,8 +83,8 @@ type Realm struct {
 	// (kadm5.acl grants "*/admin@REALM *"); its keys are in AdminKeytab.
 	AdminPrincipal string
 	AdminKeytab    string
-	KadminAddr     string // kadmind, TCP
-	KpasswdAddr    string // kpasswd, UDP and TCP
+	KadminAddr     string // kadmind, TCP; empty on Heimdal (no MIT-protocol admin server)
+	KpasswdAddr    string // kpasswd, UDP and TCP (Heimdal: UDP only)
 
 	logf      func(string, ...any)
 	heimdal   heimdalInstall // the unpacked Heimdal a Heimdal realm runs
