@@ -318,3 +318,34 @@ func TestForTestMissingHeimdal(t *testing.T) {
 		t.Errorf("Start without Heimdal: %v, want the install command", err)
 	}
 }
+
+// A real kpasswd client (MIT's, which falls back to UDP) changes a
+// password through the realm's kpasswdd: the kvno rises by one and, as
+// Heimdal keeps key history, the exported keytab holds both kvnos.
+func TestHeimdalKpasswdChangesPassword(t *testing.T) {
+	r := heimdalForTest(t, "")
+	ctx := t.Context()
+	p := "carol@" + r.Name
+	if err := r.AddPrincipal(ctx, p, "Old-Pass-1"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, r, "Old-Pass-1\nNew-Pass-2\nNew-Pass-2\n", "kpasswd", p); err != nil {
+		t.Fatalf("MIT kpasswd against Heimdal's kpasswdd: %v\n%s", err, out)
+	}
+	if v, err := r.KVNO(ctx, p); err != nil || v != 2 {
+		t.Fatalf("kvno after kpasswd: %d, %v; want 2", v, err)
+	}
+	kt := filepath.Join(r.Dir, "carol.keytab")
+	if err := r.ExportKeytab(ctx, p, kt); err != nil {
+		t.Fatal(err)
+	}
+	if got := keytabKVNOs(t, r, kt, p); !slices.Equal(got, []int{1, 2}) {
+		t.Fatalf("keytab after kpasswd holds kvnos %v, want [1 2]", got)
+	}
+	if out, err := run(t, r, "New-Pass-2\n", "kinit", p); err != nil {
+		t.Fatalf("kinit with the new password: %v\n%s", err, out)
+	}
+	if log, err := os.ReadFile(filepath.Join(r.Dir, "kpasswdd.log")); err != nil || !strings.Contains(string(log), "Changing password for "+p) {
+		t.Errorf("kpasswdd.log lacks the change (%v)", err)
+	}
+}
