@@ -14,8 +14,9 @@ package lab
 //     protocol, not MIT's, so krbops' MIT kadmin backend could not use it,
 //     and it binds every interface (it has no --addresses). KadminAddr is
 //     empty and krb5.conf names no admin_server.
-//   - The KDC writes each log line twice (its master and worker both open
-//     the log), as a production Heimdal KDC does.
+//   - The KDC writes each log line twice, start-up lines before the fork
+//     included: Heimdal 7.8's kdc opens its log destination twice, with
+//     [logging] kdc as with [kdc] logging, so a production one does too.
 //   - Run as root, kdc and kpasswdd write /run/kdc.pid and
 //     /run/kpasswdd.pid whatever their flags. Parallel realms overwrite
 //     each other's file and the first to exit removes it; the lab never
