@@ -18,9 +18,11 @@ package lab
 //     included: Heimdal 7.8's kdc opens its log destination twice, with
 //     [logging] kdc as with [kdc] logging, so a production one does too.
 //   - Run as root, kdc and kpasswdd write /run/kdc.pid and
-//     /run/kpasswdd.pid whatever their flags. Parallel realms overwrite
-//     each other's file and the first to exit removes it; the lab never
-//     reads them, so realms do not disturb each other.
+//     /run/kpasswdd.pid whatever their flags (as another user they
+//     cannot, and carry on). Parallel realms overwrite each other's file,
+//     the first to exit cleanly removes it, and a killed one leaves it
+//     behind; the lab never reads them, so realms do not disturb each
+//     other (TestHeimdalParallelRealmsAndClose).
 
 import (
 	"context"
@@ -98,7 +100,7 @@ func findHeimdal() (heimdalInstall, []string) {
 	h := heimdalInstall{root: HeimdalDir()}
 	var miss []string
 	for _, rel := range []string{heimdalKDC, heimdalKpasswdd, heimdalKstash, heimdalKadmin} {
-		if !isExecutable(filepath.Join(h.root, rel)) || h.root == "" {
+		if h.root == "" || !isExecutable(filepath.Join(h.root, rel)) {
 			miss = append(miss, "heimdal "+filepath.Base(rel))
 		}
 	}
