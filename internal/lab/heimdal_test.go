@@ -168,6 +168,11 @@ func TestHeimdalSetPasswordKeepsOldKVNO(t *testing.T) {
 	if out, err := run(t, r, "Fresh-Pass-2\n", "kinit", p); err != nil {
 		t.Fatalf("kinit with the password SetPassword set: %v\n%s", err, out)
 	}
+	// The KDC keeps the old keys for tickets already issued, not for
+	// logging in: the keytab from before the changes is refused.
+	if out, err := run(t, r, "", "kinit", "-k", "-t", old, p); err == nil {
+		t.Fatalf("kinit with the keytab from before the changes succeeded:\n%s", out)
+	}
 }
 
 // Heimdal's kpasswdd has no TCP listener: the reason krbops' kpasswd
