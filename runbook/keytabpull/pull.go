@@ -20,6 +20,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/types"
 
 	"github.com/krbops/krbops/internal/durable"
+	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/internal/readcap"
 	"github.com/krbops/krbops/internal/shquote"
 	"github.com/krbops/krbops/kdcops"
@@ -150,9 +151,12 @@ func (p *Pull) stepFetch(ctx context.Context, _ *runbook.State) runbook.Result {
 			return runbook.Failf("%s has no pending version: no rotation is in phase 1", p.Secret).With(ev).
 				WithHint("drop --pending to install the current version")
 		}
+		// The store's own class decides: a missing secret or bad
+		// credentials is configuration (exit 2), a store that does not
+		// answer could not complete (exit 3).
 		r := runbook.Errorf("%s", err)
-		if errors.Is(err, secretstore.ErrNotFound) || errors.Is(err, secretstore.ErrPermission) {
-			r = runbook.Failf("%s", err)
+		if c := fault.ClassOf(err); c == fault.Usage || c == fault.Unreachable || c == fault.CheckFailed {
+			r.Class = c
 		}
 		return r.With(ev).WithHint("%s", hint)
 	}
