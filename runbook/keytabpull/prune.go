@@ -49,7 +49,9 @@ type Removal struct {
 	Keys      int // entries (enctypes) of that kvno
 }
 
-func (r Removal) String() string { return fmt.Sprintf("%s kvno %d (%d keys)", r.Principal, r.KVNO, r.Keys) }
+func (r Removal) String() string {
+	return fmt.Sprintf("%s kvno %d (%d keys)", r.Principal, r.KVNO, r.Keys)
+}
 
 // Plan lists the kvnos sel removes from entries, by principal then kvno.
 // now is the time --older-than counts back from.
