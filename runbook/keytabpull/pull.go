@@ -81,6 +81,7 @@ type Pull struct {
 	keysSame bool                 // the file already holds exactly newKeys
 	attrsOK  bool                 // and the owner, group and mode asked for
 	session  *kdcops.Session
+	proved   bool // the KDC accepted the version and its ticket decrypts
 	kdc      KDC
 }
 
@@ -90,8 +91,11 @@ func (p *Pull) Runbook() runbook.Runbook {
 		{ID: StepPullKeytab, Title: "the keytab's directory is trusted; the existing file is readable", Run: p.stepKeytab},
 		{ID: StepPullFetch, Title: "the store's version is a keytab; compared with the file", Needs: []string{StepPullKeytab}, Run: p.stepFetch},
 		{ID: StepPullAS, Title: "the KDC accepts the version's kvno (AS exchange)", Needs: []string{StepPullFetch}, Run: p.stepAS},
-		{ID: StepPullAP, Title: "a service ticket to the principal decrypts with the version", Needs: []string{StepPullAS}, Run: p.stepAP},
-		{ID: StepPullInstall, Title: "installed atomically, owner, group and mode kept, old file backed up", Needs: []string{StepPullAP}, Run: p.stepInstall},
+		// ap and install need fetch only: with the keys already current
+		// (as and ap skipped) install may still have to set --owner or
+		// --mode. Each checks itself that what it builds on was proved.
+		{ID: StepPullAP, Title: "a service ticket to the principal decrypts with the version", Needs: []string{StepPullFetch}, Run: p.stepAP},
+		{ID: StepPullInstall, Title: "installed atomically, owner, group and mode kept, old file backed up", Needs: []string{StepPullFetch}, Run: p.stepInstall},
 	}}
 }
 
@@ -248,14 +252,18 @@ func (p *Pull) stepAS(ctx context.Context, _ *runbook.State) runbook.Result {
 // a client keytab: the AS exchange was its proof.
 func (p *Pull) stepAP(ctx context.Context, _ *runbook.State) runbook.Result {
 	if p.keysSame {
-		return runbook.Result{Status: runbook.Skip, Message: "already current"}
+		return runbook.Result{Status: runbook.Skip, Message: "already current: the installed keys are not proved again"}
 	}
 	s := p.session
+	if s == nil {
+		return runbook.Result{Status: runbook.Skip, Message: "skipped: needs " + StepPullAS}
+	}
 	keys := entriesOfPrincipals(p.newKeys, []string{principalString(s)})
 	sname := types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: s.Client.NameString}
 	tkt, err := p.kdc.ServiceTicket(ctx, s, sname)
 	ev := runbook.Evidence{"service": principalString(s)}
 	if kdcops.IsKDCCode(err, kdcops.ErrServerUnknown) || kdcops.IsKDCCode(err, kdcops.ErrPolicy) {
+		p.proved = true
 		return runbook.Result{Status: runbook.Skip, Message: "the KDC issues no service tickets to " + principalString(s) + ": a client keytab, proved by the AS exchange"}.With(ev)
 	}
 	if err != nil {
@@ -267,14 +275,18 @@ func (p *Pull) stepAP(ctx context.Context, _ *runbook.State) runbook.Result {
 		return runbook.Failf("a ticket for %s issued under kvno %d does not decrypt with version %s (it holds kvno %v): not installed", principalString(s), r.TicketKVNO, p.version.ID, r.ServerKVNOs).With(ev).
 			WithHint("the service would reject every new ticket: the store's keytab does not match the KDC; run krbops verify --secret-store")
 	}
+	p.proved = true
 	return runbook.Passf("a ticket for %s under kvno %d decrypts with version %s", principalString(s), r.TicketKVNO, p.version.ID).With(ev)
 }
 
 func (p *Pull) stepInstall(context.Context, *runbook.State) runbook.Result {
 	want := p.wantAttrs()
 	ev := runbook.Evidence{"keytab": p.Keytab, "mode": fmt.Sprintf("%04o", want.Mode), "uid": want.UID, "gid": want.GID, "version": p.version.ID}
-	if p.keysSame && p.attrsOK {
+	switch {
+	case p.keysSame && p.attrsOK:
 		return runbook.Result{Status: runbook.Skip, Message: "already current: nothing written"}.With(ev)
+	case !p.keysSame && !p.proved:
+		return runbook.Result{Status: runbook.Skip, Message: "skipped: not proved by " + StepPullAS + " and " + StepPullAP + "; nothing written"}.With(ev)
 	}
 	if err := durable.CanReproduce(want); err != nil {
 		return runbook.Usagef("--keytab %s: %s", p.Keytab, describe(err)).With(ev).
