@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/krbops/krbops/internal/durable"
-	"github.com/krbops/krbops/internal/readcap"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/runbook"
 )
@@ -131,30 +129,13 @@ func (p *Prune) Runbook() runbook.Runbook {
 func (p *Prune) Removed() []Removal { return p.plan }
 
 func (p *Prune) stepKeytab(context.Context, *runbook.State) runbook.Result {
-	ev := runbook.Evidence{"keytab": p.Keytab}
-	// A prune rewrites the file by rename: whoever can write the
-	// directory could swap the file in between.
-	if err := durable.TrustDir(filepath.Dir(p.Keytab)); err != nil {
-		return runbook.Usagef("--keytab %s: directory %s", p.Keytab, describe(err)).With(ev).
-			WithHint("prune keytabs in a directory owned by the user running krbops and writable by no one else")
+	f, res, ok := openKeytab(p.Keytab, "prune", false, !p.DryRun)
+	if !ok {
+		return res
 	}
-	a, err := durable.ReadAttrs(p.Keytab)
-	if err != nil {
-		return runbook.Usagef("--keytab %s: %s", p.Keytab, describe(err)).With(ev).WithHint("point --keytab at a regular keytab file (not a link)")
-	}
-	if err := durable.CanReplace(p.Keytab, a); err != nil && !p.DryRun {
-		return runbook.Usagef("--keytab %s: %s", p.Keytab, describe(err)).With(ev).
-			WithHint("run krbops keytab prune as root (or as the keytab's owner) so the file keeps its owner and group")
-	}
-	data, err := readcap.ReadFile(p.Keytab, MaxKeytabSize)
-	if err != nil {
-		return runbook.Usagef("--keytab %s: %s", p.Keytab, describe(err)).With(ev).WithHint("point --keytab at a keytab file")
-	}
-	kt, err := kdcops.ParseKeytab(data, kdcops.KeytabOptions{KeepKeys: true})
-	if err != nil {
-		return runbook.Usagef("--keytab %s: %s", p.Keytab, err).With(ev).WithHint("a damaged keytab is not pruned: krbops klist-lint --keytab explains the damage")
-	}
-	p.attrs, p.entries = a, kt.Entries
+	ev := res.Evidence
+	kt := kdcops.Keytab{Entries: f.entries}
+	p.attrs, p.entries = f.attrs, f.entries
 	p.plan = Plan(kt.Entries, p.Selection, p.now())
 	ev["remove"] = describeRemovals(p.plan)
 	if sel := p.Selection.Principal; sel != "" && len(selectPrincipal(kt.Entries, sel)) == 0 {
@@ -209,7 +190,7 @@ func (p *Prune) stepGuard(ctx context.Context, _ *runbook.State) runbook.Result 
 			if err != nil {
 				return kdcResult(ctx, err, pr).With(ev).WithHint("the KDC's current kvno of %s is unknown, so nothing was removed; with --offline krbops keeps the file's newest kvno instead", pr)
 			}
-			ev["attempts"] = describeAttempts(attempts)
+			ev["attempts"] = kdcops.DescribeAttempts(attempts)
 			if sess == nil {
 				return runbook.Failf("refused: the KDC accepts none of kvno %v of %s, so its current kvno is unknown", kvnos, pr).With(ev).
 					WithHint("the keytab is stale: install the current one (krbops keytab pull) before pruning, or pass --offline to keep the file's newest kvno")

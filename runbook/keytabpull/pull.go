@@ -103,44 +103,65 @@ func (p *Pull) Runbook() runbook.Runbook {
 func (p *Pull) Changed() bool { return !p.keysSame || !p.attrsOK }
 
 func (p *Pull) stepKeytab(context.Context, *runbook.State) runbook.Result {
-	dir := filepath.Dir(p.Keytab)
-	ev := runbook.Evidence{"keytab": p.Keytab}
-	// The keytab decides which key a service uses: a directory another
-	// user can write lets them swap it between our check and our rename.
-	if err := durable.TrustDir(dir); err != nil {
-		return runbook.Usagef("--keytab %s: directory %s", p.Keytab, describe(err)).With(ev).
-			WithHint("install keytabs in a directory owned by the user running krbops and writable by no one else (e.g. /etc/krb5kdc or /etc/security/keytabs, 0755 root)")
+	f, res, ok := openKeytab(p.Keytab, "pull", true, true)
+	if !ok {
+		return res
 	}
-	a, err := durable.ReadAttrs(p.Keytab)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	if !f.exists {
 		p.oldAttrs = durable.Attrs{Mode: 0o600, UID: -1, GID: -1}
-		return runbook.Passf("%s does not exist yet: it will be created", p.Keytab).With(ev)
+		return runbook.Passf("%s does not exist yet: it will be created", p.Keytab).With(res.Evidence)
+	}
+	p.exists, p.oldAttrs, p.oldData, p.oldKeys = true, f.attrs, f.data, f.entries
+	a := f.attrs
+	return runbook.Passf("%s: kvno %v, mode %04o, uid %d, gid %d", p.Keytab, kdcops.KVNOs(f.entries), a.Mode, a.UID, a.GID).With(res.Evidence)
+}
+
+// keytabFile is a keytab krbops is about to rewrite, as it was read.
+type keytabFile struct {
+	exists  bool
+	attrs   durable.Attrs
+	data    []byte
+	entries []kdcops.KeytabEntry // with keys
+}
+
+// openKeytab reads the keytab a command (pull, prune) rewrites, with the
+// checks every rewrite needs: its directory is trusted (whoever can write
+// it could swap the file between the read and the rename), the file is a
+// regular file and not a link, and, when replace, krbops can give a new
+// file its owner and group. missingOK lets a file that does not exist yet
+// pass. ok false: res is the step's failure.
+func openKeytab(path, verb string, missingOK, replace bool) (f keytabFile, res runbook.Result, ok bool) {
+	ev := runbook.Evidence{"keytab": path}
+	fail := func(err error, hint string) (keytabFile, runbook.Result, bool) {
+		return f, runbook.Usagef("--keytab %s: %s", path, describe(err)).With(ev).WithHint("%s", hint), false
+	}
+	if err := durable.TrustDir(filepath.Dir(path)); err != nil {
+		return fail(err, "keep keytabs in a directory owned by the user running krbops and writable by no one else (e.g. /etc/security/keytabs, 0755 root)")
+	}
+	a, err := durable.ReadAttrs(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && missingOK:
+		return f, runbook.Result{Evidence: ev}, true
 	case err != nil:
-		return runbook.Usagef("--keytab %s: %s", p.Keytab, describe(err)).With(ev).
-			WithHint("point --keytab at a regular file (not a link) or a new name in a trusted directory")
+		return fail(err, "point --keytab at a regular keytab file (not a link)")
 	}
-	if err := durable.CanReplace(p.Keytab, a); err != nil {
-		return runbook.Usagef("--keytab %s: %s", p.Keytab, describe(err)).With(ev).
-			WithHint("run krbops keytab pull as root (or as the keytab's owner) so the file keeps its owner and group")
+	if err := durable.CanReplace(path, a); err != nil && replace {
+		return fail(err, "run krbops keytab "+verb+" as root (or as the keytab's owner) so the file keeps its owner and group")
 	}
-	data, err := readcap.ReadFile(p.Keytab, MaxKeytabSize)
+	data, err := readcap.ReadFile(path, MaxKeytabSize)
 	if err != nil {
-		return runbook.Usagef("--keytab %s: %s", p.Keytab, describe(err)).With(ev).WithHint("point --keytab at a keytab file")
+		return fail(err, "point --keytab at a keytab file")
 	}
 	kt, err := kdcops.ParseKeytab(data, kdcops.KeytabOptions{KeepKeys: true})
 	if err != nil {
-		hint := "move the damaged file aside; the next pull installs a fresh one"
-		if c := shquote.Command("krbops", "klist-lint", "--keytab", p.Keytab); c != "" {
-			hint = c + " explains the damage; " + hint
+		hint := "a damaged keytab is not rewritten"
+		if c := shquote.Command("krbops", "klist-lint", "--keytab", path); c != "" {
+			hint += ": " + c + " explains the damage"
 		}
-		return runbook.Usagef("--keytab %s: %s", p.Keytab, err).With(ev).WithHint("%s", hint)
+		return fail(err, hint)
 	}
-	p.exists, p.oldAttrs, p.oldData, p.oldKeys = true, a, data, kt.Entries
-	ev["mode"] = fmt.Sprintf("%04o", a.Mode)
-	ev["uid"], ev["gid"] = a.UID, a.GID
-	ev["kvnos"] = kdcops.KVNOs(kt.Entries)
-	return runbook.Passf("%s: kvno %v, mode %04o, uid %d, gid %d", p.Keytab, kdcops.KVNOs(kt.Entries), a.Mode, a.UID, a.GID).With(ev)
+	ev["mode"], ev["uid"], ev["gid"], ev["kvnos"] = fmt.Sprintf("%04o", a.Mode), a.UID, a.GID, kdcops.KVNOs(kt.Entries)
+	return keytabFile{exists: true, attrs: a, data: data, entries: kt.Entries}, runbook.Result{Evidence: ev}, true
 }
 
 func (p *Pull) stepFetch(ctx context.Context, _ *runbook.State) runbook.Result {
@@ -224,7 +245,7 @@ func (p *Pull) stepAS(ctx context.Context, _ *runbook.State) runbook.Result {
 		if err != nil {
 			return kdcResult(ctx, err, principal).With(ev)
 		}
-		ev["attempts"] = describeAttempts(attempts)
+		ev["attempts"] = kdcops.DescribeAttempts(attempts)
 		if sess == nil {
 			return runbook.Failf("the KDC accepts none of kvno %v of %s in version %s: not installed", kvnos, principal, p.version.ID).With(ev).
 				WithHint("the store's keytab does not match the KDC (a rotation that failed after the store was written?): run krbops verify --secret-store against the principal, or krbops rotate --resume")
@@ -403,21 +424,6 @@ func newestKVNO(entries []kdcops.KeytabEntry) uint32 {
 
 func principalString(s *kdcops.Session) string {
 	return strings.Join(s.Client.NameString, "/") + "@" + s.Realm
-}
-
-func describeAttempts(as []kdcops.LoginAttempt) string {
-	var parts []string
-	for _, a := range as {
-		switch {
-		case a.Skipped != "":
-			parts = append(parts, fmt.Sprintf("kvno %d skipped: %s", a.KVNO, a.Skipped))
-		case a.OK:
-			parts = append(parts, fmt.Sprintf("kvno %d accepted", a.KVNO))
-		default:
-			parts = append(parts, fmt.Sprintf("kvno %d: %s", a.KVNO, a.Error))
-		}
-	}
-	return strings.Join(parts, "; ")
 }
 
 // kdcResult turns an error that ended an exchange into a result: an

@@ -67,18 +67,36 @@ func statOf(t *testing.T, path string) *syscall.Stat_t {
 	return fi.Sys().(*syscall.Stat_t)
 }
 
-func TestKeytabPullAfterClientRotation(t *testing.T) {
-	l := newRotLab(t)
-	name := "pull1"
-	principal := name + "@" + l.r.Name
-	kt := l.principal(t, name)
-	// The second host holds the keytab as its service account has it
-	// before the rotation: nobody:nobody 0600, in a directory of its own.
+// checkKeytabFile: path holds kvno only, and is nobody's with mode.
+func checkKeytabFile(t *testing.T, path string, kvno uint32, mode uint32) {
+	t.Helper()
+	if got := kvnosOfFile(t, path); len(got) != 1 || got[0] != kvno {
+		t.Errorf("%s holds kvno %v, want [%d]", path, got, kvno)
+	}
+	st := statOf(t, path)
+	if st.Uid != nobody || st.Gid != nobody || st.Mode&0o7777 != mode {
+		t.Errorf("%s is %d:%d %04o, want %d:%d %04o", path, st.Uid, st.Gid, st.Mode&0o7777, nobody, nobody, mode)
+	}
+}
+
+// pullLab is a lab principal with its keytab, and the path its keytab
+// has on a second host: a directory of its own in the lab's.
+func pullLab(t *testing.T, name string, hostMode os.FileMode) (l *rotLab, principal, kt, remote string) {
+	t.Helper()
+	l = newRotLab(t)
+	kt = l.principal(t, name)
 	host2 := filepath.Join(l.dir, "host2")
-	if err := os.Mkdir(host2, 0o755); err != nil {
+	if err := os.Mkdir(host2, hostMode); err != nil {
 		t.Fatal(err)
 	}
-	remote := filepath.Join(host2, "pull1.keytab")
+	return l, name + "@" + l.r.Name, kt, filepath.Join(host2, name+".keytab")
+}
+
+func TestKeytabPullAfterClientRotation(t *testing.T) {
+	name := "pull1"
+	// The second host holds the keytab as its service account has it
+	// before the rotation: nobody:nobody 0600.
+	l, principal, kt, remote := pullLab(t, name, 0o755)
 	old, err := os.ReadFile(kt)
 	if err != nil {
 		t.Fatal(err)
@@ -103,13 +121,7 @@ func TestKeytabPullAfterClientRotation(t *testing.T) {
 	if code != 0 || stdout != "" || stderr != "" {
 		t.Fatalf("pull: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
-	if got := kvnosOfFile(t, remote); len(got) != 1 || got[0] != 3 {
-		t.Errorf("pulled keytab holds kvno %v, want [3]", got)
-	}
-	st := statOf(t, remote)
-	if st.Uid != nobody || st.Gid != nobody || st.Mode&0o7777 != 0o600 {
-		t.Errorf("pulled keytab is %d:%d %04o, want %d:%d 0600", st.Uid, st.Gid, st.Mode&0o7777, nobody, nobody)
-	}
+	checkKeytabFile(t, remote, 3, 0o600)
 	// The service, as its own user, logs in with the new kvno.
 	if out, err := asNobody(t, l, "kinit", "-k", "-t", remote, principal); err != nil {
 		t.Errorf("kinit -k -t as nobody with the pulled keytab: %v\n%s", err, out)
@@ -149,15 +161,9 @@ func TestKeytabPullAfterClientRotation(t *testing.T) {
 // installed only with --pending; a current version whose newest kvno the
 // KDC does not accept is never installed.
 func TestKeytabPullPendingAndUnproved(t *testing.T) {
-	l := newRotLab(t)
 	name := "pull2"
-	principal := name + "@" + l.r.Name
-	kt := l.principal(t, name)
-	host2 := filepath.Join(l.dir, "host2")
-	if err := os.Mkdir(host2, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	remote := filepath.Join(host2, "pull2.keytab")
+	l, principal, kt, remote := pullLab(t, name, 0o700)
+	host2 := filepath.Dir(remote)
 	// First install on a new host: the file is created 0600.
 	if code, out, errOut := l.runCLI(t, "keytab", "pull", "--secret-store", l.store, "--secret", principal, "--keytab", remote); code != 2 || !strings.Contains(errOut, "does not exist") {
 		t.Fatalf("pull of a secret that does not exist: exit %d %s %s", code, out, errOut)
@@ -287,13 +293,7 @@ func TestKeytabPruneAfterServerRotation(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("prune --keep 1: exit %d %s %+v", code, stderr, rep)
 	}
-	if got := kvnosOfFile(t, kt); len(got) != 1 || got[0] != 3 {
-		t.Errorf("after prune --keep 1 the keytab holds kvno %v, want [3]", got)
-	}
-	st := statOf(t, kt)
-	if st.Uid != nobody || st.Gid != nobody || st.Mode&0o7777 != 0o640 {
-		t.Errorf("pruned keytab is %d:%d %04o, want %d:%d 0640", st.Uid, st.Gid, st.Mode&0o7777, nobody, nobody)
-	}
+	checkKeytabFile(t, kt, 3, 0o640)
 	if out, err := asNobody(t, l, "kinit", "-k", "-t", kt, svc+"@"+l.r.Name); err != nil {
 		t.Errorf("kinit -k -t as nobody after the prune: %v\n%s", err, out)
 	}
