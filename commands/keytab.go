@@ -31,6 +31,8 @@ secret store's keytab once the KDC has proved it, "keytab prune" removes
 kvnos the services no longer need.
 
 See docs/keytab.md.` + exitStatusHelp,
+		Example: `  krbops keytab pull --secret-store file:///var/lib/krbops/keytabs --secret svc@EXAMPLE.COM --keytab /etc/svc.keytab
+  krbops keytab prune --keytab /etc/svc.keytab --keep 1 --dry-run`,
 		Args: cobra.NoArgs,
 	}
 	cmd.AddCommand(NewCmdKeytabPull(g, nil), NewCmdKeytabPrune(g, nil))
