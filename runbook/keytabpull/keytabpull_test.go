@@ -221,6 +221,30 @@ func TestPullRefusesWhatTheKDCDoesNotAccept(t *testing.T) {
 	if got := kdcops.KVNOs(kt.Entries); len(got) != 2 {
 		t.Errorf("--pending installed kvnos %v, want [2 3]", got)
 	}
+	// The KDC changes and phase 1 is promoted: the host already has it.
+	if err := g.kdc.k.SetPassword("svc/a", "pw-3"); err != nil {
+		t.Fatal(err)
+	}
+	v, err := g.store.Get(ctx, "svc", secretstore.StagePending)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.store.Promote(ctx, "svc", v.ID); err != nil {
+		t.Fatal(err)
+	}
+	if rep, p := g.pull(t); rep.Status != "pass" || p.Changed() {
+		t.Errorf("pull after promotion: %s, changed %v", rep.Status, p.Changed())
+	}
+	// Phase 2 (rotate finish): the store holds kvno 3 only, and so does
+	// the host after its next pull.
+	g.rotate(t, "", keytabOf(t, g.kdc.k, "svc/a", "pw-3", 3))
+	if rep, p := g.pull(t); rep.Status != "pass" || !p.Changed() {
+		t.Fatalf("pull after phase 2: %+v", rep.Steps)
+	}
+	kt, _ = kdcops.ReadKeytabFile(g.keytab, kdcops.KeytabOptions{})
+	if got := kdcops.KVNOs(kt.Entries); len(got) != 1 || got[0] != 3 {
+		t.Errorf("after phase 2 the host holds kvnos %v, want [3]", got)
+	}
 }
 
 func TestPullKeepsOtherPrincipals(t *testing.T) {
