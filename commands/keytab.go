@@ -238,7 +238,7 @@ func keytabPullRun(ctx context.Context, o *KeytabPullOptions) error {
 	}
 	o.Log.Info("run start", slog.String("command", "keytab pull"), slog.String("keytab", keytab), slog.String("secret", o.Secret))
 	rep := runbook.Run(ctx, p.Runbook(), o.runOptions())
-	rep.Metrics = append(rep.Metrics, p.Metrics(rep)...)
+	rep.Metrics = append(rep.Metrics, p.Metrics()...)
 	if o.Output == "" && !o.Verbose {
 		return quietReport(o.Globals, rep)
 	}

@@ -165,7 +165,7 @@ func TestPullInstallsProvedKeytabOnce(t *testing.T) {
 	if fi, _ := os.Stat(g.keytab); fi.Mode().Perm() != 0o640 {
 		t.Errorf("mode %04o, want the old file's 0640", fi.Mode().Perm())
 	}
-	for _, m := range p.Metrics(rep) {
+	for _, m := range p.Metrics() {
 		if m.Name == "krbops_keytab_pull_changed" && m.Value != 1 || m.Name == "krbops_keytab_newest_kvno" && m.Value != 3 {
 			t.Errorf("metric %s = %v", m.Name, m.Value)
 		}

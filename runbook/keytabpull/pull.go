@@ -80,8 +80,9 @@ type Pull struct {
 	newKeys  []kdcops.KeytabEntry // the version's entries being installed
 	keysSame bool                 // the file already holds exactly newKeys
 	attrsOK  bool                 // and the owner, group and mode asked for
-	session  *kdcops.Session
-	proved   bool // the KDC accepted the version and its ticket decrypts
+	sessions []*kdcops.Session    // one TGT per principal of the version
+	proved   bool                 // the KDC accepted the version and its tickets decrypt
+	written  bool
 	kdc      KDC
 }
 
@@ -99,8 +100,8 @@ func (p *Pull) Runbook() runbook.Runbook {
 	}}
 }
 
-// Changed reports whether the run replaced the file.
-func (p *Pull) Changed() bool { return !p.keysSame || !p.attrsOK }
+// Changed reports whether the run replaced (or created) the file.
+func (p *Pull) Changed() bool { return p.written }
 
 func (p *Pull) stepKeytab(context.Context, *runbook.State) runbook.Result {
 	f, res, ok := openKeytab(p.Keytab, "pull", true, true)
@@ -255,9 +256,7 @@ func (p *Pull) stepAS(ctx context.Context, _ *runbook.State) runbook.Result {
 			return runbook.Failf("the KDC accepts kvno %d of %s, not version %s's newest kvno %d: not installed", sess.KVNO, principal, p.version.ID, newest).With(ev).
 				WithHint("the store's current version is ahead of the KDC: a rotation that has not reached this KDC (replica lag, or a failed change); wait and pull again, or krbops rotate --resume")
 		}
-		if p.session == nil {
-			p.session = sess
-		}
+		p.sessions = append(p.sessions, sess)
 		accepted = append(accepted, fmt.Sprintf("%s kvno %d", principal, sess.KVNO))
 	}
 	msg := "the KDC accepts " + strings.Join(accepted, ", ")
@@ -275,29 +274,39 @@ func (p *Pull) stepAP(ctx context.Context, _ *runbook.State) runbook.Result {
 	if p.keysSame {
 		return runbook.Result{Status: runbook.Skip, Message: "already current: the installed keys are not proved again"}
 	}
-	s := p.session
-	if s == nil {
+	if len(p.sessions) == 0 {
 		return runbook.Result{Status: runbook.Skip, Message: "skipped: needs " + StepPullAS}
 	}
-	keys := entriesOfPrincipals(p.newKeys, []string{principalString(s)})
-	sname := types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: s.Client.NameString}
-	tkt, err := p.kdc.ServiceTicket(ctx, s, sname)
-	ev := runbook.Evidence{"service": principalString(s)}
-	if kdcops.IsKDCCode(err, kdcops.ErrServerUnknown) || kdcops.IsKDCCode(err, kdcops.ErrPolicy) {
-		p.proved = true
-		return runbook.Result{Status: runbook.Skip, Message: "the KDC issues no service tickets to " + principalString(s) + ": a client keytab, proved by the AS exchange"}.With(ev)
-	}
-	if err != nil {
-		return kdcResult(ctx, err, principalString(s)).With(ev)
-	}
-	r := kdcops.DecryptTicket(tkt, keys)
-	ev["ticket_kvno"], ev["decrypted"] = r.TicketKVNO, r.Decrypted
-	if !r.Decrypted {
-		return runbook.Failf("a ticket for %s issued under kvno %d does not decrypt with version %s (it holds kvno %v): not installed", principalString(s), r.TicketKVNO, p.version.ID, r.ServerKVNOs).With(ev).
-			WithHint("the service would reject every new ticket: the store's keytab does not match the KDC; run krbops verify --secret-store")
+	var proved, clients []string
+	for _, s := range p.sessions {
+		spn := principalString(s)
+		ev := runbook.Evidence{"service": spn}
+		sname := types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: s.Client.NameString}
+		tkt, err := p.kdc.ServiceTicket(ctx, s, sname)
+		if kdcops.IsKDCCode(err, kdcops.ErrServerUnknown) || kdcops.IsKDCCode(err, kdcops.ErrPolicy) {
+			clients = append(clients, spn)
+			continue
+		}
+		if err != nil {
+			return kdcResult(ctx, err, spn).With(ev)
+		}
+		r := kdcops.DecryptTicket(tkt, entriesOfPrincipals(p.newKeys, []string{spn}))
+		ev["ticket_kvno"], ev["decrypted"] = r.TicketKVNO, r.Decrypted
+		if !r.Decrypted {
+			return runbook.Failf("a ticket for %s issued under kvno %d does not decrypt with version %s (it holds kvno %v): not installed", spn, r.TicketKVNO, p.version.ID, r.ServerKVNOs).With(ev).
+				WithHint("the service would reject every new ticket: the store's keytab does not match the KDC; run krbops verify --secret-store")
+		}
+		proved = append(proved, fmt.Sprintf("a ticket for %s under kvno %d", spn, r.TicketKVNO))
 	}
 	p.proved = true
-	return runbook.Passf("a ticket for %s under kvno %d decrypts with version %s", principalString(s), r.TicketKVNO, p.version.ID).With(ev)
+	if len(proved) == 0 {
+		return runbook.Result{Status: runbook.Skip, Message: "the KDC issues no service tickets to " + strings.Join(clients, ", ") + ": a client keytab, proved by the AS exchange"}
+	}
+	msg := strings.Join(proved, ", ") + " decrypts with version " + p.version.ID
+	if len(clients) > 0 {
+		msg += "; no service tickets for " + strings.Join(clients, ", ") + " (clients, proved by the AS exchange)"
+	}
+	return runbook.Passf("%s", msg)
 }
 
 func (p *Pull) stepInstall(context.Context, *runbook.State) runbook.Result {
@@ -337,6 +346,7 @@ func (p *Pull) stepInstall(context.Context, *runbook.State) runbook.Result {
 		return runbook.Usagef("write %s: %s", p.Keytab, describe(err)).With(ev).
 			WithHint("fix the directory (space, permissions); the old file is unchanged")
 	}
+	p.written = true
 	msg := fmt.Sprintf("%s holds version %s (kvno %v), mode %04o", p.Keytab, p.version.ID, kdcops.KVNOs(p.newKeys), want.Mode)
 	if b, ok := ev["backup"]; ok {
 		msg += fmt.Sprintf("; the old file is %s", b)
@@ -350,31 +360,27 @@ func (p *Pull) stepInstall(context.Context, *runbook.State) runbook.Result {
 // Metrics are the samples for node_exporter's textfile collector after a
 // run: whether the run changed the file and the kvno each principal now
 // has in it.
-func (p *Pull) Metrics(rep *runbook.Report) []runbook.Metric {
+func (p *Pull) Metrics() []runbook.Metric {
 	changed := 0.0
-	if st, ok := stepOf(rep, StepPullInstall); ok && st.Status == runbook.Pass {
+	if p.written {
 		changed = 1
 	}
 	ms := []runbook.Metric{{Name: "krbops_keytab_pull_changed", Help: "1 when the last keytab pull replaced the file, else 0.",
 		Labels: map[string]string{"keytab": p.Keytab, "secret": p.Secret}, Value: changed}}
+	// The kvno in the file now, of the secret's principals (all of the
+	// file's when the secret could not be read).
 	keys := p.oldKeys
-	if changed == 1 || p.keysSame {
+	switch {
+	case p.written || p.keysSame:
 		keys = p.newKeys
+	case len(p.newKeys) > 0:
+		keys = entriesOfPrincipals(p.oldKeys, principalsOf(p.newKeys))
 	}
 	for _, pr := range principalsOf(keys) {
 		ms = append(ms, runbook.Metric{Name: "krbops_keytab_newest_kvno", Help: "Newest kvno of a principal in the keytab after the last keytab pull.",
 			Labels: map[string]string{"keytab": p.Keytab, "principal": pr}, Value: float64(newestKVNO(entriesOfPrincipals(keys, []string{pr})))})
 	}
 	return ms
-}
-
-func stepOf(rep *runbook.Report, id string) (runbook.StepResult, bool) {
-	for _, s := range rep.Steps {
-		if s.ID == id {
-			return s, true
-		}
-	}
-	return runbook.StepResult{}, false
 }
 
 func selectPrincipal(entries []kdcops.KeytabEntry, principal string) []kdcops.KeytabEntry {
