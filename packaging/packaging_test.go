@@ -19,9 +19,10 @@ import (
 )
 
 type nfpmContent struct {
-	Src  string `yaml:"src"`
-	Dst  string `yaml:"dst"`
-	Type string `yaml:"type"`
+	Src      string `yaml:"src"`
+	Dst      string `yaml:"dst"`
+	Type     string `yaml:"type"`
+	Packager string `yaml:"packager"` // empty: both
 }
 
 type goreleaser struct {
@@ -64,9 +65,13 @@ func TestPackageContents(t *testing.T) {
 	if out, err := gen.CombinedOutput(); err != nil {
 		t.Fatalf("gendocs: %v\n%s", err, out)
 	}
-	var dsts []string
+	dsts := map[string][]string{} // packager -> destinations
 	for _, c := range g.NFPMs[0].Contents {
-		dsts = append(dsts, c.Dst)
+		for _, pk := range []string{"deb", "rpm"} {
+			if c.Packager == "" || c.Packager == pk {
+				dsts[pk] = append(dsts[pk], c.Dst)
+			}
+		}
 		if c.Type == "dir" {
 			continue
 		}
@@ -75,11 +80,14 @@ func TestPackageContents(t *testing.T) {
 			t.Errorf("nfpms src %s matches no file", c.Src)
 		}
 	}
-	all := strings.Join(dsts, "\n")
-	for _, want := range []string{"/usr/share/man/man1/", "/usr/share/bash-completion/completions/krbops", "/usr/share/zsh/vendor-completions/_krbops",
-		"/usr/share/fish/vendor_completions.d/krbops.fish", "/usr/lib/systemd/system/krbops-keytab-pull@.service", "/usr/lib/systemd/system/krbops-keytab-pull@.timer"} {
-		if !strings.Contains(all, want) {
-			t.Errorf("the packages do not install %s", want)
+	common := []string{"/usr/share/man/man1/", "/usr/share/bash-completion/completions/krbops",
+		"/usr/share/fish/vendor_completions.d/krbops.fish", "/usr/lib/systemd/system/krbops-keytab-pull@.service", "/usr/lib/systemd/system/krbops-keytab-pull@.timer"}
+	for pk, zsh := range map[string]string{"deb": "/usr/share/zsh/vendor-completions/_krbops", "rpm": "/usr/share/zsh/site-functions/_krbops"} {
+		all := strings.Join(dsts[pk], "\n")
+		for _, want := range append(common, zsh) {
+			if !strings.Contains(all, want) {
+				t.Errorf("the %s package does not install %s", pk, want)
+			}
 		}
 	}
 }
