@@ -57,7 +57,7 @@ integration:
 e2e:
 	$(GO) test -count=1 ./cmd/krbops/...
 
-test: deps vet unit integration e2e
+test: deps vet unit integration e2e man-check
 
 demo: deps build
 	$(GO) run ./internal/lab/cmd/krbops-lab demo --kind $(KDC) --krbops $(BIN)
@@ -76,7 +76,7 @@ bench: build
 	$(GO) run ./bench/verifybench --krbops $(BIN)
 
 clean:
-	rm -rf bin dist
+	rm -rf bin dist build
 
 # fuzz runs each parser fuzz target for FUZZTIME; it is not part of `make
 # test`. A crasher is written to kdcops/testdata/fuzz/<target>/ and from
@@ -157,3 +157,27 @@ querybench: build deps-dynalite
 .PHONY: rotatebench
 rotatebench: build
 	$(GO) run ./bench/rotatebench --krbops $(BIN)
+
+# man-check generates the man pages and completions the packages ship
+# (internal/gendocs) and checks them: a page per command naming every flag,
+# groff renders each without a warning, the bash completion loads; and the
+# packages' contents (goreleaser.yaml nfpms) and systemd units
+# (packaging/systemd, verified with systemd-analyze where installed).
+# docs-gen writes them into build/docs for a look.
+.PHONY: man-check docs-gen dist
+man-check:
+	$(GO) test -count=1 -timeout 5m ./internal/gendocs/ ./packaging/
+
+docs-gen:
+	$(GO) run ./internal/gendocs -out build/docs
+
+# dist builds the release archives and the .deb and .rpm packages into
+# dist/ with goreleaser (snapshot: no tag, nothing published).
+dist:
+	@if ! command -v goreleaser >/dev/null 2>&1; then \
+		echo "make dist needs goreleaser v2, which is not installed."; \
+		echo "install it: go install github.com/goreleaser/goreleaser/v2@v2.13.0"; \
+		echo "or build the binaries alone: make cross; man pages and completions: make docs-gen"; \
+		exit 2; \
+	fi
+	goreleaser release --snapshot --clean --config goreleaser.yaml
