@@ -211,6 +211,9 @@ valid that long. --force publishes anyway.
 Steps: phase2.ticket-lifetime, phase2.store, phase2.keytab, phase2.ledger.` + exitStatusHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.subcommandPolicy(cmd.Flags()); err != nil {
+				return err
+			}
 			switch {
 			case opts.Principal == "" || opts.Keytab == "" || opts.SecretStore == "":
 				return usageError(errors.New("rotate finish needs --principal, --keytab and --secret-store"), "use the values of phase 1")
@@ -230,7 +233,12 @@ Steps: phase2.ticket-lifetime, phase2.store, phase2.keytab, phase2.ledger.` + ex
 journals on this host. One row per principal; a warning where something is
 to be done (resume, or phase 2 ready).` + exitStatusHelp,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return run(cmd, "status") },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.subcommandPolicy(cmd.Flags()); err != nil {
+				return err
+			}
+			return run(cmd, "status")
+		},
 	}
 	abort := &cobra.Command{
 		Use:   "abort",
@@ -249,6 +257,9 @@ Steps: abort.journal, abort.store, abort.ledger.` + exitStatusHelp,
 		Example: `  krbops rotate abort --principal svc-batch@EXAMPLE.COM --secret-store file:///var/lib/krbops/keytabs --reason "wrong cluster" --yes`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.subcommandPolicy(cmd.Flags()); err != nil {
+				return err
+			}
 			switch {
 			case opts.Principal == "" || opts.SecretStore == "":
 				return usageError(errors.New("rotate abort needs --principal and --secret-store"), "use the values of the rotation")
@@ -276,6 +287,9 @@ records. Step: unlock.lock.` + exitStatusHelp,
 		Example: `  krbops rotate unlock --principal svc-batch@EXAMPLE.COM --force --reason "host rebooted mid-rotation"`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.subcommandPolicy(cmd.Flags()); err != nil {
+				return err
+			}
 			switch {
 			case opts.Principal == "":
 				return usageError(errors.New("rotate unlock needs --principal"), "")

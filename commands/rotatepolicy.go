@@ -167,3 +167,27 @@ func (o *RotateOptions) applyPolicy(r *rotate.Rotation, cfg *kdcops.Config) {
 		r.Policy = append(r.Policy, rotate.PolicySetting{Key: row.Key, Value: row.Value, Source: row.Source})
 	}
 }
+
+// subcommandPolicy applies the policy's defaults to rotate finish, status,
+// abort and unlock: the same ledger, secret store and phase-2 wait as the
+// rotation itself, unless a flag says otherwise.
+func (o *RotateOptions) subcommandPolicy(fl *pflag.FlagSet) error {
+	p, err := o.loadPolicy()
+	if err != nil || p == nil {
+		return err
+	}
+	o.policy = p
+	if p.Ledger.Set && !fl.Changed("ledger") {
+		o.LedgerPath = p.Ledger.V
+	}
+	if p.SecretStore.Set && !fl.Changed("secret-store") {
+		o.SecretStore = p.SecretStore.V
+	}
+	if p.TicketLifetime.Set && !fl.Changed("ticket-lifetime") {
+		o.TicketLifetime = p.TicketLifetime.V
+	}
+	for _, d := range p.Deny {
+		o.Deny = append(o.Deny, d.Text)
+	}
+	return nil
+}
