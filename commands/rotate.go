@@ -107,7 +107,8 @@ Steps, in order (ids as in the report):
                           (server, both: a service ticket under the old kvno)
   preflight.kpasswd       the kpasswd (or kadmin) server answers
   preflight.secret-store  the secret can be written
-  preflight.allowlist     --cluster is listed in --allowlist
+  preflight.allowlist     --cluster is cleared: allowlisted in the policy's
+                          clusters, or (without one) listed in --allowlist
   preflight.rate-limit    fewer than --max-per-window rotations of
                           (cluster, role) in --window (ledger)
   preflight.last-login    client, both: the newest AS_REQ over every
@@ -134,9 +135,22 @@ Steps, in order (ids as in the report):
                           group, mode and xattrs; the old file saved first as
                           KEYTAB.kvnoN.bak (never over an existing file)
   finish.ledger           recorded (server: awaiting phase 2); unlocked
+  plan.policy             --dry-run only: the effective policy, each value
+                          with its source (flag --x, policy FILE:LINE (KEY),
+                          built-in default); one info finding per value
+
+A policy file (--policy FILE; default /etc/krbops/policy.yaml or
+policy.yml when present; --no-policy for none) decides the tier by
+principal patterns (first match in file order), the cluster allowlist,
+each tier's limit, window and min-gap, deny patterns, last-login rules, the
+phase-2 wait and default backend, ledger and secret store. Other flags
+override it, but --tier, --max-per-window, --window and --min-gap may only
+tighten it, and --allowlist is refused when it lists clusters. A malformed
+or untrusted policy is exit 2 naming file, line and key. See
+docs/policy.md.
 
 Refused before anything is read (exit 2): krbtgt/*, kadmin/*, K/M, kiprop/*,
-changepw/* and --deny patterns; a journal directory, journal or ledger that
+changepw/*, --deny and the policy's deny patterns; a journal directory, journal or ledger that
 another user could have written.
 
 A server keytab holds old and new kvno after phase 1; "rotate finish"
@@ -155,6 +169,8 @@ See docs/rotate.md for the t0..t7 timeline and what to do when a step fails.` + 
     --cluster eu1 --allowlist clusters.txt --secret-store file:///var/lib/krbops/keytabs \
     --kdc-log /var/log/krb5kdc.log --yes
   krbops rotate --resume --principal svc-batch@EXAMPLE.COM --secret-store file:///var/lib/krbops/keytabs --yes
+  krbops rotate --policy /etc/krbops/policy.yaml --principal kdc/core1 --role server \
+    --keytab /etc/krb5.keytab --cluster eu1 --dry-run
   krbops rotate status`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

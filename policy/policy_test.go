@@ -358,3 +358,35 @@ func TestRows(t *testing.T) {
 		t.Errorf("rows %v", keys)
 	}
 }
+
+// The example in docs/policy.md loads, and the sources the page quotes
+// are the ones krbops gives for it.
+func TestDocExample(t *testing.T) {
+	doc, err := os.ReadFile("../docs/policy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "## Example")
+	_, rest, ok2 := strings.Cut(rest, "```yaml\n")
+	example, _, ok3 := strings.Cut(rest, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("no yaml example in docs/policy.md")
+	}
+	p, err := Parse("/etc/krbops/policy.yaml", []byte(example))
+	if err != nil {
+		t.Fatalf("the documented example: %v", err)
+	}
+	e, err := p.Resolve("kdc/core1@EXAMPLE.COM", "eu1", Flags{}, Defaults{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, quoted := range []string{e.Tier.Source, e.Limit.Source} {
+		if !strings.Contains(string(doc), quoted) {
+			t.Errorf("docs/policy.md does not quote %q", quoted)
+		}
+	}
+	typo := strings.Replace(example, "    limit: 2\n", "    limt: 2\n", 1)
+	if _, err := Parse("/etc/krbops/policy.yaml", []byte(typo)); err == nil || !strings.Contains(string(doc), "krbops: "+err.Error()+"\n") {
+		t.Errorf("docs/policy.md does not show the error %v", err)
+	}
+}
