@@ -137,7 +137,13 @@ Steps, in order (ids as in the report):
   finish.ledger           recorded (server: awaiting phase 2); unlocked
   plan.policy             --dry-run only: the effective policy, each value
                           with its source (flag --x, policy FILE:LINE (KEY),
-                          built-in default); one info finding per value
+                          built-in default); one info finding per value,
+                          rules policy.tier, policy.limit, policy.window,
+                          policy.min-gap, policy.allowlisted (or
+                          policy.allowlist), policy.deny, policy.kdc-logs,
+                          policy.no-login-record-ok, policy.min-tgt-remaining,
+                          policy.ticket-lifetime, policy.backend,
+                          policy.ledger, policy.secret-store
 
 A policy file (--policy FILE; default /etc/krbops/policy.yaml or
 policy.yml when present; --no-policy for none) decides the tier by
