@@ -352,8 +352,10 @@ func (o *RotateOptions) validate(fl *pflag.FlagSet) error {
 		return err
 	}
 	o.policy = pol
-	if o.SecretStore == "" && pol != nil && pol.SecretStore.Set && !o.Resume {
-		o.SecretStore = pol.SecretStore.V
+	if o.Resume {
+		o.policyDefaults(fl)
+	} else if o.SecretStore == "" && pol != nil && pol.SecretStore.Set {
+		o.SecretStore = pol.SecretStore.V // needed now; resolvePolicy records its source
 	}
 	if o.SecretStore == "" {
 		return usageError(errors.New("--secret-store is required"), "for example --secret-store file:///var/lib/krbops/keytabs")

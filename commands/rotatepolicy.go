@@ -177,6 +177,21 @@ func (o *RotateOptions) subcommandPolicy(fl *pflag.FlagSet) error {
 		return err
 	}
 	o.policy = p
+	o.policyDefaults(fl)
+	for _, d := range p.Deny {
+		o.Deny = append(o.Deny, d.Text)
+	}
+	return nil
+}
+
+// policyDefaults takes the ledger, secret store and phase-2 wait from the
+// policy where no flag gives them: what a rotation that is resumed or
+// finished used when it started.
+func (o *RotateOptions) policyDefaults(fl *pflag.FlagSet) {
+	p := o.policy
+	if p == nil {
+		return
+	}
 	if p.Ledger.Set && !fl.Changed("ledger") {
 		o.LedgerPath = p.Ledger.V
 	}
@@ -186,8 +201,4 @@ func (o *RotateOptions) subcommandPolicy(fl *pflag.FlagSet) error {
 	if p.TicketLifetime.Set && !fl.Changed("ticket-lifetime") {
 		o.TicketLifetime = p.TicketLifetime.V
 	}
-	for _, d := range p.Deny {
-		o.Deny = append(o.Deny, d.Text)
-	}
-	return nil
 }

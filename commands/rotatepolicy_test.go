@@ -25,6 +25,7 @@ phase2:
   ticket-lifetime: 9h
 defaults:
   secret-store: file:///policy/store
+  ledger: /policy/ledger.db
 `
 
 func writePolicy(t *testing.T, name, text string) string {
@@ -122,6 +123,11 @@ func TestRotateSubcommandsReadPolicy(t *testing.T) {
 	o, which, err := parseRotate(t, "finish", "--policy", pol, "--principal", "p", "--keytab", "k", "--yes")
 	if err != nil || which != "finish" || o.TicketLifetime != 9*time.Hour || o.SecretStore != "file:///policy/store" {
 		t.Errorf("finish: %v %s %+v", err, which, o)
+	}
+	// A resumed rotation uses the ledger and store it started with.
+	o, _, err = parseRotate(t, "--resume", "--policy", pol, "--principal", "p", "--yes")
+	if err != nil || o.LedgerPath != "/policy/ledger.db" || o.SecretStore != "file:///policy/store" || o.TicketLifetime != 9*time.Hour {
+		t.Errorf("--resume: %v %+v", err, o)
 	}
 	o, _, err = parseRotate(t, "finish", "--policy", pol, "--principal", "p", "--keytab", "k", "--yes", "--ticket-lifetime", "1h")
 	if err != nil || o.TicketLifetime != time.Hour {
