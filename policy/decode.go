@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -341,7 +342,13 @@ func (d *decoder) clusters(p *Policy, n *yaml.Node) {
 // exist: it would never apply, and whoever wrote it meant something.
 func (d *decoder) checkOverrides(p *Policy) {
 	for _, c := range p.Clusters {
-		for name, l := range c.Tiers {
+		names := make([]string, 0, len(c.Tiers))
+		for name := range c.Tiers {
+			names = append(names, name)
+		}
+		slices.Sort(names) // the same error every run
+		for _, name := range names {
+			l := c.Tiers[name]
 			if p.tier(name) != nil {
 				continue
 			}

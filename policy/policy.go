@@ -14,6 +14,7 @@
 package policy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -199,7 +200,23 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // Parse checks data as the policy file named file.
 func Parse(file string, data []byte) (*Policy, error) {
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	err := dec.Decode(&doc)
+	p := &Policy{File: file}
+	if err == io.EOF {
+		return p, nil // an empty file: built-in defaults
+	}
+	if err == nil {
+		// A second document would be ignored by a reader that stops at
+		// the first, and the rules in it with it.
+		var more yaml.Node
+		if err = dec.Decode(&more); err == io.EOF {
+			err = nil
+		} else if err == nil {
+			return nil, &Error{File: file, Line: more.Line, Msg: "more than one YAML document", Hint: "keep the whole policy in one document (remove the --- line)"}
+		}
+	}
+	if err != nil {
 		e := &Error{File: file, Msg: "not valid YAML: " + err.Error(), Hint: "fix the YAML syntax; quote patterns that start with * or contain ': '", Err: err}
 		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 			e.Line, _ = strconv.Atoi(m[1])
@@ -207,9 +224,8 @@ func Parse(file string, data []byte) (*Policy, error) {
 		}
 		return nil, e
 	}
-	p := &Policy{File: file}
-	if doc.Kind == 0 || len(doc.Content) == 0 {
-		return p, nil // an empty file: built-in defaults
+	if len(doc.Content) == 0 {
+		return p, nil
 	}
 	d := &decoder{file: file}
 	d.top(p, doc.Content[0])

@@ -122,6 +122,7 @@ func TestMalformed(t *testing.T) {
 		{"bad version", "version: 2\n", 1, "version", "unsupported version 2"},
 		{"top not a mapping", "- a\n- b\n", 1, "(top level)", "must be a mapping"},
 		{"bad name", "clusters:\n  \"eu 1\":\n    allowlisted: true\n", 2, "clusters.eu 1", "not a valid name"},
+		{"two documents", "tiers: {}\n---\nclusters:\n  eu1: {allowlisted: true}\n", 2, "", "more than one YAML document"},
 		{"syntax", "tiers:\n\tstandard: {}\n", 2, "", "not valid YAML"},
 		{"unquoted star", "tiers:\n  standard:\n    principals: [*]\n", 3, "", "not valid YAML"},
 	} {
