@@ -19,13 +19,20 @@ func ForTest(t testing.TB, opts Options) *Realm {
 	if miss := Missing(); len(miss) > 0 {
 		spawn.Require(t, "KDC", fmt.Errorf("lab: MIT Kerberos lab needs %s; install with: sudo %s", strings.Join(miss, ", "), InstallCommand), true)
 	}
+	timeout := 30 * time.Second
+	if opts.Kind == AD {
+		if miss := MissingAD(); len(miss) > 0 {
+			spawn.Require(t, "Samba AD DC", fmt.Errorf("lab: the AD lab needs %s; install with: sudo %s", strings.Join(miss, ", "), ADInstallCommand), true)
+		}
+		timeout = adStartTimeout
+	}
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir()
 	}
 	if opts.Logf == nil {
 		opts.Logf = t.Logf
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	r, err := Start(ctx, opts)
 	if err != nil {

@@ -54,6 +54,9 @@ type Options struct {
 	Dir string
 	// Logf, when set, receives the harness's progress messages.
 	Logf func(format string, a ...any)
+	// ADComplexity keeps AD's password complexity rule (upper, lower,
+	// digit, symbol) on in an AD realm; by default the lab relaxes it.
+	ADComplexity bool
 }
 
 // KDCOptions configure one extra KDC.
@@ -90,6 +93,7 @@ type Realm struct {
 	closed    bool
 	closeOnce sync.Once
 	closeErr  error
+	ad        *adRealm // AD realms only
 }
 
 // KDC is one running krb5kdc of a Realm.
@@ -145,24 +149,8 @@ func startMIT(ctx context.Context, opts Options) (_ *Realm, err error) {
 		return nil, fmt.Errorf("lab: bad realm name %q", name)
 	}
 	r := &Realm{Kind: MIT, Name: name, logf: opts.Logf}
-	if r.logf == nil {
-		r.logf = func(string, ...any) {}
-	}
-	if opts.Dir == "" {
-		d, err := os.MkdirTemp("", "krbops-lab-")
-		if err != nil {
-			return nil, err
-		}
-		r.Dir, r.ownDir = d, true
-	} else {
-		d, err := filepath.Abs(opts.Dir)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, err
-		}
-		r.Dir = d
+	if err := r.useDir(opts); err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -221,6 +209,31 @@ func startMIT(ctx context.Context, opts Options) (_ *Realm, err error) {
 	r.logf("lab: realm %s up in %v: KDC %s, kadmind %s, kpasswd %s",
 		r.Name, time.Since(began).Round(time.Millisecond), r.KDCs[0].Addr, r.KadminAddr, r.KpasswdAddr)
 	return r, nil
+}
+
+// useDir sets r.Dir (opts.Dir, or a new temporary directory Close removes)
+// and a no-op logf when opts has none.
+func (r *Realm) useDir(opts Options) error {
+	if r.logf == nil {
+		r.logf = func(string, ...any) {}
+	}
+	if opts.Dir == "" {
+		d, err := os.MkdirTemp("", "krbops-lab-")
+		if err != nil {
+			return err
+		}
+		r.Dir, r.ownDir = d, true
+		return nil
+	}
+	d, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		return err
+	}
+	r.Dir = d
+	return nil
 }
 
 func (r *Realm) pickAdminPorts() error {
@@ -306,6 +319,9 @@ func (r *Realm) PIDs() []int {
 // (LD_PRELOAD; the faketime wrapper does not daemonize cleanly) and the
 // shift is measured before StartKDC returns.
 func (r *Realm) StartKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
+	if r.Kind == AD {
+		return nil, errors.New("lab: an AD realm has one KDC, its samba; StartKDC is for MIT realms")
+	}
 	return r.startKDC(ctx, o)
 }
 
