@@ -2,6 +2,7 @@ package lab_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,6 +30,13 @@ func TestADRealm(t *testing.T) {
 	}
 	if r.AdminPrincipal != "Administrator@AD.TEST" || r.AdminPassword() == "" {
 		t.Fatalf("admin %q (password set: %v)", r.AdminPrincipal, r.AdminPassword() != "")
+	}
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", r.KDCs[0].PID())); err == nil {
+		for _, l := range strings.Split(string(st), "\n") {
+			if strings.HasPrefix(l, "VmRSS:") {
+				t.Logf("samba %s", strings.Join(strings.Fields(l), " "))
+			}
+		}
 	}
 	if out, err := kinitKeytab(t, r, r.AdminKeytab, r.AdminPrincipal); err != nil {
 		t.Fatalf("kinit -k Administrator: %v\n%s", err, out)
