@@ -1,8 +1,10 @@
 # krbops — everything a fresh machine needs goes through these targets.
 #   make demo   throwaway realm + the runbooks as an on-call runs them
+#               (KDC=mit|heimdal|ad picks the KDC implementation)
 #   make test   vet + unit + integration (real MIT KDC) + end-to-end (testscript)
 
 GO        ?= go
+KDC       ?= mit
 BIN       := bin/krbops
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -65,7 +67,7 @@ e2e:
 test: deps vet unit integration e2e
 
 demo: deps build
-	$(GO) run ./internal/lab/cmd/krbops-lab demo --krbops $(BIN)
+	$(GO) run ./internal/lab/cmd/krbops-lab demo --kind $(KDC) --krbops $(BIN)
 
 cross:
 	@for p in $(PLATFORMS); do \
