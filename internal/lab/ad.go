@@ -118,17 +118,15 @@ func startAD(ctx context.Context, opts Options) (_ *Realm, err error) {
 	if err := copyTree(tmpl.dir, tree); err != nil {
 		return nil, fmt.Errorf("lab: copying the AD template: %w", err)
 	}
-	for _, d := range []string{"run", "log"} {
-		if err := os.MkdirAll(filepath.Join(tree, d), 0o700); err != nil {
-			return nil, err
-		}
+	if err := os.MkdirAll(filepath.Join(tree, "log"), 0o700); err != nil {
+		return nil, err
 	}
 	r.ad = &adRealm{tree: tree, conf: filepath.Join(tree, "etc", "smb.conf"), adminPassword: tmpl.adminPassword}
 	r.Krb5Conf = filepath.Join(r.Dir, "krb5.conf")
 	r.CCache = "FILE:" + filepath.Join(r.Dir, "ccache")
 	r.AdminPrincipal = "Administrator@" + r.Name
 	r.AdminKeytab = filepath.Join(r.Dir, "admin.keytab")
-	if err := os.WriteFile(r.ad.conf, []byte(r.adSmbConf(0, 0)), 0o600); err != nil {
+	if err := os.WriteFile(r.ad.conf, []byte(r.adSmbConf(0, 0, filepath.Join(tree, "run"))), 0o600); err != nil {
 		return nil, err
 	}
 	if opts.ADComplexity {
@@ -138,9 +136,11 @@ func startAD(ctx context.Context, opts Options) (_ *Realm, err error) {
 	}
 	r.logf("lab: realm %s: AD template copied in %v", r.Name, time.Since(copied).Round(time.Millisecond))
 
-	if err := r.startSamba(ctx); err != nil {
+	k, err := r.startKDC(ctx, KDCOptions{})
+	if err != nil {
 		return nil, err
 	}
+	r.KpasswdAddr = k.kpasswd
 	if err := r.WriteKrb5Conf(r.Krb5Conf, r.KDCs[0].Addr); err != nil {
 		return nil, err
 	}
@@ -153,8 +153,8 @@ func startAD(ctx context.Context, opts Options) (_ *Realm, err error) {
 }
 
 // adSmbConf renders the DC's smb.conf: the template's domain, every path
-// inside this realm's tree, the given ports.
-func (r *Realm) adSmbConf(kdcPort, kpasswdPort int) string {
+// inside this realm's tree, the given ports and pid directory.
+func (r *Realm) adSmbConf(kdcPort, kpasswdPort int, run string) string {
 	d := r.ad.tree
 	lines := []string{
 		"netbios name = " + adNetbiosName,
@@ -170,63 +170,50 @@ func (r *Realm) adSmbConf(kdcPort, kpasswdPort int) string {
 		fmt.Sprintf("kpasswd port = %d", kpasswdPort),
 		"log level = 1 kerberos:3 auth_audit:3",
 	}
-	lines = append(lines, adServerOptions(d)...)
+	lines = append(lines, adServerOptions(d, run)...)
 	return "# written by krbops internal/lab; throwaway AD test realm\n[global]\n\t" + strings.Join(lines, "\n\t") + "\n"
 }
 
-// startSamba starts the DC on two free ports and waits until its KDC
-// answers over UDP and TCP and kpasswd accepts TCP connections (samba binds
-// kpasswd's UDP socket with its TCP one, before the KDC answers).
-func (r *Realm) startSamba(ctx context.Context) error {
+// spawnSambaKDC writes the smb.conf of KDC number n (1: the realm's own,
+// etc/smb.conf; later ones etc/smb-<n>.conf with their own pid directory)
+// for kdcPort and a free kpasswd port, and starts samba with it. Every
+// samba of a realm serves the same domain database, as a prefork DC's
+// processes do.
+func (r *Realm) spawnSambaKDC(k *KDC, n, kdcPort int, fakeEnv []string) (*spawn.Process, error) {
 	bin, err := lookBin("samba")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	k := &KDC{Log: r.KDCLog(), Output: r.KDCLog(), Profile: r.ad.conf}
-	for attempt := 1; ; attempt++ {
-		kdcPort, err := spawn.FreePort()
-		if err != nil {
-			return err
-		}
-		kpPort, err := spawn.FreePort()
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(r.ad.conf, []byte(r.adSmbConf(kdcPort, kpPort)), 0o600); err != nil {
-			return err
-		}
-		k.Addr, r.KpasswdAddr = loopback(kdcPort), loopback(kpPort)
-		p, err := spawn.Start(spawn.Command{Name: "samba", Path: bin, Args: []string{"-i", "-M", "single", "-s", r.ad.conf},
-			Env: labEnv(), Dir: r.ad.tree, Log: k.Output})
-		if err != nil {
-			return fmt.Errorf("lab: %w", err)
-		}
-		r.track(p)
-		k.p = p
-		err = r.waitKDC(ctx, k)
-		if err == nil {
-			err = r.waitTCP(ctx, p, r.KpasswdAddr)
-		}
-		if err == nil {
-			break
-		}
-		_ = p.Stop()
-		if attempt < 3 && sambaAddrInUse(p) {
-			r.logf("lab: samba: port %d or %d taken meanwhile, retrying", kdcPort, kpPort)
-			continue
-		}
-		return err
+	kpPort, err := spawn.FreePort()
+	if err != nil {
+		return nil, err
 	}
-	r.mu.Lock()
-	r.KDCs = append(r.KDCs, k)
-	r.mu.Unlock()
-	return nil
+	k.kpasswd = loopback(kpPort)
+	k.Output = k.Log // samba -i writes its log to stdout
+	run := filepath.Join(r.ad.tree, "run")
+	k.Profile = r.ad.conf
+	if n > 1 {
+		k.Profile = filepath.Join(r.ad.tree, "etc", fmt.Sprintf("smb-%d.conf", n))
+		run = filepath.Join(r.ad.tree, fmt.Sprintf("run-%d", n))
+	}
+	if err := os.MkdirAll(run, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(k.Profile, []byte(r.adSmbConf(kdcPort, kpPort, run)), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := spawn.Start(spawn.Command{Name: "samba", Path: bin, Args: []string{"-i", "-M", "single", "-s", k.Profile},
+		Env: labEnv(fakeEnv...), Dir: r.ad.tree, Log: k.Output})
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	return p, nil
 }
 
-// sambaAddrInUse reports whether samba failed because a port was taken.
-func sambaAddrInUse(p *spawn.Process) bool {
-	out := p.Tail(4096)
-	return strings.Contains(out, "ADDRESS_ALREADY_ASSOCIATED") || strings.Contains(out, "in use")
+// sambaKDCFailed reports whether samba said its KDC task could not start
+// (a port taken): samba itself may keep running without it.
+func sambaKDCFailed(p *spawn.Process) bool {
+	return strings.Contains(p.Tail(4096), "kdc failed to setup interfaces")
 }
 
 // sambaTool runs samba-tool against this realm's DC; args hold no secret.
@@ -272,14 +259,10 @@ func (r *Realm) adAddPrincipal(ctx context.Context, name, password string) error
 	return err
 }
 
-// AddComputer creates the computer account name (e.g. "HOST1"; a trailing
-// "$" is dropped) in an AD realm and gives it a random password — a new
-// computer account has no keys, and exportkeytab would write nothing for
-// it. It returns the account's principal, "HOST1$@REALM".
-func (r *Realm) AddComputer(ctx context.Context, name string) (string, error) {
-	if r.Kind != AD {
-		return "", r.onlyOn("AddComputer", AD)
-	}
+// adAddComputer: a trailing "$" on name is dropped; the random password
+// matters, as a new computer account has no keys and exportkeytab would
+// write nothing for it.
+func (r *Realm) adAddComputer(ctx context.Context, name string) (string, error) {
 	acct, err := r.adAccount(strings.TrimSuffix(name, "$"))
 	if err != nil {
 		return "", err
@@ -297,14 +280,10 @@ func (r *Realm) AddComputer(ctx context.Context, name string) (string, error) {
 	return acct + "$@" + r.Name, nil
 }
 
-// AddSPN adds the service principal name spn ("HTTP/web.ad.test", the
-// realm optional) to account (a user or computer account, e.g. "svc-web"
-// or "HOST1$") in an AD realm. A keytab exported for an SPN holds only the
-// rc4 key (Samba 4.17), so log in as the account and serve the SPN.
-func (r *Realm) AddSPN(ctx context.Context, account, spn string) error {
-	if r.Kind != AD {
-		return r.onlyOn("AddSPN", AD)
-	}
+// adAddSPN: spn may carry the realm; account is a user or computer
+// account ("svc-web", "HOST1$"). A keytab exported for an SPN holds only
+// the rc4 key (Samba 4.17), so log in as the account and serve the SPN.
+func (r *Realm) adAddSPN(ctx context.Context, account, spn string) error {
 	acct, err := r.adAccount(account)
 	if err != nil {
 		return err

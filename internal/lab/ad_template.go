@@ -170,7 +170,7 @@ func provisionADTemplate(ctx context.Context, dir, realm string) error {
 	args := []string{"domain", "provision", "--targetdir=" + tmp,
 		"--realm=" + realm, "--domain=" + domain, "--server-role=dc",
 		"--dns-backend=NONE", "--host-name=" + adHostName, "--quiet"}
-	for _, o := range adServerOptions(tmp) {
+	for _, o := range adServerOptions(tmp, filepath.Join(tmp, "run")) {
 		args = append(args, "--option="+o)
 	}
 	if _, _, err := runTool(ctx, labEnv(), tmp, "", "samba-tool", args...); err != nil {
@@ -201,18 +201,18 @@ func provisionADTemplate(ctx context.Context, dir, realm string) error {
 	return durable.SyncDir(parent)
 }
 
-// adServerOptions are the smb.conf settings of a lab DC living in dir, for
-// provisioning and (with ports) for each realm's own smb.conf. Everything
-// Samba writes at run time stays inside dir.
-func adServerOptions(dir string) []string {
+// adServerOptions are the smb.conf settings of a lab DC living in dir with
+// its pid file and sockets in run, for provisioning and (with ports) for
+// each realm's own smb.conf. Everything Samba writes stays inside dir.
+func adServerOptions(dir, run string) []string {
 	return []string{
 		"server services = kdc",
 		"interfaces = 127.0.0.1",
 		"bind interfaces only = yes",
-		"pid directory = " + filepath.Join(dir, "run"),
+		"pid directory = " + run,
 		"log file = " + filepath.Join(dir, "log", "%m.log"),
-		"winbindd socket directory = " + filepath.Join(dir, "run", "winbindd"),
-		"ntp signd socket directory = " + filepath.Join(dir, "run", "ntp_signd"),
+		"winbindd socket directory = " + filepath.Join(run, "winbindd"),
+		"ntp signd socket directory = " + filepath.Join(run, "ntp_signd"),
 	}
 }
 

@@ -105,7 +105,8 @@ type KDC struct {
 	Profile  string        // its kdc.conf
 	Output   string        // its stdout/stderr
 
-	p *spawn.Process
+	p       *spawn.Process
+	kpasswd string // AD: the kpasswd address of this KDC's samba
 }
 
 // PID is the krb5kdc process id.
@@ -315,21 +316,15 @@ func (r *Realm) PIDs() []int {
 }
 
 // StartKDC starts one more krb5kdc for this realm's database on its own free
-// port and log file. With o.FakeTime its clock is shifted by libfaketime
+// port and log file (AD: one more KDC-only samba on the same domain
+// database, with its own smb.conf, ports and pid directory). With o.FakeTime its clock is shifted by libfaketime
 // (LD_PRELOAD; the faketime wrapper does not daemonize cleanly) and the
 // shift is measured before StartKDC returns.
 func (r *Realm) StartKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
-	if r.Kind == AD {
-		return nil, errors.New("lab: an AD realm has one KDC, its samba; StartKDC is for MIT realms")
-	}
 	return r.startKDC(ctx, o)
 }
 
 func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
-	bin, err := lookBin("krb5kdc")
-	if err != nil {
-		return nil, err
-	}
 	var fakeEnv []string
 	if o.FakeTime != "" {
 		lib := LibFaketime()
@@ -371,17 +366,21 @@ func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
 			return nil, err
 		}
 		k.Addr = loopback(port)
-		if err := os.WriteFile(k.Profile, []byte(r.kdcConf(port, k.Log)), 0o600); err != nil {
-			return nil, err
+		var p *spawn.Process
+		if r.Kind == AD {
+			p, err = r.spawnSambaKDC(k, n, port, fakeEnv)
+		} else {
+			p, err = r.spawnKrb5kdc(k, base, port, fakeEnv)
 		}
-		p, err := spawn.Start(spawn.Command{Name: base, Path: bin, Args: []string{"-n", "-r", r.Name},
-			Env: r.env(k.Profile, fakeEnv...), Dir: r.Dir, Log: k.Output})
 		if err != nil {
-			return nil, fmt.Errorf("lab: %w", err)
+			return nil, err
 		}
 		r.track(p)
 		k.p = p
 		err = r.waitKDC(ctx, k)
+		if err == nil && k.kpasswd != "" {
+			err = r.waitTCP(ctx, p, k.kpasswd)
+		}
 		if err == nil {
 			break
 		}
@@ -417,6 +416,23 @@ func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
 	return k, nil
 }
 
+// spawnKrb5kdc writes k's kdc.conf for port and starts krb5kdc with it.
+func (r *Realm) spawnKrb5kdc(k *KDC, base string, port int, fakeEnv []string) (*spawn.Process, error) {
+	bin, err := lookBin("krb5kdc")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(k.Profile, []byte(r.kdcConf(port, k.Log)), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := spawn.Start(spawn.Command{Name: base, Path: bin, Args: []string{"-n", "-r", r.Name},
+		Env: r.env(k.Profile, fakeEnv...), Dir: r.Dir, Log: k.Output})
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	return p, nil
+}
+
 func (r *Realm) track(p *spawn.Process) {
 	r.mu.Lock()
 	r.procs = append(r.procs, p)
@@ -428,6 +444,11 @@ func (r *Realm) waitKDC(ctx context.Context, k *KDC) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	err := k.p.WaitReady(ctx, func(ctx context.Context) error {
+		if r.Kind == AD && sambaKDCFailed(k.p) {
+			// samba keeps running without its KDC task: stop waiting.
+			cancel()
+			return errors.New("samba's KDC task failed")
+		}
 		pctx, pcancel := context.WithTimeout(ctx, 250*time.Millisecond)
 		defer pcancel()
 		if _, err := Probe(pctx, "udp", k.Addr, r.Name, ""); err != nil {
@@ -506,7 +527,8 @@ func (r *Realm) waitTCP(ctx context.Context, p *spawn.Process, addrs ...string) 
 // addrInUse reports whether a daemon that failed to start says its port
 // was taken, in its output or its log.
 func addrInUse(p *spawn.Process, log string) bool {
-	return strings.Contains(p.Tail(2048)+spawn.Tail(log, 2048), "in use")
+	out := p.Tail(2048) + spawn.Tail(log, 2048)
+	return strings.Contains(out, "in use") || strings.Contains(out, "ADDRESS_ALREADY_ASSOCIATED")
 }
 
 func portOf(addr string) int {
