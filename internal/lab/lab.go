@@ -13,6 +13,9 @@
 // KDC answers; [Realm.WriteKrb5Conf] writes a krb5.conf listing any of them
 // in any order.
 //
+// With Options.Kind = AD the realm is a Samba AD domain controller
+// started from a once-provisioned template instead (ad.go, ad_template.go).
+//
 // Daemons run in their own process group with a parent-death signal
 // (Linux), so even a test binary that panics or is killed leaves no KDC
 // behind; [Realm.Close] stops them with SIGTERM, then SIGKILL.
@@ -80,9 +83,10 @@ type Realm struct {
 
 	// AdminPrincipal ("admin/admin@REALM") may do anything over kadmind
 	// (kadm5.acl grants "*/admin@REALM *"); its keys are in AdminKeytab.
+	// On AD it is "Administrator@REALM" (password: AdminPassword).
 	AdminPrincipal string
 	AdminKeytab    string
-	KadminAddr     string // kadmind, TCP
+	KadminAddr     string // kadmind, TCP; "" on AD (no kadmin protocol)
 	KpasswdAddr    string // kpasswd, UDP and TCP
 
 	logf      func(string, ...any)
