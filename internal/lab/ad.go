@@ -259,9 +259,10 @@ func (r *Realm) adAddPrincipal(ctx context.Context, name, password string) error
 	return err
 }
 
-// adAddComputer: a trailing "$" on name is dropped; the random password
-// matters, as a new computer account has no keys and exportkeytab would
-// write nothing for it.
+// adAddComputer: a trailing "$" on name is dropped; the account gets the
+// SPNs a domain join registers (HOST/HOST1, HOST/host1.<domain>) and a
+// random password, which matters: a new computer account has no keys and
+// exportkeytab would write nothing for it.
 func (r *Realm) adAddComputer(ctx context.Context, name string) (string, error) {
 	acct, err := r.adAccount(strings.TrimSuffix(name, "$"))
 	if err != nil {

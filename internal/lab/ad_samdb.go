@@ -59,7 +59,9 @@ def main():
     if op == "user":
         db.newuser(args[0], password())
     elif op == "computer":
-        db.newcomputer(args[0])
+        # The SPNs a domain join (adcli, net ads join) registers.
+        cn = args[0]
+        db.newcomputer(cn, service_principal_name_list=["HOST/" + cn, "HOST/%s.%s" % (cn.lower(), db.domain_dns_name())])
         db.setpassword("(sAMAccountName=%s$)" % ldb.binary_encode(args[0]), password())
     elif op == "setpassword":
         db.setpassword(by_name(args[0]), password())

@@ -90,6 +90,19 @@ func TestADRealm(t *testing.T) {
 		if out, err := kinitKeytab(t, r, kt, p); err != nil {
 			t.Fatalf("kinit -k %s: %v\n%s", p, err, out)
 		}
+		// As after a domain join, tickets for host/host1.<domain> are
+		// issued in the computer account's keys.
+		cc := "FILE:" + filepath.Join(t.TempDir(), "cc")
+		if out, err := run(t, r, "", "kinit", "-k", "-t", kt, "-c", cc, p); err != nil {
+			t.Fatalf("kinit -k %s: %v\n%s", p, err, out)
+		}
+		want, err := r.KVNO(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := run(t, r, "", "kvno", "-c", cc, "host/host1.ad.test@"+r.Name); err != nil || !strings.Contains(out, fmt.Sprintf("kvno = %d", want)) {
+			t.Fatalf("kvno host/host1.ad.test: %v, want kvno %d:\n%s", err, want, out)
+		}
 	})
 
 	t.Run("set password raises kvno by one", func(t *testing.T) {
