@@ -5,18 +5,20 @@ package lab
 // a copy of a provisioned template (ad_template.go) on free loopback ports:
 //
 //	Dir/samba/          the DC's tree (etc/smb.conf, private/sam.ldb, ...)
-//	Dir/kdc.log         samba's stdout: KDC request and auth-audit lines
+//	Dir/kdc.log         samba's log: KDC request and auth-audit lines
+//	Dir/kdc.out         samba's stdout and stderr
 //	Dir/krb5.conf       MIT-style, for kinit, kvno, kpasswd and gokrb5
 //	Dir/admin.keytab    Administrator's keys
 //
-// samba runs as `samba -i -M single`: in the foreground, one process,
-// logging to stdout at "log level = 1 kerberos:3 auth_audit:3", which
-// writes one "AS-REQ ..."/"TGS-REQ ..." line per request and one "Auth:"
-// line per authentication — the lab's stand-in for a real DC's Security
-// events 4768/4769. Its stdin is /dev/null, on which `samba -i` keeps
-// running (it exits at EOF only on a pipe); spawn's parent-death signal is
-// what ends it with the test binary. It runs as the invoking user (root
-// here; provisioning needs root).
+// samba runs as `samba -F -M single`: in the foreground, one process,
+// logging at "log level = 1 kerberos:3 auth_audit:3" to its log file in
+// the format of a real DC's log.samba: a "[date time, level] source" header
+// line, then one "Kerberos: AS-REQ ..."/"TGS-REQ ..." line per request and
+// one "Auth: ..." line per authentication — the lab's stand-in for a
+// Windows DC's Security events 4768/4769. (`samba -i` would log to stdout,
+// but without the timestamps a last-login check needs.) Its stdin is
+// /dev/null; spawn's parent-death signal ends it with the test binary. It
+// runs as the invoking user (root here; provisioning needs root).
 //
 // Accounts are changed with Samba's Python bindings (ad_samdb.go) so that
 // no password is ever in argv; keytabs come from `samba-tool domain
@@ -103,7 +105,7 @@ func startAD(ctx context.Context, opts Options) (_ *Realm, err error) {
 	defer func() {
 		if err != nil {
 			if out := spawn.Tail(r.KDCLog(), 2048); out != "" {
-				r.logf("lab: samba output:\n%s", out)
+				r.logf("lab: samba log:\n%s", out)
 			}
 			r.Close()
 		}
@@ -126,7 +128,7 @@ func startAD(ctx context.Context, opts Options) (_ *Realm, err error) {
 	r.CCache = "FILE:" + filepath.Join(r.Dir, "ccache")
 	r.AdminPrincipal = "Administrator@" + r.Name
 	r.AdminKeytab = filepath.Join(r.Dir, "admin.keytab")
-	if err := os.WriteFile(r.ad.conf, []byte(r.adSmbConf(0, 0, filepath.Join(tree, "run"))), 0o600); err != nil {
+	if err := os.WriteFile(r.ad.conf, []byte(r.adSmbConf(0, 0, filepath.Join(tree, "run"), r.KDCLog())), 0o600); err != nil {
 		return nil, err
 	}
 	if opts.ADComplexity {
@@ -153,8 +155,8 @@ func startAD(ctx context.Context, opts Options) (_ *Realm, err error) {
 }
 
 // adSmbConf renders the DC's smb.conf: the template's domain, every path
-// inside this realm's tree, the given ports and pid directory.
-func (r *Realm) adSmbConf(kdcPort, kpasswdPort int, run string) string {
+// inside this realm's tree, the given ports, pid directory and log file.
+func (r *Realm) adSmbConf(kdcPort, kpasswdPort int, run, log string) string {
 	d := r.ad.tree
 	lines := []string{
 		"netbios name = " + adNetbiosName,
@@ -170,7 +172,7 @@ func (r *Realm) adSmbConf(kdcPort, kpasswdPort int, run string) string {
 		fmt.Sprintf("kpasswd port = %d", kpasswdPort),
 		"log level = 1 kerberos:3 auth_audit:3",
 	}
-	lines = append(lines, adServerOptions(d, run)...)
+	lines = append(lines, adServerOptions(d, run, log)...)
 	return "# written by krbops internal/lab; throwaway AD test realm\n[global]\n\t" + strings.Join(lines, "\n\t") + "\n"
 }
 
@@ -189,7 +191,6 @@ func (r *Realm) spawnSambaKDC(k *KDC, n, kdcPort int, fakeEnv []string) (*spawn.
 		return nil, err
 	}
 	k.kpasswd = loopback(kpPort)
-	k.Output = k.Log // samba -i writes its log to stdout
 	run := filepath.Join(r.ad.tree, "run")
 	k.Profile = r.ad.conf
 	if n > 1 {
@@ -199,10 +200,10 @@ func (r *Realm) spawnSambaKDC(k *KDC, n, kdcPort int, fakeEnv []string) (*spawn.
 	if err := os.MkdirAll(run, 0o700); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(k.Profile, []byte(r.adSmbConf(kdcPort, kpPort, run)), 0o600); err != nil {
+	if err := os.WriteFile(k.Profile, []byte(r.adSmbConf(kdcPort, kpPort, run, k.Log)), 0o600); err != nil {
 		return nil, err
 	}
-	p, err := spawn.Start(spawn.Command{Name: "samba", Path: bin, Args: []string{"-i", "-M", "single", "-s", k.Profile},
+	p, err := spawn.Start(spawn.Command{Name: "samba", Path: bin, Args: []string{"-F", "-M", "single", "-s", k.Profile},
 		Env: labEnv(fakeEnv...), Dir: r.ad.tree, Log: k.Output})
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
@@ -210,10 +211,10 @@ func (r *Realm) spawnSambaKDC(k *KDC, n, kdcPort int, fakeEnv []string) (*spawn.
 	return p, nil
 }
 
-// sambaKDCFailed reports whether samba said its KDC task could not start
-// (a port taken): samba itself may keep running without it.
-func sambaKDCFailed(p *spawn.Process) bool {
-	return strings.Contains(p.Tail(4096), "kdc failed to setup interfaces")
+// sambaKDCFailed reports whether samba logged that its KDC task could not
+// start (a port taken): samba itself may keep running without it.
+func sambaKDCFailed(k *KDC) bool {
+	return strings.Contains(k.p.Tail(4096)+spawn.Tail(k.Log, 4096), "kdc failed to setup interfaces")
 }
 
 // sambaTool runs samba-tool against this realm's DC; args hold no secret.

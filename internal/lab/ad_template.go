@@ -170,7 +170,7 @@ func provisionADTemplate(ctx context.Context, dir, realm string) error {
 	args := []string{"domain", "provision", "--targetdir=" + tmp,
 		"--realm=" + realm, "--domain=" + domain, "--server-role=dc",
 		"--dns-backend=NONE", "--host-name=" + adHostName, "--quiet"}
-	for _, o := range adServerOptions(tmp, filepath.Join(tmp, "run")) {
+	for _, o := range adServerOptions(tmp, filepath.Join(tmp, "run"), filepath.Join(tmp, "log", "samba.log")) {
 		args = append(args, "--option="+o)
 	}
 	if _, _, err := runTool(ctx, labEnv(), tmp, "", "samba-tool", args...); err != nil {
@@ -202,15 +202,18 @@ func provisionADTemplate(ctx context.Context, dir, realm string) error {
 }
 
 // adServerOptions are the smb.conf settings of a lab DC living in dir with
-// its pid file and sockets in run, for provisioning and (with ports) for
-// each realm's own smb.conf. Everything Samba writes stays inside dir.
-func adServerOptions(dir, run string) []string {
+// its pid file and sockets in run and its log in log, for provisioning and
+// (with ports) for each realm's own smb.conf. The log is never rotated
+// (samba's default moves it aside at 1 MB): it is the realm's login
+// record.
+func adServerOptions(dir, run, log string) []string {
 	return []string{
 		"server services = kdc",
 		"interfaces = 127.0.0.1",
 		"bind interfaces only = yes",
 		"pid directory = " + run,
-		"log file = " + filepath.Join(dir, "log", "%m.log"),
+		"log file = " + log,
+		"max log size = 0",
 		"winbindd socket directory = " + filepath.Join(run, "winbindd"),
 		"ntp signd socket directory = " + filepath.Join(run, "ntp_signd"),
 	}

@@ -448,7 +448,7 @@ func (r *Realm) waitKDC(ctx context.Context, k *KDC) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	err := k.p.WaitReady(ctx, func(ctx context.Context) error {
-		if r.Kind == AD && sambaKDCFailed(k.p) {
+		if r.Kind == AD && sambaKDCFailed(k) {
 			// samba keeps running without its KDC task: stop waiting.
 			cancel()
 			return errors.New("samba's KDC task failed")
