@@ -98,18 +98,11 @@ func startAD(ctx context.Context, opts Options) (_ *Realm, err error) {
 	if !adRealmName.MatchString(name) {
 		return nil, fmt.Errorf("lab: bad AD realm name %q: want an upper-case DNS domain such as %s", name, DefaultADRealm)
 	}
-	r := &Realm{Kind: AD, Name: name, logf: opts.Logf}
-	if err := r.useDir(opts); err != nil {
+	r, err := newRealm(AD, opts, DefaultADRealm)
+	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			if out := spawn.Tail(r.KDCLog(), 2048); out != "" {
-				r.logf("lab: samba log:\n%s", out)
-			}
-			r.Close()
-		}
-	}()
+	defer r.closeOnError(&err)
 
 	tmpl, err := adTemplateFor(ctx, name, r.logf)
 	if err != nil {
@@ -124,8 +117,7 @@ func startAD(ctx context.Context, opts Options) (_ *Realm, err error) {
 		return nil, err
 	}
 	r.ad = &adRealm{tree: tree, conf: filepath.Join(tree, "etc", "smb.conf"), adminPassword: tmpl.adminPassword}
-	r.Krb5Conf = filepath.Join(r.Dir, "krb5.conf")
-	r.CCache = "FILE:" + filepath.Join(r.Dir, "ccache")
+	r.KDCProfile = r.ad.conf
 	r.AdminPrincipal = "Administrator@" + r.Name
 	r.AdminKeytab = filepath.Join(r.Dir, "admin.keytab")
 	if err := os.WriteFile(r.ad.conf, []byte(r.adSmbConf(0, 0, filepath.Join(tree, "run"), r.KDCLog())), 0o600); err != nil {
@@ -176,19 +168,19 @@ func (r *Realm) adSmbConf(kdcPort, kpasswdPort int, run, log string) string {
 	return "# written by krbops internal/lab; throwaway AD test realm\n[global]\n\t" + strings.Join(lines, "\n\t") + "\n"
 }
 
-// spawnSambaKDC writes the smb.conf of KDC number n (1: the realm's own,
-// etc/smb.conf; later ones etc/smb-<n>.conf with their own pid directory)
-// for kdcPort and a free kpasswd port, and starts samba with it. Every
-// samba of a realm serves the same domain database, as a prefork DC's
-// processes do.
-func (r *Realm) spawnSambaKDC(k *KDC, n, kdcPort int, fakeEnv []string) (*spawn.Process, error) {
+// sambaKDCCommand writes the smb.conf of KDC number n (1: the realm's
+// own, etc/smb.conf; later ones etc/smb-<n>.conf with their own pid
+// directory) for kdcPort and a free kpasswd port, and returns the command
+// that runs samba with it. Every samba of a realm serves the same domain
+// database, as a prefork DC's processes do.
+func (r *Realm) sambaKDCCommand(k *KDC, n, kdcPort int, extraEnv []string) (spawn.Command, error) {
 	bin, err := lookBin("samba")
 	if err != nil {
-		return nil, err
+		return spawn.Command{}, err
 	}
 	kpPort, err := spawn.FreePort()
 	if err != nil {
-		return nil, err
+		return spawn.Command{}, err
 	}
 	k.kpasswd = loopback(kpPort)
 	run := filepath.Join(r.ad.tree, "run")
@@ -198,17 +190,32 @@ func (r *Realm) spawnSambaKDC(k *KDC, n, kdcPort int, fakeEnv []string) (*spawn.
 		run = filepath.Join(r.ad.tree, fmt.Sprintf("run-%d", n))
 	}
 	if err := os.MkdirAll(run, 0o700); err != nil {
-		return nil, err
+		return spawn.Command{}, err
 	}
 	if err := os.WriteFile(k.Profile, []byte(r.adSmbConf(kdcPort, kpPort, run, k.Log)), 0o600); err != nil {
-		return nil, err
+		return spawn.Command{}, err
 	}
-	p, err := spawn.Start(spawn.Command{Name: "samba", Path: bin, Args: []string{"-F", "-M", "single", "-s", k.Profile},
-		Env: labEnv(fakeEnv...), Dir: r.ad.tree, Log: k.Output})
+	return spawn.Command{Path: bin, Args: []string{"-F", "-M", "single", "-s", k.Profile},
+		Env: labEnv(extraEnv...), Dir: r.ad.tree, Log: k.Output}, nil
+}
+
+// waitKpasswd waits until k's samba answers kpasswd requests over UDP and
+// over TCP.
+func (r *Realm) waitKpasswd(ctx context.Context, k *KDC) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	err := k.p.WaitReady(ctx, func(ctx context.Context) error {
+		pctx, pcancel := context.WithTimeout(ctx, 250*time.Millisecond)
+		defer pcancel()
+		if err := ProbeKpasswd(pctx, "udp", k.kpasswd); err != nil {
+			return err
+		}
+		return ProbeKpasswd(pctx, "tcp", k.kpasswd)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("lab: %w", err)
+		return fmt.Errorf("lab: samba's kpasswd on %s: %w\n%s", k.kpasswd, err, spawn.Tail(k.Log, 1024))
 	}
-	return p, nil
+	return nil
 }
 
 // sambaKDCFailed reports whether samba logged that its KDC task could not

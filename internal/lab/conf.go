@@ -60,12 +60,13 @@ func (r *Realm) krb5ConfWith(o Krb5ConfOptions) string {
 	if o.KpasswdServer != "" {
 		kpasswd = o.KpasswdServer
 	}
-	var servers strings.Builder
+	var kdcs strings.Builder
 	for _, a := range kdcAddrs {
-		fmt.Fprintf(&servers, "\t\tkdc = %s\n", a)
+		fmt.Fprintf(&kdcs, "\t\tkdc = %s\n", a)
 	}
-	if admin != "" { // an AD realm has no kadmind
-		fmt.Fprintf(&servers, "\t\tadmin_server = %s\n", admin)
+	// A Heimdal or AD realm runs no admin server MIT's kadmin could talk to.
+	if admin != "" {
+		fmt.Fprintf(&kdcs, "\t\tadmin_server = %s\n", admin)
 	}
 	domain := strings.ToLower(r.Name)
 	return fmt.Sprintf(`# written by krbops internal/lab; throwaway test realm
@@ -92,7 +93,7 @@ func (r *Realm) krb5ConfWith(o Krb5ConfOptions) string {
 	.%[7]s = %[1]s
 	%[7]s = %[1]s
 `, r.Name, r.CCache, filepath.Join(r.Dir, "default.keytab"), filepath.Join(r.Dir, "client.keytab"),
-		servers.String(), kpasswd, domain)
+		kdcs.String(), kpasswd, domain)
 }
 
 // WriteKrb5Conf writes to path a krb5.conf for this realm that lists exactly

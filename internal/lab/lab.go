@@ -13,8 +13,11 @@
 // KDC answers; [Realm.WriteKrb5Conf] writes a krb5.conf listing any of them
 // in any order.
 //
-// With Options.Kind = AD the realm is a Samba AD domain controller
-// started from a once-provisioned template instead (ad.go, ad_template.go).
+// Options.Kind = Heimdal runs Heimdal's kdc and kpasswdd instead (see
+// heimdal.go): the same Realm fields, KDCs and StartKDC, with the binaries
+// `make deps-heimdal` unpacked into .cache/heimdal. Options.Kind = AD runs
+// a Samba AD domain controller started from a once-provisioned template
+// (see ad.go and ad_template.go).
 //
 // Daemons run in their own process group with a parent-death signal
 // (Linux), so even a test binary that panics or is killed leaves no KDC
@@ -77,7 +80,7 @@ type Realm struct {
 	Name       string // realm name, e.g. "KRBOPS.TEST"
 	Dir        string // everything lives here
 	Krb5Conf   string // krb5.conf listing the primary KDC (KDCs[0])
-	KDCProfile string // kdc.conf of the primary KDC, also used by kadmind and kadmin.local
+	KDCProfile string // kdc.conf of the primary KDC, also used by kadmind and kadmin.local (Heimdal: its one configuration file; AD: the DC's smb.conf)
 	CCache     string // "FILE:<Dir>/ccache", the default ccache of Env
 	KDCs       []*KDC // started KDCs, primary first; see Realm.KDCList for concurrent use
 
@@ -86,10 +89,11 @@ type Realm struct {
 	// On AD it is "Administrator@REALM" (password: AdminPassword).
 	AdminPrincipal string
 	AdminKeytab    string
-	KadminAddr     string // kadmind, TCP; "" on AD (no kadmin protocol)
-	KpasswdAddr    string // kpasswd, UDP and TCP
+	KadminAddr     string // kadmind, TCP; empty on Heimdal and AD (no MIT-protocol admin server)
+	KpasswdAddr    string // kpasswd, UDP and TCP (Heimdal: UDP only)
 
 	logf      func(string, ...any)
+	heimdal   heimdalInstall // the unpacked Heimdal a Heimdal realm runs
 	ownDir    bool
 	mu        sync.Mutex
 	procs     []*spawn.Process
@@ -146,29 +150,12 @@ func startMIT(ctx context.Context, opts Options) (_ *Realm, err error) {
 			return nil, err
 		}
 	}
-	name := opts.Realm
-	if name == "" {
-		name = DefaultRealm
-	}
-	if strings.ContainsAny(name, " \t\n{}=\"'@/") {
-		return nil, fmt.Errorf("lab: bad realm name %q", name)
-	}
-	r := &Realm{Kind: MIT, Name: name, logf: opts.Logf}
-	if err := r.useDir(opts); err != nil {
+	r, err := newRealm(MIT, opts, DefaultRealm)
+	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			if out := spawn.Tail(r.KDCLog(), 1024); out != "" {
-				r.logf("lab: kdc.log:\n%s", out)
-			}
-			r.Close()
-		}
-	}()
+	defer r.closeOnError(&err)
 
-	r.Krb5Conf = filepath.Join(r.Dir, "krb5.conf")
-	r.KDCProfile = filepath.Join(r.Dir, "kdc.conf")
-	r.CCache = "FILE:" + filepath.Join(r.Dir, "ccache")
 	r.AdminPrincipal = "admin/admin@" + r.Name
 	r.AdminKeytab = filepath.Join(r.Dir, "admin.keytab")
 	if err := r.pickAdminPorts(); err != nil {
@@ -216,29 +203,52 @@ func startMIT(ctx context.Context, opts Options) (_ *Realm, err error) {
 	return r, nil
 }
 
-// useDir sets r.Dir (opts.Dir, or a new temporary directory Close removes)
-// and a no-op logf when opts has none.
-func (r *Realm) useDir(opts Options) error {
+// newRealm checks the realm name and makes the realm's directory: opts.Dir,
+// or a temporary one Close removes.
+func newRealm(kind Kind, opts Options, defaultName string) (*Realm, error) {
+	name := opts.Realm
+	if name == "" {
+		name = defaultName
+	}
+	if strings.ContainsAny(name, " \t\n{}=\"'@/") {
+		return nil, fmt.Errorf("lab: bad realm name %q", name)
+	}
+	r := &Realm{Kind: kind, Name: name, logf: opts.Logf}
 	if r.logf == nil {
 		r.logf = func(string, ...any) {}
 	}
 	if opts.Dir == "" {
 		d, err := os.MkdirTemp("", "krbops-lab-")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		r.Dir, r.ownDir = d, true
-		return nil
+	} else {
+		d, err := filepath.Abs(opts.Dir)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+		r.Dir = d
 	}
-	d, err := filepath.Abs(opts.Dir)
-	if err != nil {
-		return err
+	r.Krb5Conf = filepath.Join(r.Dir, "krb5.conf")
+	r.KDCProfile = filepath.Join(r.Dir, "kdc.conf")
+	r.CCache = "FILE:" + filepath.Join(r.Dir, "ccache")
+	return r, nil
+}
+
+// closeOnError closes a realm whose start-up failed (*err != nil), after
+// logging the tail of its KDC log, which usually says why.
+func (r *Realm) closeOnError(err *error) {
+	if *err == nil {
+		return
 	}
-	if err := os.MkdirAll(d, 0o700); err != nil {
-		return err
+	if out := spawn.Tail(r.KDCLog(), 1024); out != "" {
+		r.logf("lab: %s:\n%s", filepath.Base(r.KDCLog()), out)
 	}
-	r.Dir = d
-	return nil
+	r.Close()
 }
 
 func (r *Realm) pickAdminPorts() error {
@@ -320,8 +330,8 @@ func (r *Realm) PIDs() []int {
 }
 
 // StartKDC starts one more krb5kdc for this realm's database on its own free
-// port and log file (AD: one more KDC-only samba on the same domain
-// database, with its own smb.conf, ports and pid directory). With o.FakeTime its clock is shifted by libfaketime
+// port and log file (AD: one more KDC-only samba on the domain database,
+// with its own smb.conf, ports and pid directory). With o.FakeTime its clock is shifted by libfaketime
 // (LD_PRELOAD; the faketime wrapper does not daemonize cleanly) and the
 // shift is measured before StartKDC returns.
 func (r *Realm) StartKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
@@ -370,20 +380,20 @@ func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
 			return nil, err
 		}
 		k.Addr = loopback(port)
-		var p *spawn.Process
-		if r.Kind == AD {
-			p, err = r.spawnSambaKDC(k, n, port, fakeEnv)
-		} else {
-			p, err = r.spawnKrb5kdc(k, base, port, fakeEnv)
-		}
+		cmd, err := r.kdcCommand(k, n, port, fakeEnv)
 		if err != nil {
 			return nil, err
+		}
+		cmd.Name = base
+		p, err := spawn.Start(cmd)
+		if err != nil {
+			return nil, fmt.Errorf("lab: %w", err)
 		}
 		r.track(p)
 		k.p = p
 		err = r.waitKDC(ctx, k)
 		if err == nil && k.kpasswd != "" {
-			err = r.waitTCP(ctx, p, k.kpasswd)
+			err = r.waitKpasswd(ctx, k)
 		}
 		if err == nil {
 			break
@@ -420,21 +430,25 @@ func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
 	return k, nil
 }
 
-// spawnKrb5kdc writes k's kdc.conf for port and starts krb5kdc with it.
-func (r *Realm) spawnKrb5kdc(k *KDC, base string, port int, fakeEnv []string) (*spawn.Process, error) {
+// kdcCommand writes k.Profile for KDC number n (1: the primary) of this
+// realm listening on port and logging to k.Log, and returns the command
+// that runs it in the foreground with extraEnv (libfaketime).
+func (r *Realm) kdcCommand(k *KDC, n, port int, extraEnv []string) (spawn.Command, error) {
+	switch r.Kind {
+	case Heimdal:
+		return r.heimdalKDCCommand(k, port, extraEnv)
+	case AD:
+		return r.sambaKDCCommand(k, n, port, extraEnv)
+	}
 	bin, err := lookBin("krb5kdc")
 	if err != nil {
-		return nil, err
+		return spawn.Command{}, err
 	}
 	if err := os.WriteFile(k.Profile, []byte(r.kdcConf(port, k.Log)), 0o600); err != nil {
-		return nil, err
+		return spawn.Command{}, err
 	}
-	p, err := spawn.Start(spawn.Command{Name: base, Path: bin, Args: []string{"-n", "-r", r.Name},
-		Env: r.env(k.Profile, fakeEnv...), Dir: r.Dir, Log: k.Output})
-	if err != nil {
-		return nil, fmt.Errorf("lab: %w", err)
-	}
-	return p, nil
+	return spawn.Command{Path: bin, Args: []string{"-n", "-r", r.Name},
+		Env: r.env(k.Profile, extraEnv...), Dir: r.Dir, Log: k.Output}, nil
 }
 
 func (r *Realm) track(p *spawn.Process) {
@@ -462,7 +476,7 @@ func (r *Realm) waitKDC(ctx context.Context, k *KDC) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("lab: krb5kdc on %s: %w\n%s", k.Addr, err, spawn.Tail(k.Log, 1024))
+		return fmt.Errorf("lab: %s KDC on %s: %w\n%s", r.Kind, k.Addr, err, spawn.Tail(k.Log, 1024))
 	}
 	return nil
 }

@@ -60,15 +60,19 @@ func run(args []string) int {
 	}
 }
 
-// checkInstalled prints the exact install command when MIT packages are
-// missing.
-func checkInstalled() bool {
-	miss := lab.Missing()
+// checkInstalled prints the exact install command when the programs a
+// realm of kind needs are missing; an unknown kind is startRealm's error.
+func checkInstalled(kind string) bool {
+	k, err := lab.ParseKind(kind)
+	if err != nil {
+		return true
+	}
+	miss := lab.MissingFor(k)
 	if len(miss) == 0 {
 		return true
 	}
-	fmt.Fprintf(os.Stderr, "krbops-lab: missing %s. Install the MIT Kerberos lab packages with:\n\n    sudo %s\n\n",
-		strings.Join(miss, ", "), lab.InstallCommand)
+	fmt.Fprintf(os.Stderr, "krbops-lab: missing %s. Install what the %s lab needs with:\n\n    sudo %s\n\n",
+		strings.Join(miss, ", "), k, lab.InstallCommandFor(k))
 	return false
 }
 
@@ -140,7 +144,7 @@ func demo(ctx context.Context, args []string) int {
 		fmt.Fprintf(os.Stderr, "krbops-lab demo: krbops binary: %v\n", err)
 		return 2
 	}
-	if !checkInstalled() {
+	if !checkInstalled(*kind) {
 		return 2
 	}
 
@@ -344,7 +348,7 @@ func shell(ctx context.Context, args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if !checkInstalled() {
+	if !checkInstalled(*kind) {
 		return 2
 	}
 	r, err := startRealm(ctx, *kind, *realmName)
