@@ -70,6 +70,9 @@ def main():
         m.dn = find(args[0], []).dn
         m["servicePrincipalName"] = ldb.MessageElement(args[1], ldb.FLAG_MOD_ADD, "servicePrincipalName")
         db.modify(m)
+    elif op == "spns":
+        for spn in find(args[0], ["servicePrincipalName"]).get("servicePrincipalName", []):
+            print(str(spn))
     elif op == "kvno":
         print(str(find(args[0], ["msDS-KeyVersionNumber"])["msDS-KeyVersionNumber"][0]))
     else:

@@ -78,6 +78,37 @@ func TestADRealm(t *testing.T) {
 		}
 	})
 
+	// A service keytab as adcli/msktutil write it: the account's keys
+	// under its SPNs too (an acceptor that looks keys up by the ticket's
+	// server name, as gokrb5 does, needs those; MIT's also tries every
+	// entry), and MIT kvno -k verifies a ticket for the SPN with it.
+	t.Run("service keytab", func(t *testing.T) {
+		const user, spn = "svc-api", "HTTP/api.ad.test"
+		if err := r.AddPrincipal(ctx, user, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.AddSPN(ctx, user, spn); err != nil {
+			t.Fatal(err)
+		}
+		svc := filepath.Join(t.TempDir(), "svc.keytab")
+		if err := r.ExportServiceKeytab(ctx, user, svc); err != nil {
+			t.Fatal(err)
+		}
+		out, err := run(t, r, "", "klist", "-ke", svc)
+		for _, want := range []string{user + "@AD.TEST (aes256-cts-hmac-sha1-96)", spn + "@AD.TEST (aes256-cts-hmac-sha1-96)", spn + "@AD.TEST (DEPRECATED:arcfour-hmac)"} {
+			if err != nil || !strings.Contains(out, want) {
+				t.Fatalf("klist -ke: %v, want %q in:\n%s", err, want, out)
+			}
+		}
+		cc := "FILE:" + filepath.Join(t.TempDir(), "cc")
+		if out, err := run(t, r, "", "kinit", "-k", "-t", svc, "-c", cc, user); err != nil {
+			t.Fatalf("kinit -k %s from the service keytab: %v\n%s", user, err, out)
+		}
+		if out, err := run(t, r, "", "kvno", "-c", cc, "-k", svc, spn); err != nil || !strings.Contains(out, "keytab entry valid") {
+			t.Fatalf("kvno -k with the service keytab: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("computer account keytab", func(t *testing.T) {
 		p, err := r.AddComputer(ctx, "HOST1")
 		if err != nil || p != "HOST1$@AD.TEST" {
