@@ -373,7 +373,11 @@ func (r *Rotation) stepKpasswd(ctx context.Context, _ *runbook.State) runbook.Re
 
 func (r *Rotation) stepStore(ctx context.Context, _ *runbook.State) runbook.Result {
 	if err := r.Store.Check(ctx, r.Secret); err != nil {
-		return storeResult(err, "%s", err).WithHint("fix the secret store's access before rotating; nothing was changed")
+		hint := "fix the secret store's access before rotating; nothing was changed"
+		if h := fault.HintOf(err); h != "" {
+			hint = h + "; nothing was changed"
+		}
+		return storeResult(err, "%s", err).WithHint("%s", hint)
 	}
 	return runbook.Passf("secret %s can be written", r.Secret)
 }
