@@ -11,6 +11,7 @@ import (
 	mrand "math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -116,18 +117,19 @@ func CheckSchema(table string, t *types.TableDescription) error {
 	if t == nil {
 		return &SchemaError{Table: table, Got: "unknown"}
 	}
-	types_ := map[string]types.ScalarAttributeType{}
+	attrTypes := map[string]types.ScalarAttributeType{}
 	for _, a := range t.AttributeDefinitions {
-		types_[aws.ToString(a.AttributeName)] = a.AttributeType
+		attrTypes[aws.ToString(a.AttributeName)] = a.AttributeType
 	}
-	got := ""
+	want := map[types.KeyType]string{types.KeyTypeHash: attrPK, types.KeyTypeRange: attrSK}
+	var parts []string
 	ok := len(t.KeySchema) == 2
 	for _, k := range t.KeySchema {
 		name := aws.ToString(k.AttributeName)
-		got += fmt.Sprintf("%s%s (%s, %s)", map[bool]string{true: "", false: " and "}[got == ""], name, types_[name], k.KeyType)
-		want := map[types.KeyType]string{types.KeyTypeHash: attrPK, types.KeyTypeRange: attrSK}[k.KeyType]
-		ok = ok && name == want && types_[name] == types.ScalarAttributeTypeS
+		parts = append(parts, fmt.Sprintf("%s (%s, %s)", name, attrTypes[name], k.KeyType))
+		ok = ok && name == want[k.KeyType] && attrTypes[name] == types.ScalarAttributeTypeS
 	}
+	got := strings.Join(parts, " and ")
 	if !ok {
 		return &SchemaError{Table: table, Got: got}
 	}
@@ -223,7 +225,9 @@ func (d *Dynamo) Table() string { return d.table }
 type item = map[string]types.AttributeValue
 
 func str(s string) types.AttributeValue { return &types.AttributeValueMemberS{Value: s} }
-func num(n int64) types.AttributeValue  { return &types.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)} }
+func num(n int64) types.AttributeValue {
+	return &types.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)}
+}
 
 func key(pk, sk string) item { return item{attrPK: str(pk), attrSK: str(sk)} }
 
@@ -694,11 +698,7 @@ func (d *Dynamo) List(ctx context.Context, f Filter) ([]Rotation, error) {
 		}
 	}
 	if len(conds) > 0 {
-		fe := conds[0]
-		for _, c := range conds[1:] {
-			fe += " AND " + c
-		}
-		in.FilterExpression = aws.String(fe)
+		in.FilterExpression = aws.String(strings.Join(conds, " AND "))
 	} else {
 		in.ExpressionAttributeNames = nil
 	}

@@ -34,7 +34,7 @@ func faultLedger(t *testing.T, creds aws.CredentialsProvider) (*Dynamo, *dynalab
 	t.Cleanup(func() { px.Close() })
 	db := dynamodb.New(dynamodb.Options{
 		Region: dynalab.Region, BaseEndpoint: aws.String(px.URL), Credentials: creds,
-		Retryer: retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts, o.MaxBackoff = 6, 20 * time.Millisecond }),
+		Retryer: retry.NewStandard(func(o *retry.StandardOptions) { o.MaxAttempts, o.MaxBackoff = 6, 20*time.Millisecond }),
 	})
 	cache, _ := creds.(*aws.CredentialsCache)
 	l, err := OpenDynamo(t.Context(), db, table, cache, Options{})
