@@ -284,6 +284,17 @@ func runContract(t *testing.T, b backend) {
 		if _, err := l.Admit(ctx, gap); err != nil {
 			t.Fatalf("admission after the min gap: %v", err)
 		}
+		// Both refuse: the refusal is the one that lasts longer.
+		both := AdmitRequest{Rotation: rot("y1@EX", "c3", "server"), Limit: 1, Window: time.Hour, MinGap: 2 * time.Hour}
+		y1, err := l.Admit(ctx, both)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.add(10 * time.Minute)
+		both.Rotation.Principal = "y2@EX"
+		if _, err := l.Admit(ctx, both); !errors.As(err, &ae) || ae.Reason != MinGapWait || !ae.Until.Equal(y1.Started.Add(2*time.Hour)) {
+			t.Fatalf("refused by window and gap: %v, want the gap's until %s", err, y1.Started.Add(2*time.Hour))
+		}
 		if _, err := l.Admit(ctx, AdmitRequest{Rotation: rot("x@EX", "c1", "server"), Limit: 1}); err == nil {
 			t.Fatal("a limit without a window was accepted")
 		}

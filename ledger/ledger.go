@@ -290,20 +290,27 @@ func (e *AdmitError) Is(target error) bool { return target == ErrNotAdmitted }
 
 // admission decides req at now from the start times of the domain's
 // rotations in the window (any order) and the domain's latest start: nil
-// admits. Both backends decide with it, inside their atomic step.
+// admits. When both the gap and the window refuse, the refusal is the one
+// that lasts longer, so Until is when the same request can get in. Both
+// backends decide with it, inside their atomic step.
 func admission(req AdmitRequest, now time.Time, inWindow []time.Time, last time.Time) *AdmitError {
 	r := req.Rotation
-	if req.MinGap > 0 && !last.IsZero() && now.Sub(last) < req.MinGap {
-		return &AdmitError{Reason: MinGapWait, Cluster: r.Cluster, Role: r.Role, Count: len(inWindow), Limit: req.Limit,
-			Window: req.Window, MinGap: req.MinGap, Last: last, Until: last.Add(req.MinGap)}
-	}
+	e := &AdmitError{Cluster: r.Cluster, Role: r.Role, Count: len(inWindow), Limit: req.Limit,
+		Window: req.Window, MinGap: req.MinGap, Last: last}
 	if req.Limit > 0 && len(inWindow) >= req.Limit {
 		ts := slices.SortedFunc(slices.Values(inWindow), time.Time.Compare)
 		// The window opens when all but Limit-1 of them have left it.
-		return &AdmitError{Reason: WindowFull, Cluster: r.Cluster, Role: r.Role, Count: len(ts), Limit: req.Limit,
-			Window: req.Window, MinGap: req.MinGap, Last: last, Until: ts[len(ts)-req.Limit].Add(req.Window)}
+		e.Reason, e.Until = WindowFull, ts[len(ts)-req.Limit].Add(req.Window)
 	}
-	return nil
+	if req.MinGap > 0 && !last.IsZero() && now.Sub(last) < req.MinGap {
+		if until := last.Add(req.MinGap); until.After(e.Until) {
+			e.Reason, e.Until = MinGapWait, until
+		}
+	}
+	if e.Reason == "" {
+		return nil
+	}
+	return e
 }
 
 // inWindow reports whether a rotation started at s counts against an
