@@ -2,18 +2,22 @@
 // which cluster and role, from which kvno to which, and how it ended. The
 // rotate command reads it back for its pre-checks and its status:
 //
-//   - rate limits: [Ledger.CountSince] counts rotations per (cluster, role)
-//     fault domain in a window;
+//   - rate limits: [Ledger.Admit] decides a (cluster, role) fault domain's
+//     sliding window and minimum gap and records the rotation in one
+//     atomic step; [Ledger.CountSince] counts a window for an early look;
 //   - one rotation per principal: [Ledger.Lock] / [Ledger.Unlock], and
 //     [Ledger.Start] refuses a principal whose last rotation is still open;
 //   - rotate status: [Ledger.Pending] lists rotations in progress and
 //     server rotations waiting for phase 2;
-//   - audit: [Ledger.List].
+//   - audit: [Ledger.List], [Ledger.Events].
 //
-// Start with [OpenFile], the embedded default: one bbolt file (0600) on the
-// operator's machine. A damaged file is a [DamagedError], never a crash;
-// callers that only read open it with Options.ReadOnly. The [Ledger] interface is what callers hold, so a
-// shared store (a DynamoDB table for several operators) can replace it.
+// Start with [Open], which picks the backend from --ledger: [OpenFile], the
+// embedded default, one bbolt file (0600) on the operator's machine (a
+// damaged file is a [DamagedError], never a crash; callers that only read
+// open it with Options.ReadOnly), or [OpenDynamo], one DynamoDB table that
+// every operator shares (docs/ledger.md: item layout, why single-item
+// conditional writes, what a crash between two writes leaves). [Init]
+// creates that table.
 package ledger
 
 import (
