@@ -299,6 +299,38 @@ func runContract(t *testing.T, b backend) {
 			t.Fatal("a limit without a window was accepted")
 		}
 	})
+	t.Run("one-open-rotation-race", func(t *testing.T) {
+		ctx := t.Context()
+		l, _ := withClock(t)
+		const n = 6
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				_, errs[i] = l.Admit(ctx, AdmitRequest{Rotation: rot("same@EX", "c1", "server"), Limit: 100, Window: time.Hour})
+			})
+		}
+		wg.Wait()
+		won := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				won++
+			case !errors.Is(err, ErrConflict):
+				t.Errorf("a racing admission of the same principal: %v", err)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("%d admissions of one principal won, want 1", won)
+		}
+		// The losers took back their records and their window slots.
+		if got, _ := l.List(ctx, Filter{}); len(got) != 1 {
+			t.Fatalf("records after the race: %+v", got)
+		}
+		if _, err := l.Admit(ctx, AdmitRequest{Rotation: rot("next@EX", "c1", "server"), Limit: 2, Window: time.Hour}); err != nil {
+			t.Fatalf("the window still counts a loser's slot: %v", err)
+		}
+	})
 	t.Run("processes", func(t *testing.T) {
 		spec, opts := b.fresh(t)
 		openSpec(t, spec, opts).Close() // created before the race

@@ -422,10 +422,12 @@ func (d *Dynamo) start(ctx context.Context, r Rotation, req *AdmitRequest) (Rota
 		d.releaseSlot(ctx, &r)
 		return Rotation{}, err
 	}
-	if err := d.claimOpen(ctx, &r); err != nil {
-		_ = d.del(ctx, pkRotation, r.ID, "", nil)
-		d.releaseSlot(ctx, &r)
-		return Rotation{}, err
+	if r.Outcome.Open() {
+		if err := d.claimOpen(ctx, &r); err != nil {
+			_ = d.del(ctx, pkRotation, r.ID, "", nil)
+			d.releaseSlot(ctx, &r)
+			return Rotation{}, err
+		}
 	}
 	action := "start"
 	if req != nil {
