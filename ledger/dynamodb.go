@@ -1,9 +1,9 @@
 package ledger
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -379,6 +379,9 @@ func (d *Dynamo) Admit(ctx context.Context, req AdmitRequest) (Rotation, error) 
 	if err := req.validate(); err != nil {
 		return Rotation{}, err
 	}
+	if req.Limit > DynamoMaxLimit {
+		return Rotation{}, fmt.Errorf("ledger: a limit of %d rotations per window is above the DynamoDB ledger's %d", req.Limit, DynamoMaxLimit)
+	}
 	r := req.Rotation
 	r.Started = d.now()
 	return d.start(ctx, r, &req)
@@ -484,10 +487,17 @@ func (d *Dynamo) claimOpen(ctx context.Context, r *Rotation) error {
 	}
 }
 
-// window is the window item's document: the domain's recent rotations.
+// DynamoMaxLimit bounds AdmitRequest.Limit on the DynamoDB ledger: a
+// window item keeps the newest DynamoMaxLimit start times (8 bytes each)
+// within DynamoDB's 400 KB item limit, and deciding a limit of L needs
+// only the newest L.
+const DynamoMaxLimit = 40000
+
+// window is a domain's window item: the starts of its recent rotations.
 type window struct {
-	// Entries are the rotations started within Keep of the latest write.
-	Entries []windowEntry `json:"entries"`
+	// Starts are the rotations started within Keep (Unix ns, ascending),
+	// stored as one binary attribute of big-endian int64s.
+	Starts []int64 `json:"-"`
 	// Last is the latest start in the domain, kept after its entry has
 	// aged out, for the minimum gap.
 	Last int64 `json:"last"`
@@ -497,10 +507,7 @@ type window struct {
 	Keep time.Duration `json:"keep"`
 }
 
-type windowEntry struct {
-	ID      string `json:"id"`
-	Started int64  `json:"t"`
-}
+const attrStarts = "starts"
 
 func windowSK(cluster, role string) string { return cluster + "\x00" + role }
 
@@ -513,6 +520,11 @@ func (d *Dynamo) getWindow(ctx context.Context, cluster, role string) (window, i
 	if err := json.Unmarshal([]byte(getS(it, attrDoc)), &w); err != nil {
 		return w, 0, fmt.Errorf("ledger: window of (%s, %s) does not parse: %w", cluster, role, err)
 	}
+	if b, ok := it[attrStarts].(*types.AttributeValueMemberB); ok {
+		for i := 0; i+8 <= len(b.Value); i += 8 {
+			w.Starts = append(w.Starts, int64(binary.BigEndian.Uint64(b.Value[i:])))
+		}
+	}
 	return w, getN(it, attrVer), nil
 }
 
@@ -523,8 +535,19 @@ func (d *Dynamo) putWindow(ctx context.Context, cluster, role string, w window, 
 	if err != nil {
 		return err
 	}
+	slices.Sort(w.Starts)
+	if over := len(w.Starts) - DynamoMaxLimit; over > 0 {
+		w.Starts = w.Starts[over:]
+	}
+	starts := make([]byte, 0, 8*len(w.Starts))
+	for _, s := range w.Starts {
+		starts = binary.BigEndian.AppendUint64(starts, uint64(s))
+	}
 	it := key(pkWindow, windowSK(cluster, role))
 	it[attrDoc], it[attrVer] = str(string(b)), num(ver+1)
+	if len(starts) > 0 { // DynamoDB refuses an empty binary value
+		it[attrStarts] = &types.AttributeValueMemberB{Value: starts}
+	}
 	it[attrExpires] = num(time.Unix(0, w.Last).Add(w.Keep).Add(24 * time.Hour).Unix())
 	cond, values := versioned(ver)
 	return d.put(ctx, it, cond, values)
@@ -544,9 +567,9 @@ func (d *Dynamo) claimSlot(ctx context.Context, r *Rotation, req *AdmitRequest) 
 		if req != nil {
 			w.Keep = max(w.Keep, req.Window, req.MinGap)
 			var in []time.Time
-			for _, e := range w.Entries {
-				if s := time.Unix(0, e.Started); inWindow(s, now, req.Window) {
-					in = append(in, s)
+			for _, s := range w.Starts {
+				if t := time.Unix(0, s); inWindow(t, now, req.Window) {
+					in = append(in, t)
 				}
 			}
 			var last time.Time
@@ -559,13 +582,9 @@ func (d *Dynamo) claimSlot(ctx context.Context, r *Rotation, req *AdmitRequest) 
 		}
 		if w.Keep > 0 { // Start alone never learns how long to keep entries
 			pruneAt := d.now()
-			w.Entries = slices.DeleteFunc(w.Entries, func(e windowEntry) bool { return !inWindow(time.Unix(0, e.Started), pruneAt, w.Keep) })
+			w.Starts = slices.DeleteFunc(w.Starts, func(s int64) bool { return !inWindow(time.Unix(0, s), pruneAt, w.Keep) })
 		}
-		w.Entries = append(w.Entries, windowEntry{ID: r.ID, Started: now.UnixNano()})
-		if over := len(w.Entries) - 2*MaxAdmitLimit; over > 0 {
-			slices.SortFunc(w.Entries, func(a, b windowEntry) int { return cmp.Compare(a.Started, b.Started) })
-			w.Entries = w.Entries[over:]
-		}
+		w.Starts = append(w.Starts, now.UnixNano())
 		w.Last = max(w.Last, now.UnixNano())
 		err = d.putWindow(ctx, r.Cluster, r.Role, w, ver)
 		if !errors.Is(err, errCondition) {
@@ -578,19 +597,21 @@ func (d *Dynamo) claimSlot(ctx context.Context, r *Rotation, req *AdmitRequest) 
 }
 
 // releaseSlot takes r's entry out of its window again (a start that did
-// not happen). Best effort: a slot it cannot free stays spent until it
-// leaves the window, which errs on the safe side.
+// not happen): one entry with its start time, which is the same count
+// whichever rotation of that nanosecond it was. Best effort: a slot it
+// cannot free stays spent until it leaves the window, which errs on the
+// safe side.
 func (d *Dynamo) releaseSlot(ctx context.Context, r *Rotation) {
 	for attempt := 0; attempt < 20; attempt++ {
 		w, ver, err := d.getWindow(ctx, r.Cluster, r.Role)
 		if err != nil || ver == 0 {
 			return
 		}
-		n := len(w.Entries)
-		w.Entries = slices.DeleteFunc(w.Entries, func(e windowEntry) bool { return e.ID == r.ID })
-		if len(w.Entries) == n {
+		i := slices.Index(w.Starts, r.Started.UnixNano())
+		if i < 0 {
 			return
 		}
+		w.Starts = slices.Delete(w.Starts, i, i+1)
 		if err := d.putWindow(ctx, r.Cluster, r.Role, w, ver); !errors.Is(err, errCondition) {
 			return
 		}

@@ -136,3 +136,33 @@ func TestDynamoExpiredTokenRefreshes(t *testing.T) {
 		t.Fatalf("%d expired answers, %d keys minted: nothing expired, the test tested nothing", n, minted.Load())
 	}
 }
+
+// A window item at its cap fits DynamoDB's 400 KB item limit (dynalite
+// enforces it) and keeps the newest starts, the ones a decision needs.
+func TestDynamoWindowItemAtItsCap(t *testing.T) {
+	srv := dynalab.ForTest(t)
+	ctx := t.Context()
+	if _, err := Init(ctx, srv.Client, "ledger-cap"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := OpenDynamo(ctx, srv.Client, "ledger-cap", nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Now().UnixNano()
+	w := window{Keep: time.Hour, Last: base + DynamoMaxLimit + 4999}
+	for i := range DynamoMaxLimit + 5000 {
+		w.Starts = append(w.Starts, base+int64(i))
+	}
+	if err := d.putWindow(ctx, "c1", "server", w, 0); err != nil {
+		t.Fatalf("a window item of %d starts: %v", len(w.Starts), err)
+	}
+	got, ver, err := d.getWindow(ctx, "c1", "server")
+	if err != nil || ver != 1 || len(got.Starts) != DynamoMaxLimit || got.Starts[0] != base+5000 || got.Last != w.Last {
+		t.Fatalf("read back %d starts from %d, version %d, %v", len(got.Starts), got.Starts[0]-base, ver, err)
+	}
+	if _, err := d.Admit(ctx, AdmitRequest{Rotation: rot("p@EX", "c1", "server"), Limit: DynamoMaxLimit + 1, Window: time.Hour}); err == nil ||
+		!strings.Contains(err.Error(), "above the DynamoDB ledger's") {
+		t.Fatalf("a limit above the cap: %v", err)
+	}
+}

@@ -249,15 +249,9 @@ func (q AdmitRequest) validate() error {
 		return fmt.Errorf("ledger: admission limit %d and minimum gap %s may not be negative", q.Limit, q.MinGap)
 	case q.Limit > 0 && q.Window <= 0:
 		return fmt.Errorf("ledger: a limit of %d rotations needs a positive window (got %s)", q.Limit, q.Window)
-	case q.Limit > MaxAdmitLimit:
-		return fmt.Errorf("ledger: a limit of %d rotations per window is above the ledger's %d", q.Limit, MaxAdmitLimit)
 	}
 	return nil
 }
-
-// MaxAdmitLimit bounds AdmitRequest.Limit: the DynamoDB ledger keeps the
-// admissions of a window in one item (400 KB at most).
-const MaxAdmitLimit = 10000
 
 // AdmitReason is why Admit refused.
 type AdmitReason string
