@@ -1,0 +1,219 @@
+package kdclog
+
+import (
+	"bytes"
+)
+
+// MIT krb5kdc and kadmind write (FILE: logging or syslog):
+//
+//	Dec 02 06:43:27 vm krb5kdc[10501](info): AS_REQ (2 etypes {aes256-cts-hmac-sha1-96(18), ...}) 127.0.0.1: ISSUE: authtime 1796193807, etypes {rep=..., tkt=..., ses=...}, alice@R for krbtgt/R@R
+//	Dec 02 06:43:27 vm krb5kdc[10501](info): AS_REQ (...) 127.0.0.1: PREAUTH_FAILED: alice@R for krbtgt/R@R, Preauthentication failed
+//	Dec 02 06:43:27 vm krb5kdc[10501](info): TGS_REQ (...) 127.0.0.1: LOOKING_UP_SERVER: authtime 0, etypes {rep=UNSUPPORTED:(0)} alice@R for host/none@R, Server not found in Kerberos database
+//	Dec 02 06:44:11 vm kadmind[12979](Notice): Request: kadm5_randkey_principal, alice@R, success, client=admin/admin@R, service=kadmin/admin@R, addr=127.0.0.1
+//	Dec 02 06:44:11 vm kadmind[12979](Notice): chpw request from 127.0.0.1 for alice@R: success
+
+var months = [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
+
+// syslogTime parses "Dec 02 06:43:27" (or "Dec  2 06:43:27") at the start
+// of line into month, day and seconds of the day.
+func syslogTime(line []byte) (month, day, hh, mm, ss int, ok bool) {
+	if len(line) < 16 || line[3] != ' ' || line[6] != ' ' || line[9] != ':' || line[12] != ':' || line[15] != ' ' {
+		return 0, 0, 0, 0, 0, false
+	}
+	for i, m := range months {
+		if line[0] == m[0] && line[1] == m[1] && line[2] == m[2] {
+			month = i + 1
+			break
+		}
+	}
+	if month == 0 {
+		return 0, 0, 0, 0, 0, false
+	}
+	d0 := line[4]
+	if d0 == ' ' {
+		d0 = '0'
+	}
+	var okd, okh, okm, oks bool
+	day, okd = atoiN([]byte{d0, line[5]})
+	hh, okh = atoiN(line[7:9])
+	mm, okm = atoiN(line[10:12])
+	ss, oks = atoiN(line[13:15])
+	if !okd || !okh || !okm || !oks || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60 {
+		return 0, 0, 0, 0, 0, false
+	}
+	return month, day, hh, mm, ss, true
+}
+
+// syslogUnix applies the year rule of the package doc.
+func (r *Reader) syslogUnix(month, day, hh, mm, ss int) int64 {
+	if r.year == 0 {
+		r.year = r.mtime.In(r.loc).Year()
+		if r.days.unix(r.year, month, day, hh, mm, ss) > r.mtime.Unix()+86400 {
+			r.year--
+		}
+	} else if month < r.prevMonth {
+		r.year++
+	}
+	r.prevMonth = month
+	return r.days.unix(r.year, month, day, hh, mm, ss)
+}
+
+var (
+	asReq   = []byte("AS_REQ ")
+	tgsReq  = []byte("TGS_REQ ")
+	request = []byte("Request: kadm5_")
+	chpw    = []byte("chpw request from ")
+	setpw   = []byte("setpw request from ")
+
+	statusIssue  = []byte("ISSUE")
+	statusNeeded = []byte("NEEDED_PREAUTH")
+)
+
+// mitStatus maps krb5kdc's status words to the names events carry.
+var mitStatus = map[string][]byte{
+	"LOOKING_UP_SERVER":  []byte("S_PRINCIPAL_UNKNOWN"),
+	"CLIENT KEY EXPIRED": []byte("KEY_EXPIRED"),
+	"CLIENT EXPIRED":     []byte("CLIENT_EXPIRED"),
+	"SERVICE EXPIRED":    []byte("SERVICE_EXPIRED"),
+	"CLIENT LOCKED OUT":  []byte("CLIENT_LOCKED_OUT"),
+}
+
+// parseMIT parses one syslog-style line. known is true for a line of a
+// KDC or kadmind log that records no request (start-up, padata detail).
+func (r *Reader) parseMIT(line []byte) (ok, known bool) {
+	month, day, hh, mm, ss, good := syslogTime(line)
+	if !good {
+		return false, false
+	}
+	_, msg, found := cut(line[16:], "): ")
+	if !found {
+		return false, false
+	}
+	t := r.syslogUnix(month, day, hh, mm, ss)
+	switch {
+	case bytes.HasPrefix(msg, asReq):
+		return r.mitRequest(t, AS, msg[len(asReq):])
+	case bytes.HasPrefix(msg, tgsReq):
+		return r.mitRequest(t, TGS, msg[len(tgsReq):])
+	case bytes.HasPrefix(msg, request):
+		return r.mitKadm(t, msg[len(request):]), true
+	case bytes.HasPrefix(msg, chpw):
+		return r.mitPasswd(t, msg[len(chpw):], false), true
+	case bytes.HasPrefix(msg, setpw):
+		return r.mitPasswd(t, msg[len(setpw):], true), true
+	}
+	return false, true
+}
+
+// mitRequest parses "(N etypes {...}) ADDR: STATUS: rest".
+func (r *Reader) mitRequest(t int64, k Kind, msg []byte) (ok, known bool) {
+	// The etype list holds "(18), " but never ") " before its end.
+	_, rest, found := cut(msg, ") ")
+	if !found {
+		return false, false
+	}
+	addr, rest, found := cut(rest, ": ")
+	if !found {
+		return false, false
+	}
+	status, rest, found := cut(rest, ": ")
+	if !found {
+		return false, false
+	}
+	if bytes.Equal(status, statusNeeded) {
+		return false, true // the first round of every pre-authenticated login
+	}
+	if bytes.HasPrefix(rest, []byte("authtime ")) {
+		num := rest[len("authtime "):]
+		end := bytes.IndexByte(num, ',')
+		if end < 0 {
+			return false, false
+		}
+		if k == AS && bytes.Equal(status, statusIssue) {
+			// An AS ticket's authtime is the moment of issue, exact to
+			// the second and with its year.
+			if at, good := atoiN(num[:end]); good && at > 0 {
+				t = int64(at)
+			}
+		}
+		i := bytes.IndexByte(rest, '}')
+		if i < 0 {
+			return false, false
+		}
+		rest = bytes.TrimLeft(rest[i+1:], ", ")
+	}
+	client, service, found := cut(rest, " for ")
+	if !found || len(client) == 0 {
+		return false, false
+	}
+	if i := bytes.Index(service, []byte(", ")); i >= 0 {
+		service = service[:i]
+	}
+	if bytes.Equal(status, statusIssue) {
+		status = nil
+	} else if m, isMapped := mitStatus[string(status)]; isMapped {
+		status = m
+	} else if bytes.IndexByte(status, ' ') >= 0 {
+		r.scratch = append(r.scratch[:0], status...)
+		for i, c := range r.scratch {
+			if c == ' ' {
+				r.scratch[i] = '_'
+			}
+		}
+		status = r.scratch
+	}
+	r.set(t, k, client, service, addr, status)
+	return true, true
+}
+
+// keyChangeOps are the kadmind requests that give a principal new keys.
+var keyChangeOps = [][]byte{[]byte("randkey_principal"), []byte("chpass_principal"), []byte("setkey_principal")}
+
+// mitKadm parses "randkey_principal, alice@R, success, client=...".
+func (r *Reader) mitKadm(t int64, msg []byte) bool {
+	op, rest, found := cut(msg, ", ")
+	if !found {
+		return false
+	}
+	change := false
+	for _, k := range keyChangeOps {
+		if bytes.HasPrefix(op, k) {
+			change = true
+		}
+	}
+	if !change {
+		return false
+	}
+	princ, rest, found := cut(rest, ", ")
+	if !found || !bytes.HasPrefix(rest, []byte("success")) {
+		return false
+	}
+	var addr []byte
+	if _, a, ok := cut(rest, "addr="); ok {
+		addr, _, _ = cut(a, ",")
+	}
+	r.set(t, KeyChange, princ, nil, addr, nil)
+	return true
+}
+
+// mitPasswd parses "ADDR for alice@R: success" (chpw) or
+// "ADDR by admin@R for alice@R: success" (setpw).
+func (r *Reader) mitPasswd(t int64, msg []byte, set bool) bool {
+	addr, rest, found := cut(msg, " ")
+	if !found {
+		return false
+	}
+	if set {
+		if _, rest, found = cut(rest, " for "); !found {
+			return false
+		}
+	} else if rest, found = bytes.CutPrefix(rest, []byte("for ")); !found {
+		return false
+	}
+	princ, status, found := cut(rest, ": ")
+	if !found || !bytes.HasPrefix(status, []byte("success")) {
+		return false
+	}
+	r.set(t, KeyChange, princ, nil, addr, nil)
+	return true
+}
