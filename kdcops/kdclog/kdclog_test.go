@@ -15,8 +15,8 @@ import (
 
 // ev is an Event with strings, for comparing.
 type ev struct {
-	Time                            int64
-	Kind                            Kind
+	Time                          int64
+	Kind                          Kind
 	Client, Service, Addr, Status string
 }
 
