@@ -8,8 +8,8 @@ import (
 // Merged yields the events of several logs in time order: the logs of
 // several KDCs, and each KDC's rotated files (kdc.log.2.gz, kdc.log.1,
 // kdc.log), in any order on the command line. Each file must be in time
-// order itself, as a KDC writes it; events of the same second keep the
-// order of the paths.
+// order itself, as a KDC writes it; in one second key changes come first,
+// then events in the order of the paths.
 type Merged struct {
 	readers []*Reader
 	cur     []*Event // each reader's next event; nil when it is done
@@ -53,7 +53,7 @@ func (m *Merged) Next() (*Event, *Reader, error) {
 	// (the common case) it costs one comparison.
 	best := -1
 	for i, ev := range m.cur {
-		if ev != nil && (best < 0 || ev.Time < m.cur[best].Time) {
+		if ev != nil && (best < 0 || before(ev, m.cur[best])) {
 			best = i
 		}
 	}
@@ -62,6 +62,17 @@ func (m *Merged) Next() (*Event, *Reader, error) {
 		return nil, nil, io.EOF
 	}
 	return m.cur[best], m.readers[best], nil
+}
+
+// before orders events: by time, and in one second a key change first.
+// Logs have a resolution of one second; a login refused in the second
+// of its key change was refused for it, and a key change read after it
+// would hide the host that missed the change.
+func before(a, b *Event) bool {
+	if a.Time != b.Time {
+		return a.Time < b.Time
+	}
+	return a.Kind == KeyChange && b.Kind != KeyChange
 }
 
 // Readers are the open logs, in the order of the paths.

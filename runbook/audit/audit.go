@@ -14,9 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/krbops/krbops/internal/readcap"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/kdcops/kdclog"
-	"github.com/krbops/krbops/internal/readcap"
 	"github.com/krbops/krbops/runbook"
 )
 
@@ -425,7 +425,7 @@ func (c Check) keytabRules(r *run) runbook.Result {
 			ev["logs_from"], ev["logs_to"] = stamp(r.stats.First), stamp(r.stats.Last)
 		}
 		metrics = append(metrics, runbook.Metric{Name: "krbops_audit_keytab_written_timestamp_seconds",
-			Help: "Unix time the newest kvno of a principal was written to a keytab.",
+			Help:   "Unix time the newest kvno of a principal was written to a keytab.",
 			Labels: map[string]string{"principal": k.Principal, "keytab": k.Path}, Value: float64(k.Written.Unix())})
 		if p == nil {
 			fs = append(fs, finding("AU007", k.Path, k.Principal, fmt.Sprintf("keytab holds kvno %d but no KDC log line names the principal", k.KVNO), ev))
