@@ -49,8 +49,7 @@ func (m *Merged) Next() (*Event, *Reader, error) {
 		}
 		m.cur[m.last] = ev
 	}
-	// A linear scan: a run reads a handful of files, and with one file
-	// (the common case) it costs one comparison.
+	// A linear scan: a run reads a handful of files.
 	best := -1
 	for i, ev := range m.cur {
 		if ev != nil && (best < 0 || before(ev, m.cur[best])) {

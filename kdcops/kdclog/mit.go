@@ -107,11 +107,13 @@ func (r *Reader) parseMIT(line []byte) (ok, known bool) {
 
 // mitRequest parses "(N etypes {...}) ADDR: STATUS: rest".
 func (r *Reader) mitRequest(t int64, k Kind, msg []byte) (ok, known bool) {
-	// The etype list holds "(18), " but never ") " before its end.
-	_, rest, found := cut(msg, ") ")
-	if !found {
+	// "(N etypes {...}) ": one scan for the brace; the list holds many
+	// parentheses ("(18), ") and no brace.
+	i := bytes.IndexByte(msg, '}')
+	if i < 0 || i+2 >= len(msg) || msg[i+1] != ')' || msg[i+2] != ' ' {
 		return false, false
 	}
+	rest := msg[i+3:]
 	addr, rest, found := cut(rest, ": ")
 	if !found {
 		return false, false
@@ -140,7 +142,10 @@ func (r *Reader) mitRequest(t int64, k Kind, msg []byte) (ok, known bool) {
 		if i < 0 {
 			return false, false
 		}
-		rest = bytes.TrimLeft(rest[i+1:], ", ")
+		rest = rest[i+1:]
+		for len(rest) > 0 && (rest[0] == ',' || rest[0] == ' ') {
+			rest = rest[1:]
+		}
 	}
 	client, service, found := cut(rest, " for ")
 	if !found || len(client) == 0 {

@@ -139,7 +139,9 @@ func (r *Reader) readLine() ([]byte, error) {
 		}
 		r.lineNo++
 		r.stats.Lines++
-		line = bytes.TrimRight(line, "\r\n")
+		for len(line) > 0 && (line[len(line)-1] == '\n' || line[len(line)-1] == '\r') {
+			line = line[:len(line)-1]
+		}
 		return line, nil
 	}
 }
