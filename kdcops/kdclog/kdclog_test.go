@@ -300,3 +300,26 @@ func TestUsage(t *testing.T) {
 		t.Errorf("web failures after the key change: %+v", web)
 	}
 }
+
+// Lines cross the reader's blocks, and a line longer than a whole block
+// is one bad line, not the end of the file.
+func TestBlocksAndHugeLine(t *testing.T) {
+	var b strings.Builder
+	n := 0
+	for i := range 3 * blockSize / 150 {
+		if i == 7000 {
+			b.WriteString(strings.Repeat("y", 2*blockSize+17) + "\n")
+		}
+		fmt.Fprintf(&b, "Dec 02 06:00:%02d kdc krb5kdc[1](info): TGS_REQ (1 etypes {x(18)}) 10.0.0.1: ISSUE: authtime 1, etypes {rep=18}, u%d@R for host/a@R\n", i%60, i)
+		n++
+	}
+	got, st := readAll(t, writeAt(t, "kdc.log", []byte(b.String()), time.Now()), time.UTC)
+	if len(got) != n || st.Bad != 1 || st.Lines != int64(n+1) || st.Samples[0].Line != 7001 {
+		t.Fatalf("%d events of %d, stats %+v", len(got), n, st)
+	}
+	for i, e := range got {
+		if e.Client != fmt.Sprintf("u%d@R", i) {
+			t.Fatalf("event %d is %s: out of order or torn at a block edge", i, e.Client)
+		}
+	}
+}

@@ -78,10 +78,38 @@ var mitStatus = map[string][]byte{
 	"CLIENT LOCKED OUT":  []byte("CLIENT_LOCKED_OUT"),
 }
 
+// mitLine is one parsed krb5kdc or kadmind line, before the year of its
+// timestamp is known: parsing needs no state, so workers can do it in
+// parallel; the reader applies the year rule in order.
+type mitLine struct {
+	month, day, hh, mm, ss int
+	exact                  int64 // the Unix time when the line carries one (an AS ticket's authtime), else 0
+	kind                   Kind
+	client, service, addr  []byte
+	status                 []byte
+}
+
 // parseMIT parses one syslog-style line. known is true for a line of a
 // KDC or kadmind log that records no request (start-up, padata detail).
 func (r *Reader) parseMIT(line []byte) (ok, known bool) {
-	month, day, hh, mm, ss, good := syslogTime(line)
+	var m mitLine
+	ok, known = parseMITLine(line, &m)
+	if known {
+		t := r.syslogUnix(m.month, m.day, m.hh, m.mm, m.ss)
+		if ok {
+			if m.exact != 0 {
+				t = m.exact
+			}
+			r.set(t, m.kind, m.client, m.service, m.addr, m.status)
+		}
+	}
+	return ok, known
+}
+
+// parseMITLine parses line into m without the reader's state.
+func parseMITLine(line []byte, m *mitLine) (ok, known bool) {
+	var good bool
+	m.month, m.day, m.hh, m.mm, m.ss, good = syslogTime(line)
 	if !good {
 		return false, false
 	}
@@ -89,24 +117,23 @@ func (r *Reader) parseMIT(line []byte) (ok, known bool) {
 	if !found {
 		return false, false
 	}
-	t := r.syslogUnix(month, day, hh, mm, ss)
 	switch {
 	case bytes.HasPrefix(msg, asReq):
-		return r.mitRequest(t, AS, msg[len(asReq):])
+		return m.request(AS, msg[len(asReq):])
 	case bytes.HasPrefix(msg, tgsReq):
-		return r.mitRequest(t, TGS, msg[len(tgsReq):])
+		return m.request(TGS, msg[len(tgsReq):])
 	case bytes.HasPrefix(msg, request):
-		return r.mitKadm(t, msg[len(request):]), true
+		return m.kadm(msg[len(request):]), true
 	case bytes.HasPrefix(msg, chpw):
-		return r.mitPasswd(t, msg[len(chpw):], false), true
+		return m.passwd(msg[len(chpw):], false), true
 	case bytes.HasPrefix(msg, setpw):
-		return r.mitPasswd(t, msg[len(setpw):], true), true
+		return m.passwd(msg[len(setpw):], true), true
 	}
 	return false, true
 }
 
-// mitRequest parses "(N etypes {...}) ADDR: STATUS: rest".
-func (r *Reader) mitRequest(t int64, k Kind, msg []byte) (ok, known bool) {
+// request parses "(N etypes {...}) ADDR: STATUS: rest".
+func (m *mitLine) request(k Kind, msg []byte) (ok, known bool) {
 	// "(N etypes {...}) ": one scan for the brace; the list holds many
 	// parentheses ("(18), ") and no brace.
 	i := bytes.IndexByte(msg, '}')
@@ -125,6 +152,7 @@ func (r *Reader) mitRequest(t int64, k Kind, msg []byte) (ok, known bool) {
 	if bytes.Equal(status, statusNeeded) {
 		return false, true // the first round of every pre-authenticated login
 	}
+	m.exact = 0
 	if bytes.HasPrefix(rest, []byte("authtime ")) {
 		num := rest[len("authtime "):]
 		end := bytes.IndexByte(num, ',')
@@ -135,7 +163,7 @@ func (r *Reader) mitRequest(t int64, k Kind, msg []byte) (ok, known bool) {
 			// An AS ticket's authtime is the moment of issue, exact to
 			// the second and with its year.
 			if at, good := atoiN(num[:end]); good && at > 0 {
-				t = int64(at)
+				m.exact = int64(at)
 			}
 		}
 		i := bytes.IndexByte(rest, '}')
@@ -156,26 +184,20 @@ func (r *Reader) mitRequest(t int64, k Kind, msg []byte) (ok, known bool) {
 	}
 	if bytes.Equal(status, statusIssue) {
 		status = nil
-	} else if m, isMapped := mitStatus[string(status)]; isMapped {
-		status = m
+	} else if mapped, isMapped := mitStatus[string(status)]; isMapped {
+		status = mapped
 	} else if bytes.IndexByte(status, ' ') >= 0 {
-		r.scratch = append(r.scratch[:0], status...)
-		for i, c := range r.scratch {
-			if c == ' ' {
-				r.scratch[i] = '_'
-			}
-		}
-		status = r.scratch
+		status = bytes.ReplaceAll(status, []byte(" "), []byte("_")) // rare: a copy
 	}
-	r.set(t, k, client, service, addr, status)
+	m.kind, m.client, m.service, m.addr, m.status = k, client, service, addr, status
 	return true, true
 }
 
 // keyChangeOps are the kadmind requests that give a principal new keys.
 var keyChangeOps = [][]byte{[]byte("randkey_principal"), []byte("chpass_principal"), []byte("setkey_principal")}
 
-// mitKadm parses "randkey_principal, alice@R, success, client=...".
-func (r *Reader) mitKadm(t int64, msg []byte) bool {
+// kadm parses "randkey_principal, alice@R, success, client=...".
+func (m *mitLine) kadm(msg []byte) bool {
 	op, rest, found := cut(msg, ", ")
 	if !found {
 		return false
@@ -197,13 +219,13 @@ func (r *Reader) mitKadm(t int64, msg []byte) bool {
 	if _, a, ok := cut(rest, "addr="); ok {
 		addr, _, _ = cut(a, ",")
 	}
-	r.set(t, KeyChange, princ, nil, addr, nil)
+	m.exact, m.kind, m.client, m.service, m.addr, m.status = 0, KeyChange, princ, nil, addr, nil
 	return true
 }
 
-// mitPasswd parses "ADDR for alice@R: success" (chpw) or
+// passwd parses "ADDR for alice@R: success" (chpw) or
 // "ADDR by admin@R for alice@R: success" (setpw).
-func (r *Reader) mitPasswd(t int64, msg []byte, set bool) bool {
+func (m *mitLine) passwd(msg []byte, set bool) bool {
 	addr, rest, found := cut(msg, " ")
 	if !found {
 		return false
@@ -219,6 +241,6 @@ func (r *Reader) mitPasswd(t int64, msg []byte, set bool) bool {
 	if !found || !bytes.HasPrefix(status, []byte("success")) {
 		return false
 	}
-	r.set(t, KeyChange, princ, nil, addr, nil)
+	m.exact, m.kind, m.client, m.service, m.addr, m.status = 0, KeyChange, princ, nil, addr, nil
 	return true
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,7 +22,6 @@ type Reader struct {
 	path  string
 	f     *os.File
 	zr    *gzip.Reader
-	br    *bufio.Reader
 	mtime time.Time
 	loc   *time.Location
 
@@ -40,6 +38,8 @@ type Reader struct {
 	heimdal heimdalState
 	csvCols map[string]int
 	scratch []byte
+
+	pipe pipeline
 }
 
 // Open opens the log at path. The caller must Close it.
@@ -64,7 +64,7 @@ func openIn(path string, loc *time.Location) (*Reader, error) {
 		r.zr = zr
 		src = zr
 	}
-	r.br = bufio.NewReaderSize(src, MaxLine)
+	r.pipe.start(src)
 	return r, nil
 }
 
@@ -77,8 +77,9 @@ func (r *Reader) Format() Format { return r.format }
 // Stats returns what the reader counted so far.
 func (r *Reader) Stats() Stats { return r.stats }
 
-// Close closes the file.
+// Close stops the reader's workers and closes the file.
 func (r *Reader) Close() error {
+	r.pipe.stop()
 	if r.zr != nil {
 		r.zr.Close()
 	}
@@ -90,11 +91,20 @@ func (r *Reader) Close() error {
 // error is the file's (a read failure, a corrupt gzip stream).
 func (r *Reader) Next() (*Event, error) {
 	for {
-		line, err := r.readLine()
-		if line == nil {
-			return nil, err
+		if r.pipe.cur == nil || r.pipe.idx >= len(r.pipe.cur.recs) {
+			if err := r.pipe.advance(); err != nil {
+				if err != io.EOF {
+					err = fmt.Errorf("%s: line %d: %w", r.path, r.lineNo+1, err)
+				}
+				return nil, err
+			}
+			continue
 		}
-		if r.parse(line) {
+		rc := &r.pipe.cur.recs[r.pipe.idx]
+		r.pipe.idx++
+		r.lineNo++
+		r.stats.Lines++
+		if r.take(rc) {
 			r.stats.Events++
 			t := r.ev.Time
 			if r.stats.First == 0 || t < r.stats.First {
@@ -108,46 +118,30 @@ func (r *Reader) Next() (*Event, error) {
 	}
 }
 
-// readLine returns the next line without its end, or nil and the error
-// that ended the file (io.EOF at a clean end).
-func (r *Reader) readLine() ([]byte, error) {
-	for {
-		line, err := r.br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			r.lineNo++
-			r.stats.Lines++
-			r.stats.bad(r.path, r.lineNo, line)
-			for errors.Is(err, bufio.ErrBufferFull) {
-				_, err = r.br.ReadSlice('\n')
-			}
-			if err != nil && err != io.EOF {
-				return nil, r.readErr(err)
-			}
-			if err == io.EOF {
-				return nil, io.EOF
-			}
-			continue
-		}
-		if len(line) == 0 {
-			if err == nil || err == io.EOF {
-				return nil, io.EOF
-			}
-			return nil, r.readErr(err)
-		}
-		if err != nil && err != io.EOF {
-			return nil, r.readErr(err)
-		}
-		r.lineNo++
-		r.stats.Lines++
-		for len(line) > 0 && (line[len(line)-1] == '\n' || line[len(line)-1] == '\r') {
-			line = line[:len(line)-1]
-		}
-		return line, nil
+// take turns one record of a worker into the reader's event; it reports
+// whether the line is an event.
+func (r *Reader) take(rc *rec) bool {
+	switch rc.state {
+	case recLong:
+		r.stats.bad(r.path, r.lineNo, rc.line)
+		return false
+	case recSeq:
+		return r.parse(rc.line)
 	}
-}
-
-func (r *Reader) readErr(err error) error {
-	return fmt.Errorf("%s: line %d: %w", r.path, r.lineNo+1, err)
+	if r.format == "" {
+		r.format = FormatMIT
+	}
+	m := &rc.m
+	if rc.state == recIgnored {
+		r.stats.Ignored++
+		return false
+	}
+	t := r.syslogUnix(m.month, m.day, m.hh, m.mm, m.ss)
+	if m.exact != 0 {
+		t = m.exact
+	}
+	r.set(t, m.kind, m.client, m.service, m.addr, m.status)
+	return true
 }
 
 // parse fills r.ev from line and reports whether it is an event.
