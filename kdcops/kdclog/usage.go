@@ -2,6 +2,8 @@ package kdclog
 
 import (
 	"bytes"
+	"hash/maphash"
+	"runtime"
 	"slices"
 )
 
@@ -55,50 +57,121 @@ func (p *Principal) LastUsed() int64 { return max(p.LastAS, p.LastTGS, p.LastTGS
 
 // Usage aggregates events per principal. Feed it events in time order
 // (a [Merged] read): the failures after a key change depend on it.
+//
+// The work is split over shards by principal, each with its own map and
+// goroutine, so a busy log of 100,000 principals keeps both CPUs of a
+// small host busy: per principal the order of events is kept, which is
+// all the aggregates need. Add copies what it keeps of an event; call
+// [Usage.Sorted] (or Wait) before reading Principals.
 type Usage struct {
 	// Keep, when set, selects the principals to aggregate (--principal);
-	// the others cost one call per event and no memory.
-	Keep       func(principal string) bool
+	// the others cost one call each and no memory. It is called from
+	// several goroutines.
+	Keep func(principal string) bool
+	// Principals holds every aggregated principal once Wait returned.
 	Principals map[string]*Principal
+
+	seed   maphash.Seed
+	shards []*shard
+	waited bool
 }
 
-// NewUsage returns an empty Usage.
-func NewUsage(keep func(string) bool) *Usage {
-	return &Usage{Keep: keep, Principals: map[string]*Principal{}}
+// op is what one item does to one principal.
+type op uint8
+
+const (
+	opKeyChange  op = iota + 1
+	opFailure       // a refused request (AS: the client's, TGS: the service's)
+	opClientAS      // a TGT issued to it
+	opClientTGS     // a service ticket it asked for
+	opServiceTGS    // a service ticket issued for it
+)
+
+// item is one op on one principal; its bytes are in the batch's arena.
+type item struct {
+	op                 op
+	kind               Kind
+	t                  int64
+	name, addr, status [2]int32 // start, end in arena
+}
+
+type batch struct {
+	items []item
+	arena []byte
+}
+
+type shard struct {
+	in   chan *batch
+	free chan *batch
+	cur  *batch
+	m    map[string]*Principal
+	keep func(string) bool
+	done chan struct{}
 }
 
 var krbtgt = []byte("krbtgt/")
 
-// get returns name's aggregate, creating it; nil when Keep refuses it or
-// it is the realm's own krbtgt.
-func (u *Usage) get(name []byte) *Principal {
-	if len(name) == 0 || bytes.HasPrefix(name, krbtgt) {
-		return nil
+// batchItems is how many items a shard takes at once.
+const batchItems = 4096
+
+// NewUsage returns an empty Usage whose shards run until Wait.
+func NewUsage(keep func(string) bool) *Usage {
+	n := min(runtime.GOMAXPROCS(0), 4)
+	u := &Usage{Keep: keep, seed: maphash.MakeSeed()}
+	for range n {
+		sh := &shard{in: make(chan *batch, 2), free: make(chan *batch, 3), m: map[string]*Principal{}, keep: keep, done: make(chan struct{})}
+		sh.cur = &batch{}
+		go sh.run()
+		u.shards = append(u.shards, sh)
 	}
-	if p, ok := u.Principals[string(name)]; ok {
-		return p
-	}
-	s := string(name)
-	if u.Keep != nil && !u.Keep(s) {
-		// Remember the refusal so the filter runs once per principal.
-		u.Principals[s] = nil
-		return nil
-	}
-	p := &Principal{Name: s}
-	u.Principals[s] = p
-	return p
+	return u
 }
 
-// Add counts one event.
+func (sh *shard) run() {
+	defer close(sh.done)
+	for b := range sh.in {
+		for i := range b.items {
+			sh.apply(&b.items[i], b.arena)
+		}
+		b.items, b.arena = b.items[:0], b.arena[:0]
+		select {
+		case sh.free <- b:
+		default:
+		}
+	}
+}
+
+func (u *Usage) push(o op, k Kind, t int64, name, addr, status []byte) {
+	if len(name) == 0 || bytes.HasPrefix(name, krbtgt) {
+		return
+	}
+	sh := u.shards[0]
+	if len(u.shards) > 1 {
+		sh = u.shards[maphash.Bytes(u.seed, name)%uint64(len(u.shards))]
+	}
+	b := sh.cur
+	put := func(p []byte) [2]int32 {
+		start := int32(len(b.arena))
+		b.arena = append(b.arena, p...)
+		return [2]int32{start, int32(len(b.arena))}
+	}
+	b.items = append(b.items, item{op: o, kind: k, t: t, name: put(name), addr: put(addr), status: put(status)})
+	if len(b.items) >= batchItems {
+		sh.in <- b
+		select {
+		case sh.cur = <-sh.free:
+		default:
+			sh.cur = &batch{}
+		}
+	}
+}
+
+// Add counts one event; the event may be reused once Add returns.
 func (u *Usage) Add(ev *Event) {
 	t := ev.Time
 	switch ev.Kind {
 	case KeyChange:
-		if p := u.get(ev.Client); p != nil {
-			p.KeyChanges++
-			p.LastKeyChange = max(p.LastKeyChange, t)
-			p.FailedSince, p.FailedSinceFirst, p.FailedSinceLast, p.FailedSinceAddrs = 0, 0, 0, p.FailedSinceAddrs[:0]
-		}
+		u.push(opKeyChange, ev.Kind, t, ev.Client, ev.Addr, nil)
 		return
 	case AS, TGS:
 	default:
@@ -111,48 +184,104 @@ func (u *Usage) Add(ev *Event) {
 		if ev.Kind == TGS {
 			who = ev.Service
 		}
-		p := u.get(who)
-		if p == nil {
-			return
+		u.push(opFailure, ev.Kind, t, who, ev.Addr, ev.Status)
+		return
+	}
+	if ev.Kind == AS {
+		u.push(opClientAS, AS, t, ev.Client, ev.Addr, nil)
+		return
+	}
+	u.push(opClientTGS, TGS, t, ev.Client, ev.Addr, nil)
+	u.push(opServiceTGS, TGS, t, ev.Service, nil, nil)
+}
+
+// Wait hands the last batches to the shards, waits for them and fills
+// Principals. Add must not be called after it.
+func (u *Usage) Wait() {
+	if u.waited {
+		return
+	}
+	u.waited = true
+	for _, sh := range u.shards {
+		if len(sh.cur.items) > 0 {
+			sh.in <- sh.cur
 		}
+		close(sh.in)
+	}
+	u.Principals = map[string]*Principal{}
+	for _, sh := range u.shards {
+		<-sh.done
+		for k, p := range sh.m {
+			if p != nil {
+				u.Principals[k] = p
+			}
+		}
+	}
+}
+
+// get returns name's aggregate, creating it; nil when keep refuses it.
+func (sh *shard) get(name []byte) *Principal {
+	if p, ok := sh.m[string(name)]; ok {
+		return p
+	}
+	s := string(name)
+	if sh.keep != nil && !sh.keep(s) {
+		// Remember the refusal so the filter runs once per principal.
+		sh.m[s] = nil
+		return nil
+	}
+	p := &Principal{Name: s}
+	sh.m[s] = p
+	return p
+}
+
+func (sh *shard) apply(it *item, arena []byte) {
+	span := func(s [2]int32) []byte { return arena[s[0]:s[1]] }
+	p := sh.get(span(it.name))
+	if p == nil {
+		return
+	}
+	t, addr := it.t, span(it.addr)
+	switch it.op {
+	case opKeyChange:
+		p.KeyChanges++
+		p.LastKeyChange = max(p.LastKeyChange, t)
+		p.FailedSince, p.FailedSinceFirst, p.FailedSinceLast, p.FailedSinceAddrs = 0, 0, 0, p.FailedSinceAddrs[:0]
+	case opFailure:
+		status := span(it.status)
 		if p.Failures == nil {
 			p.Failures = map[string]int64{}
 		}
-		p.Failures[string(ev.Status)]++
+		p.Failures[string(status)]++
 		p.LastFailure = max(p.LastFailure, t)
-		if ev.Kind == AS && p.LastKeyChange > 0 && t >= p.LastKeyChange && !bytes.Equal(ev.Status, stClientNotFound) {
+		if it.kind == AS && p.LastKeyChange > 0 && t >= p.LastKeyChange && !bytes.Equal(status, stClientNotFound) {
 			p.FailedSince++
 			if p.FailedSinceFirst == 0 {
 				p.FailedSinceFirst = t
 			}
 			p.FailedSinceLast = t
-			p.FailedSinceAddrs, _ = addAddr(p.FailedSinceAddrs, ev.Addr)
+			p.FailedSinceAddrs, _ = addAddr(p.FailedSinceAddrs, addr)
 		}
-		return
-	}
-	if c := u.get(ev.Client); c != nil {
-		if ev.Kind == AS {
-			c.AS++
-			if c.FirstAS == 0 || t < c.FirstAS {
-				c.FirstAS = t
+	case opClientAS, opClientTGS:
+		if it.op == opClientAS {
+			p.AS++
+			if p.FirstAS == 0 || t < p.FirstAS {
+				p.FirstAS = t
 			}
-			c.LastAS = max(c.LastAS, t)
+			p.LastAS = max(p.LastAS, t)
 		} else {
-			c.TGSAsked++
-			c.LastTGSAsked = max(c.LastTGSAsked, t)
+			p.TGSAsked++
+			p.LastTGSAsked = max(p.LastTGSAsked, t)
 		}
 		var over bool
-		c.Addrs, over = addAddr(c.Addrs, ev.Addr)
-		c.AddrsTruncated = c.AddrsTruncated || over
-	}
-	if ev.Kind == TGS {
-		if s := u.get(ev.Service); s != nil {
-			s.TGS++
-			if s.FirstTGS == 0 || t < s.FirstTGS {
-				s.FirstTGS = t
-			}
-			s.LastTGS = max(s.LastTGS, t)
+		p.Addrs, over = addAddr(p.Addrs, addr)
+		p.AddrsTruncated = p.AddrsTruncated || over
+	case opServiceTGS:
+		p.TGS++
+		if p.FirstTGS == 0 || t < p.FirstTGS {
+			p.FirstTGS = t
 		}
+		p.LastTGS = max(p.LastTGS, t)
 	}
 }
 
@@ -173,8 +302,10 @@ func addAddr(set []string, addr []byte) (_ []string, over bool) {
 	return append(set, string(addr)), false
 }
 
-// Sorted returns the aggregated principals by name.
+// Sorted waits for the shards (Wait) and returns the aggregated
+// principals by name.
 func (u *Usage) Sorted() []*Principal {
+	u.Wait()
 	out := make([]*Principal, 0, len(u.Principals))
 	for _, p := range u.Principals {
 		if p != nil {

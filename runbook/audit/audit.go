@@ -98,6 +98,7 @@ func (c Check) readLogs(ctx context.Context, r *run) runbook.Result {
 	}
 	defer m.Close()
 	r.usage = kdclog.NewUsage(c.keep)
+	defer r.usage.Wait() // also on an error: it ends the shards' goroutines
 	for n := 0; ; n++ {
 		if n%ctxEvery == 0 && ctx.Err() != nil {
 			return runbook.Errorf("interrupted while reading the logs: %v", ctx.Err())
