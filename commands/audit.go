@@ -127,6 +127,7 @@ func auditRun(ctx context.Context, opts *AuditOptions) error {
 		MaxAge:    time.Duration(opts.MaxAge),
 		MaxHosts:  opts.MaxHosts,
 		Principal: opts.Principal,
+		Metrics:   opts.format() == "prometheus",
 	}
 	return opts.runReport(ctx, runbook.Runbook{Command: "audit", Steps: c.Steps()})
 }

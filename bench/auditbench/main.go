@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -92,9 +93,11 @@ type measure struct {
 	maxRSS    int64 // bytes
 }
 
-// timed runs cmd with its output discarded and returns its wall time,
-// CPU time and peak resident set.
+// timed runs cmd with its output read and discarded (through a pipe: GNU
+// grep stops at the first match when its output is /dev/null) and
+// returns its wall time, CPU time and peak resident set.
 func timed(cmd *exec.Cmd) (measure, error) {
+	cmd.Stdout = io.Discard
 	began := time.Now()
 	err := cmd.Run()
 	m := measure{wall: time.Since(began)}
