@@ -195,29 +195,44 @@ func (c Check) usage(r *run) runbook.Result {
 		if c.Metrics {
 			metrics = append(metrics, principalMetrics(p)...)
 		}
-		ev := principalEvidence(p)
+		// Every principal has a role finding: its evidence is the little
+		// rotate needs, so a fleet's report stays small. The other
+		// findings, rare, carry everything the logs say.
 		rl := role(p)
+		short := runbook.Evidence{"role": rl, "as": p.AS, "tgs": p.TGS}
+		for k, t := range map[string]int64{"last_as": p.LastAS, "last_tgs": p.LastTGS} {
+			if t != 0 {
+				short[k] = stamp(t)
+			}
+		}
 		switch rl {
 		case "client":
-			fs = append(fs, finding("AU002", "", p.Name, fmt.Sprintf("logs in (%d AS) and is never asked for as a service", p.AS), ev))
+			fs = append(fs, finding("AU002", "", p.Name, fmt.Sprintf("logs in (%d AS) and is never asked for as a service", p.AS), short))
 		case "server":
-			fs = append(fs, finding("AU003", "", p.Name, fmt.Sprintf("asked for as a service (%d TGS), never logs in", p.TGS), ev))
+			fs = append(fs, finding("AU003", "", p.Name, fmt.Sprintf("asked for as a service (%d TGS), never logs in", p.TGS), short))
 		case "both":
-			fs = append(fs, finding("AU004", "", p.Name, fmt.Sprintf("logs in (%d AS) and is asked for as a service (%d TGS)", p.AS, p.TGS), ev))
+			fs = append(fs, finding("AU004", "", p.Name, fmt.Sprintf("logs in (%d AS) and is asked for as a service (%d TGS)", p.AS, p.TGS), short))
+		}
+		var full runbook.Evidence
+		ev := func() runbook.Evidence {
+			if full == nil {
+				full = principalEvidence(p)
+			}
+			return full
 		}
 		if last := p.LastUsed(); last > 0 && now.Sub(time.Unix(last, 0)) > c.Since {
-			fs = append(fs, finding("AU001", "", p.Name, fmt.Sprintf("last used %s, more than --since %s ago", stamp(last), sinceText(c.Since)), ev))
+			fs = append(fs, finding("AU001", "", p.Name, fmt.Sprintf("last used %s, more than --since %s ago", stamp(last), sinceText(c.Since)), ev()))
 		}
 		if c.MaxHosts > 0 && len(p.Addrs) > c.MaxHosts {
 			n := fmt.Sprint(len(p.Addrs))
 			if p.AddrsTruncated {
 				n = "more than " + n
 			}
-			fs = append(fs, finding("AU005", "", p.Name, fmt.Sprintf("used from %s addresses, more than --max-hosts %d", n, c.MaxHosts), ev))
+			fs = append(fs, finding("AU005", "", p.Name, fmt.Sprintf("used from %s addresses, more than --max-hosts %d", n, c.MaxHosts), ev()))
 		}
 		if p.FailedSince > 0 {
 			fs = append(fs, finding("AU006", "", p.Name, fmt.Sprintf("%d refused logins from %s after its key changed at %s",
-				p.FailedSince, strings.Join(p.FailedSinceAddrs, ", "), stamp(p.LastKeyChange)), ev))
+				p.FailedSince, strings.Join(p.FailedSinceAddrs, ", "), stamp(p.LastKeyChange)), ev()))
 		}
 	}
 	res := fromFindings(fs, fmt.Sprintf("%d principals", len(ps)))
