@@ -20,12 +20,15 @@ import (
 //
 //	2026-12-02T06:44:03 Changing password for alice@H.TEST
 //
-// One kdc process serves one request at a time, so a request's lines are
-// adjacent; a request whose outcome line never comes (the KDC asked for
+// Heimdal 7.8's kdc opens its log destination twice when both [logging]
+// kdc and [kdc] logging name it, and then writes every line twice in a
+// row: a line equal to the one before is skipped. One kdc process serves
+// one request at a time, so a request's lines are adjacent; a request whose outcome line never comes (the KDC asked for
 // pre-authentication, the client gave up) yields no event.
 type heimdalState struct {
 	kind                  Kind // 0: no request open
 	client, service, addr []byte
+	prev                  []byte // the line before, for doubled logs
 }
 
 func (h *heimdalState) open(k Kind, client, service, addr []byte) {
@@ -67,12 +70,16 @@ func (r *Reader) heimdalTime(line []byte) (int64, bool) {
 }
 
 func (r *Reader) parseHeimdal(line []byte) (ok, known bool) {
+	h := &r.heimdal
+	if bytes.Equal(line, h.prev) {
+		return false, true
+	}
+	h.prev = append(h.prev[:0], line...)
 	t, good := r.heimdalTime(line)
 	if !good {
 		return false, false
 	}
 	msg := line[20:]
-	h := &r.heimdal
 	var k Kind
 	switch {
 	case bytes.HasPrefix(msg, hAS):

@@ -323,3 +323,21 @@ func TestBlocksAndHugeLine(t *testing.T) {
 		}
 	}
 }
+
+// Heimdal's kdc writes every line twice when two settings name one log
+// (the lab's, and production's with both set): each event counts once.
+func TestHeimdalDoubledLines(t *testing.T) {
+	var doubled bytes.Buffer
+	for _, l := range strings.SplitAfter(string(mustRead(t, "heimdal-kdc.log")), "\n") {
+		doubled.WriteString(l + l)
+	}
+	once, _ := readAll(t, copyAt(t, "heimdal-kdc.log", time.Now()), time.UTC)
+	twice, st := readAll(t, writeAt(t, "kdc.log", doubled.Bytes(), time.Now()), time.UTC)
+	if fmt.Sprint(once) != fmt.Sprint(twice) || st.Bad != 0 {
+		t.Fatalf("doubled log:\n got %v\nwant %v", twice, once)
+	}
+	kp, _ := readAll(t, writeAt(t, "kpasswdd.log", []byte(strings.Repeat(string(mustRead(t, "heimdal-kpasswdd.log")), 2)), time.Now()), time.UTC)
+	if len(kp) != 1 {
+		t.Fatalf("doubled kpasswdd line: %v", kp)
+	}
+}

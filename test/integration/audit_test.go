@@ -303,3 +303,71 @@ func describeFindings(fs []runbook.Finding) string {
 	}
 	return b.String()
 }
+
+// The same classification from a Heimdal realm's logs: its kdc log (one
+// request over several lines, each written twice) and kpasswdd's record
+// of a password change made over kpasswd.
+func TestAuditHeimdalLab(t *testing.T) {
+	r := lab.ForTest(t, lab.Options{Kind: lab.Heimdal})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := &auditLab{t: t, r: r, ctx: ctx, dir: t.TempDir()}
+	realm := "@" + r.Name
+	const (
+		cli     = "haudit-cli"
+		svc     = "host/haudit-svc.krbops.test"
+		rotated = "haudit-rotated"
+	)
+	kt := map[string]string{cli: filepath.Join(a.dir, "cli.keytab"), svc: filepath.Join(a.dir, "svc.keytab"), rotated: filepath.Join(a.dir, "rotated.keytab")}
+	for p, path := range kt {
+		pw := ""
+		if p == rotated {
+			pw = "Old-pass-1x"
+		}
+		if err := r.AddPrincipal(ctx, p, pw); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.ExportKeytab(ctx, p, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stale := a.conf("stale", udpRelay(t, r.KDCs[0].Addr, "127.0.0.6"))
+	a.run("", true, "kinit", "-k", "-t", kt[cli], cli)
+	a.run("", true, "kvno", svc)
+	a.run("", true, "kinit", "-k", "-t", kt[rotated], "-c", "FILE:"+filepath.Join(a.dir, "rot.cc"), rotated)
+	// A self change over kpasswd (MIT's client; Heimdal's kpasswdd logs it).
+	cmd := r.Command(ctx, "kpasswd", rotated)
+	cmd.Stdin = strings.NewReader("Old-pass-1x\nNew-pass-2y\nNew-pass-2y\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kpasswd: %v\n%s", err, out)
+	}
+	a.run(stale, false, "kinit", "-k", "-t", kt[rotated], "-c", "FILE:"+filepath.Join(a.dir, "stale.cc"), rotated)
+
+	check := audit.Check{Logs: []string{r.KDCLog(), filepath.Join(r.Dir, "kpasswdd.log")}, Since: 90 * 24 * time.Hour, MaxHosts: 2}
+	rep := runbook.Run(ctx, runbook.Runbook{Command: "audit", Steps: check.Steps()}, runbook.Options{})
+	byRule := map[string]runbook.Finding{}
+	for _, f := range rep.Findings {
+		byRule[f.Rule+" "+f.Principal] = f
+	}
+	want := func(rule, principal string) runbook.Finding {
+		t.Helper()
+		f, ok := byRule[rule+" "+principal+realm]
+		if !ok {
+			t.Fatalf("no %s for %s; findings:\n%s", rule, principal, describeFindings(rep.Findings))
+		}
+		return f
+	}
+	if f := want("AU002", cli); f.Evidence["as"] != int64(1) {
+		t.Errorf("client evidence %v: the doubled log lines counted twice?", f.Evidence)
+	}
+	if f := want("AU003", svc); f.Evidence["tgs"] != int64(1) {
+		t.Errorf("service evidence %v", f.Evidence)
+	}
+	f := want("AU006", rotated)
+	if fmt.Sprint(f.Evidence["failed_since_addresses"]) != "[127.0.0.6]" || f.Evidence["key_changes"] != int64(1) {
+		t.Errorf("rotated evidence %v", f.Evidence)
+	}
+	if res, _ := stepResult(rep, audit.StepLogs); res.Evidence["bad"] != int64(0) {
+		t.Errorf("a Heimdal log line not understood: %v", res.Evidence["samples"])
+	}
+}
