@@ -72,6 +72,12 @@ type auditLab struct {
 	dir string
 }
 
+func newAuditLab(t *testing.T, o lab.Options) *auditLab {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return &auditLab{t: t, r: lab.ForTest(t, o), ctx: ctx, dir: t.TempDir()}
+}
+
 // run runs an MIT tool against the realm, through krb5.conf conf when set.
 func (a *auditLab) run(conf string, wantOK bool, name string, args ...string) {
 	a.t.Helper()
@@ -109,11 +115,8 @@ func afterSecond(t time.Time) {
 // logs of two KDCs (and kadmind's) merged by time; garbage lines are
 // counted, not fatal.
 func TestAuditLabTraffic(t *testing.T) {
-	r := lab.ForTest(t, lab.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	a := &auditLab{t: t, r: r, ctx: ctx, dir: t.TempDir()}
-	realm := "@" + r.Name
+	a := newAuditLab(t, lab.Options{})
+	r, ctx, realm := a.r, a.ctx, "@"+a.r.Name
 	const (
 		cli     = "audit-cli"
 		svc     = "host/audit-svc.krbops.test"
@@ -308,11 +311,8 @@ func describeFindings(fs []runbook.Finding) string {
 // request over several lines, each written twice) and kpasswdd's record
 // of a password change made over kpasswd.
 func TestAuditHeimdalLab(t *testing.T) {
-	r := lab.ForTest(t, lab.Options{Kind: lab.Heimdal})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	a := &auditLab{t: t, r: r, ctx: ctx, dir: t.TempDir()}
-	realm := "@" + r.Name
+	a := newAuditLab(t, lab.Options{Kind: lab.Heimdal})
+	r, ctx, realm := a.r, a.ctx, "@"+a.r.Name
 	const (
 		cli     = "haudit-cli"
 		svc     = "host/haudit-svc.krbops.test"
