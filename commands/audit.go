@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -86,14 +85,8 @@ krbops_audit_findings).` + exitStatusHelp + `
 			if _, err := path.Match(opts.Principal, ""); err != nil {
 				return usageError(fmt.Errorf("--principal %s: bad pattern", opts.Principal), "a shell pattern: * ? [a-z], e.g. --principal 'host/*'")
 			}
-			for _, d := range opts.Dirs {
-				fi, err := os.Stat(d)
-				switch {
-				case err != nil:
-					return usageError(fmt.Errorf("--dir %s: %s", d, describeFileError(err)), "pass an existing directory")
-				case !fi.IsDir():
-					return usageError(fmt.Errorf("--dir %s: not a directory", d), "pass the directory that holds the keytabs")
-				}
+			if err := checkDirs(opts.Dirs, "pass the directory that holds the keytabs"); err != nil {
+				return err
 			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
@@ -112,11 +105,7 @@ krbops_audit_findings).` + exitStatusHelp + `
 }
 
 func auditRuleTable() string {
-	var b strings.Builder
-	for _, r := range audit.Rules {
-		fmt.Fprintf(&b, "  %s  %-4s  %s\n", r.ID, r.Severity, r.Title)
-	}
-	return b.String()
+	return ruleRows(audit.Rules, func(r audit.Rule) (string, string, string) { return r.ID, string(r.Severity), r.Title })
 }
 
 func auditRun(ctx context.Context, opts *AuditOptions) error {
