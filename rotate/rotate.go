@@ -429,7 +429,7 @@ func (r *Rotation) stepLastLogin(context.Context, *runbook.State) runbook.Result
 	}
 	at, found, err := LastLogin(logs, r.Principal, r.runStart)
 	if err != nil {
-		return runbook.Usagef("--kdc-log: %s", describe(err)).WithHint("pass the KDC logs (MIT krb5kdc format) that record the principal's logins")
+		return runbook.Usagef("--kdc-log: %s", describe(err)).WithHint("pass the KDC logs (MIT krb5kdc, Heimdal kdc or an AD 4768 export) that record the principal's logins")
 	}
 	ev := runbook.Evidence{"kdc_logs": logs}
 	if !found {

@@ -156,3 +156,17 @@ func TestDenied(t *testing.T) {
 		t.Error("a malformed pattern was accepted")
 	}
 }
+
+// Issue 14: the pre-check reads Heimdal's KDC log too (a recorded one):
+// the last TGT, not kpasswd's later kadmin/changepw ticket.
+func TestLastLoginHeimdal(t *testing.T) {
+	path := filepath.Join("..", "kdcops", "kdclog", "testdata", "heimdal-kdc.log")
+	at, found, err := LastLogin([]string{path}, "alice@H.TEST", time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	want := time.Date(2026, 12, 2, 6, 43, 52, 0, time.Local)
+	if err != nil || !found || !at.Equal(want) {
+		t.Fatalf("LastLogin = %v %v %v, want %v", at, found, err, want)
+	}
+	if _, found, _ := LastLogin([]string{path}, "nobody@H.TEST", time.Now()); found {
+		t.Error("a refused login (UNKNOWN) counted as a login")
+	}
+}
