@@ -1,0 +1,358 @@
+package integration
+
+// The kpasswd client (kdcops.OnlineClient.KpasswdSet) against a real
+// kpasswd server: which request form it sends (version 1 for a self
+// change, never targname; 0xff80 with targname for set-password), which
+// transport it tries first under udp_preference_limit, and how it falls
+// back. A fault proxy sits in front of the server; to fault one transport
+// and not the other, one proxy listens on UDP and another on TCP at the
+// same port. Nothing here asserts on a duration: where the client must
+// give up on a silent transport its per-attempt timeout is short, and the
+// assertion is on what it tried and why it stopped.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jcmturner/gokrb5/v8/types"
+
+	"github.com/krbops/krbops/internal/faultproxy"
+	"github.com/krbops/krbops/internal/lab"
+	"github.com/krbops/krbops/kdcops"
+)
+
+// kpw is one realm under test and a fresh principal per case.
+type kpw struct {
+	r   *lab.Realm
+	dir string
+}
+
+// kpwCase is one principal with its keytab, and the proxies (UDP and TCP
+// on one port) in front of the realm's kpasswd.
+type kpwCase struct {
+	k        *kpw
+	name     string
+	entries  []kdcops.KeytabEntry
+	udp, tcp *faultproxy.Proxy
+	addr     string
+
+	mu       sync.Mutex
+	requests [][]byte // every request the proxies saw, in order
+	networks []string
+}
+
+// splitProxies starts a UDP proxy and a TCP proxy on one port in front of
+// upstream; either may be nil when noUDP/noTCP asks for nothing to listen
+// there (the client then sees a refusal). The request of every exchange is
+// captured.
+func (c *kpwCase) splitProxies(t *testing.T, upstream string, noUDP, noTCP bool) {
+	t.Helper()
+	capture := func(network string) func([]byte) bool {
+		return func(req []byte) bool {
+			c.mu.Lock()
+			c.requests = append(c.requests, append([]byte(nil), req...))
+			c.networks = append(c.networks, network)
+			c.mu.Unlock()
+			return true
+		}
+	}
+	var last error
+	for range 5 {
+		u, err := faultproxy.Start(faultproxy.Options{Upstream: upstream, Network: "udp", Logf: t.Logf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tp, err := faultproxy.Start(faultproxy.Options{Upstream: upstream, Network: "tcp", Listen: u.Addr(), Logf: t.Logf})
+		if err != nil {
+			u.Close()
+			last = err
+			continue // the TCP port of this number is taken: another port
+		}
+		c.addr = u.Addr()
+		t.Cleanup(func() {
+			if err := tp.Close(); err != nil {
+				t.Errorf("tcp proxy: %v", err)
+			}
+		})
+		if noTCP {
+			tp.Close() // the port stays free: a TCP connect is refused
+		} else {
+			c.tcp = tp
+			c.tcp.SetRule(faultproxy.Rule{Match: capture("tcp")})
+		}
+		if noUDP {
+			u.Close()
+		} else {
+			c.udp = u
+			c.udp.SetRule(faultproxy.Rule{Match: capture("udp")})
+			t.Cleanup(func() {
+				if err := u.Close(); err != nil {
+					t.Errorf("udp proxy: %v", err)
+				}
+			})
+		}
+		return
+	}
+	t.Fatalf("no port free for both UDP and TCP: %v", last)
+}
+
+// fault sets the fault of every exchange on one proxy, still capturing.
+func (c *kpwCase) fault(p *faultproxy.Proxy, network string, f faultproxy.Fault) {
+	p.SetRule(faultproxy.Rule{Fault: f, Match: func(req []byte) bool {
+		c.mu.Lock()
+		c.requests = append(c.requests, append([]byte(nil), req...))
+		c.networks = append(c.networks, network)
+		c.mu.Unlock()
+		return true
+	}})
+}
+
+func (k *kpw) newCase(t *testing.T, name string, noUDP, noTCP bool) *kpwCase {
+	t.Helper()
+	ctx := kpCtx(t)
+	if err := k.r.AddPrincipal(ctx, name, newPassword(t)); err != nil {
+		t.Fatal(err)
+	}
+	kt := filepath.Join(k.dir, name+".keytab")
+	if err := k.r.ExportKeytab(ctx, name, kt); err != nil {
+		t.Fatal(err)
+	}
+	c := &kpwCase{k: k, name: name, entries: readKeys(t, kt)}
+	c.splitProxies(t, k.r.KpasswdAddr, noUDP, noTCP)
+	return c
+}
+
+// client is an OnlineClient whose krb5.conf names the proxies' port as
+// the realm's only kpasswd server, with udp_preference_limit when limit
+// is positive, and a log kept in buf.
+func (c *kpwCase) client(t *testing.T, limit int, timeout time.Duration, buf *bytes.Buffer) *kdcops.OnlineClient {
+	t.Helper()
+	conf := filepath.Join(c.k.dir, fmt.Sprintf("%s-%d.krb5.conf", c.name, limit))
+	if err := c.k.r.WriteKrb5ConfWith(conf, lab.Krb5ConfOptions{KDCs: []string{c.k.r.KDCs[0].Addr}, KpasswdServer: c.addr}); err != nil {
+		t.Fatal(err)
+	}
+	if limit > 0 {
+		b, err := os.ReadFile(conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = bytes.Replace(b, []byte("[libdefaults]\n"), fmt.Appendf(nil, "[libdefaults]\n\tudp_preference_limit = %d\n", limit), 1)
+		if err := os.WriteFile(conf, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := kdcops.LoadConfig(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if limit > 0 && cfg.LibDefaults.UDPPreferenceLimit != limit {
+		t.Fatalf("udp_preference_limit %d, want %d", cfg.LibDefaults.UDPPreferenceLimit, limit)
+	}
+	cl := &kdcops.OnlineClient{Config: cfg, Timeout: timeout}
+	if buf != nil {
+		cl.Log = slog.New(slog.NewJSONHandler(buf, nil))
+	}
+	return cl
+}
+
+func (c *kpwCase) kvno(t *testing.T, name string) uint32 {
+	t.Helper()
+	v, err := c.k.r.KVNO(kpCtx(t), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// seen returns the networks of the captured requests, and the requests.
+func (c *kpwCase) seen() ([]string, [][]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.networks...), append([][]byte(nil), c.requests...)
+}
+
+// wantRequests checks the captured requests went over networks, in order,
+// and are all one request of version v: a fallback resends the same bytes.
+func (c *kpwCase) wantRequests(t *testing.T, v uint16, networks ...string) {
+	t.Helper()
+	got, reqs := c.seen()
+	if strings.Join(got, ",") != strings.Join(networks, ",") {
+		t.Fatalf("requests went over %v, want %v", got, networks)
+	}
+	for i, raw := range reqs {
+		info, err := kdcops.ParseKpasswdRequest(raw, types.EncryptionKey{}) // the clear header only
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if info.Version != v {
+			t.Errorf("request %d over %s has version 0x%04x, want 0x%04x", i, got[i], info.Version, v)
+		}
+		// The proxies capture the message without TCP's length prefix.
+		if i > 0 && !bytes.Equal(raw, reqs[0]) {
+			t.Errorf("request %d differs from the first: a fallback must resend the same message", i)
+		}
+	}
+}
+
+// attempts lists the (server, transport) of every "kpasswd request" the
+// client logged.
+func attempts(t *testing.T, buf *bytes.Buffer) []string {
+	t.Helper()
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if rec["msg"] == "kpasswd request" {
+			out = append(out, fmt.Sprint(rec["transport"]))
+		}
+		for _, v := range rec {
+			if s, ok := v.(string); ok && strings.HasPrefix(s, "Kp-") {
+				t.Errorf("a password reached the log: %q", line)
+			}
+		}
+	}
+	return out
+}
+
+func TestKpasswdClient(t *testing.T) {
+	k := &kpw{r: lab.ForTest(t, lab.Options{}), dir: t.TempDir()}
+	ctx := context.Background
+
+	t.Run("self-udp-first-by-default", func(t *testing.T) {
+		c := k.newCase(t, "kpw-udp", false, false)
+		before := c.kvno(t, c.name)
+		var log bytes.Buffer
+		if err := c.client(t, 0, kpSafety, &log).KpasswdSet(ctx(), c.entries, k.r.Name, []string{c.name}, newPassword(t)); err != nil {
+			t.Fatal(err)
+		}
+		c.wantRequests(t, kdcops.KpasswdVersionChange, "udp")
+		if got := attempts(t, &log); strings.Join(got, ",") != "udp" {
+			t.Errorf("logged attempts %v, want udp", got)
+		}
+		if v := c.kvno(t, c.name); v != before+1 {
+			t.Errorf("kvno %d -> %d, want +1", before, v)
+		}
+	})
+
+	t.Run("self-tcp-first-with-limit-1", func(t *testing.T) {
+		c := k.newCase(t, "kpw-tcp", false, false)
+		before := c.kvno(t, c.name)
+		if err := c.client(t, 1, kpSafety, nil).KpasswdSet(ctx(), c.entries, k.r.Name, []string{c.name}, newPassword(t)); err != nil {
+			t.Fatal(err)
+		}
+		c.wantRequests(t, kdcops.KpasswdVersionChange, "tcp")
+		if v := c.kvno(t, c.name); v != before+1 {
+			t.Errorf("kvno %d -> %d, want +1", before, v)
+		}
+	})
+
+	// Heimdal's case: nothing listens on TCP. With TCP preferred, the
+	// refusal sends the client to UDP.
+	t.Run("tcp-refused-falls-back-to-udp", func(t *testing.T) {
+		c := k.newCase(t, "kpw-refused", false, true)
+		before := c.kvno(t, c.name)
+		var log bytes.Buffer
+		if err := c.client(t, 1, kpSafety, &log).KpasswdSet(ctx(), c.entries, k.r.Name, []string{c.name}, newPassword(t)); err != nil {
+			t.Fatal(err)
+		}
+		if got := attempts(t, &log); strings.Join(got, ",") != "tcp,udp" {
+			t.Errorf("logged attempts %v, want tcp then udp", got)
+		}
+		c.wantRequests(t, kdcops.KpasswdVersionChange, "udp")
+		if v := c.kvno(t, c.name); v != before+1 {
+			t.Errorf("kvno %d -> %d, want +1", before, v)
+		}
+	})
+
+	t.Run("udp-blackholed-falls-back-to-tcp", func(t *testing.T) {
+		c := k.newCase(t, "kpw-udphole", false, false)
+		c.fault(c.udp, "udp", faultproxy.Fault{Kind: faultproxy.Blackhole})
+		before := c.kvno(t, c.name)
+		var log bytes.Buffer
+		if err := c.client(t, 0, kpGiveUp, &log).KpasswdSet(ctx(), c.entries, k.r.Name, []string{c.name}, newPassword(t)); err != nil {
+			t.Fatal(err)
+		}
+		if got := attempts(t, &log); strings.Join(got, ",") != "udp,tcp" {
+			t.Errorf("logged attempts %v, want udp then tcp", got)
+		}
+		c.wantRequests(t, kdcops.KpasswdVersionChange, "udp", "tcp")
+		if s := c.udp.Stats(); s.Forwarded != 0 {
+			t.Errorf("udp proxy forwarded %d requests through a blackhole", s.Forwarded)
+		}
+		if v := c.kvno(t, c.name); v != before+1 {
+			t.Errorf("kvno %d -> %d, want +1", before, v)
+		}
+	})
+
+	t.Run("neither-answers", func(t *testing.T) {
+		c := k.newCase(t, "kpw-silent", false, true)
+		c.fault(c.udp, "udp", faultproxy.Fault{Kind: faultproxy.Blackhole})
+		before := c.kvno(t, c.name)
+		err := c.client(t, 0, kpGiveUp, nil).KpasswdSet(ctx(), c.entries, k.r.Name, []string{c.name}, newPassword(t))
+		var ue *kdcops.UnreachableError
+		if !errors.As(err, &ue) {
+			t.Fatalf("err %v (%T), want an unreachable kpasswd server", err, err)
+		}
+		msg := err.Error()
+		for _, want := range []string{"kpasswd server " + c.addr, "udp: no reply before the timeout", "tcp: connection refused"} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("error %q does not say %q", msg, want)
+			}
+		}
+		if fmt.Sprint(ue.Tried) != "[udp tcp]" {
+			t.Errorf("tried %v, want [udp tcp]", ue.Tried)
+		}
+		t.Logf("client saw: %v", err)
+		if v := c.kvno(t, c.name); v != before {
+			t.Errorf("kvno %d -> %d, want unchanged", before, v)
+		}
+	})
+
+	// Admin set-password names the target (0xff80 + targname); admin/admin
+	// has kadm5.acl's "*" on the lab realm.
+	t.Run("admin-set-password-with-targname", func(t *testing.T) {
+		c := k.newCase(t, "kpw-target", false, false)
+		before := c.kvno(t, c.name)
+		admin := readKeys(t, k.r.AdminKeytab)
+		admin = kdcops.AtKVNO(admin, kdcops.KVNOs(admin)[len(kdcops.KVNOs(admin))-1])
+		if err := c.client(t, 0, kpSafety, nil).KpasswdSet(ctx(), admin, k.r.Name, []string{c.name}, newPassword(t)); err != nil {
+			t.Fatal(err)
+		}
+		c.wantRequests(t, kdcops.KpasswdVersionSet, "udp")
+		if v := c.kvno(t, c.name); v != before+1 {
+			t.Errorf("kvno %d -> %d, want +1", before, v)
+		}
+	})
+
+	// A principal without the right to set another's password gets
+	// ACCESSDENIED with the reason and hint for a set-password.
+	t.Run("set-password-without-the-right", func(t *testing.T) {
+		c := k.newCase(t, "kpw-victim", false, false)
+		other := k.newCase(t, "kpw-intruder", false, false)
+		before := c.kvno(t, c.name)
+		err := c.client(t, 0, kpSafety, nil).KpasswdSet(ctx(), other.entries, k.r.Name, []string{c.name}, newPassword(t))
+		var ke *kdcops.KpasswdError
+		if !errors.As(err, &ke) || ke.Code != 5 || ke.Self {
+			t.Fatalf("err %v, want ACCESSDENIED (5) on a set-password", err)
+		}
+		if !strings.Contains(ke.Hint(), "kadm5.acl") {
+			t.Errorf("hint %q does not name MIT's ACL", ke.Hint())
+		}
+		t.Logf("client saw: %v\nhint: %s", err, ke.Hint())
+		if v := c.kvno(t, c.name); v != before {
+			t.Errorf("kvno %d -> %d, want unchanged", before, v)
+		}
+	})
+}
