@@ -68,12 +68,11 @@ const maxKpasswdText = 200
 // The request goes to the realm's kpasswd servers in krb5.conf order,
 // each over the transport udp_preference_limit picks first and then the
 // other when the first is refused, times out, or answers
-// KRB_ERR_RESPONSE_TOO_BIG; every attempt waits at most c.Timeout. Other
-// failures (a reset or a reply cut short) end the attempt at once: the
-// server may have applied the change, and the caller must ask the KDC
-// before anything is sent again. A fallback resends the very same bytes,
-// so a server that did apply the first copy sees a replayed
-// authenticator.
+// KRB_ERR_RESPONSE_TOO_BIG; every attempt waits at most c.Timeout. After a
+// timeout the KDC is asked first whether the new password already works
+// (see sendKpasswd). Other failures (a reset or a reply cut short) end
+// the attempt at once: the server may have applied the change, and the
+// caller must ask the KDC before anything is sent again.
 //
 // The password appears in no error and no log line. A refusal is a
 // *KpasswdError; no reply from any server is an *UnreachableError.
@@ -124,8 +123,11 @@ func (c *OnlineClient) KpasswdSet(ctx context.Context, auth []KeytabEntry, targe
 	}
 	attrs := []any{"principal", a.Principal, "target", unparsePrincipal(target, targetRealm),
 		"version", fmt.Sprintf("0x%04x", version), "bytes", len(msg)}
-	reply, server, err := c.sendKpasswd(ctx, servers, msg, subkey, attrs)
-	if err != nil {
+	applied := func(ctx context.Context) (bool, error) {
+		return c.passwordWorks(ctx, targetRealm, target, password)
+	}
+	reply, server, err := c.sendKpasswd(ctx, servers, msg, subkey, applied, attrs)
+	if err != nil || reply == nil {
 		return err
 	}
 	res, err := parseKpasswdReply(reply, subkey)
@@ -192,22 +194,54 @@ func KpasswdTransports(limit, size int, k KDC) []Transport {
 	return []Transport{TCP, UDP}
 }
 
-// fallsBack reports whether a failed attempt lets the client try the
-// other transport or server: the request was refused, or nothing came
-// back in time. A reset or a reply cut short does not: the server may
-// have applied the change.
-func fallsBack(err error) bool {
-	var ne net.Error
-	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, os.ErrDeadlineExceeded) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() ||
-		errors.Is(err, errResponseTooBig)
-}
-
+// errResponseTooBig is a UDP reply of KRB_ERR_RESPONSE_TOO_BIG.
 var errResponseTooBig = errors.New("KRB_ERR_RESPONSE_TOO_BIG over udp")
 
+// nextAttempt is what a failed attempt allows.
+type nextAttempt int
+
+const (
+	stop     nextAttempt = iota // the server may have applied it: the caller must find out
+	tryNext                     // the request had no effect: the other transport, or server
+	checkKDC                    // no reply in time after the request left: ask the KDC first
+)
+
+// afterFailure sorts a failed attempt. A refusal (TCP connect refused,
+// UDP port unreachable), a connect that timed out, and RESPONSE_TOO_BIG
+// moved nothing; a timeout after the request left may have; a reset or a
+// reply cut short means the server got the request.
+func afterFailure(err error) nextAttempt {
+	if errors.Is(err, errResponseTooBig) || errors.Is(err, syscall.ECONNREFUSED) {
+		return tryNext
+	}
+	var ne net.Error
+	timeout := errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+	if !timeout {
+		return stop
+	}
+	var ue *UnreachableError
+	if errors.As(err, &ue) && !ue.Sent {
+		return tryNext
+	}
+	return checkKDC
+}
+
+// kpasswdAppliedNote is logged when the change was found applied at the
+// KDC although no reply came.
+const kpasswdAppliedNote = "no reply, but the KDC accepts the new password: the change was applied; not resent"
+
 // sendKpasswd delivers msg to the first kpasswd server that answers and
-// returns the reply and that server.
-func (c *OnlineClient) sendKpasswd(ctx context.Context, servers []KDC, msg []byte, subkey types.EncryptionKey, attrs []any) ([]byte, string, error) {
+// returns the reply and that server. A nil reply with no error means no
+// reply came but applied found the change in place.
+//
+// A timeout after the request left is the one ambiguous case: MIT's
+// kadmind applies a resent copy of a request a second time (no replay
+// cache; the key would move two kvnos). So before resending, applied asks
+// the KDC whether the new password already works; only if it does not is
+// the request sent again. A request delayed in the network past that
+// check can still land twice; a server that never answers is then
+// reported with every transport tried.
+func (c *OnlineClient) sendKpasswd(ctx context.Context, servers []KDC, msg []byte, subkey types.EncryptionKey, applied func(context.Context) (bool, error), attrs []any) ([]byte, string, error) {
 	log := c.log()
 	match := kpasswdReplyMatcher(subkey)
 	var unreachable []error
@@ -228,22 +262,49 @@ func (c *OnlineClient) sendKpasswd(ctx context.Context, servers []KDC, msg []byt
 			if errors.Is(err, context.Canceled) {
 				return nil, "", err
 			}
-			next := fallsBack(err)
-			log.WarnContext(ctx, "kpasswd error", "server", k.Entry, "transport", string(t),
-				"error", describeNetError(err), "try_next", next)
-			if !next {
-				return nil, k.Entry, err
-			}
+			next := afterFailure(err)
+			log.WarnContext(ctx, "kpasswd error", "server", k.Entry, "transport", string(t), "error", describeNetError(err))
 			ue.Tried = append(ue.Tried, t)
 			ue.TriedErrs = append(ue.TriedErrs, err)
-			ue.Transport, ue.Err = t, err
+			ue.Transport, ue.Err, ue.Sent = t, err, ue.Sent || next != tryNext
+			switch next {
+			case stop:
+				return nil, k.Entry, ue
+			case checkKDC:
+				done, cerr := applied(ctx)
+				if cerr != nil {
+					log.WarnContext(ctx, "kpasswd outcome unknown", "server", k.Entry, "error", cerr.Error())
+					return nil, k.Entry, ue
+				}
+				if done {
+					log.InfoContext(ctx, "kpasswd outcome", "server", k.Entry, "transport", string(t), "note", kpasswdAppliedNote)
+					return nil, k.Entry, nil
+				}
+				log.InfoContext(ctx, "kpasswd outcome", "server", k.Entry, "transport", string(t),
+					"note", "no reply, and the KDC does not accept the new password yet: trying again")
+			}
 		}
 		unreachable = append(unreachable, ue)
 	}
-	if len(unreachable) == 1 {
-		return nil, "", unreachable[0]
+	return nil, "", joinUnreachable(unreachable)
+}
+
+// passwordWorks reports whether the KDC accepts password for the
+// principal now: one pre-authenticated AS-REQ with a key derived with the
+// salt the KDC reports (ETYPE-INFO2). On AD a wrong password counts one
+// bad attempt towards the lockout threshold.
+func (c *OnlineClient) passwordWorks(ctx context.Context, realm string, components []string, password string) (bool, error) {
+	keys, err := c.KDCKeys(ctx, realm, components)
+	if err != nil {
+		return false, err
 	}
-	return nil, "", errors.Join(unreachable...)
+	ents, err := DeriveKeytab(realm, components, keys[:1], password, 0, time.Now())
+	if err != nil {
+		return false, err
+	}
+	cname := types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: components}
+	kc, _, _, err := c.loginPart(ctx, realm, cname, ents[0])
+	return kc.OK, err
 }
 
 func isResponseTooBig(reply []byte) bool {
@@ -704,20 +765,27 @@ func (p ADPasswordPolicy) String() string {
 }
 
 // KpasswdReachable reports the first kpasswd server of realm that answers
-// over either transport, and over which: a TCP connect, else a UDP probe
-// (Heimdal's kpasswdd listens on UDP only). The UDP probe is a request
-// header with no AP-REQ, which every server answers with an error and
-// none can act on. Nothing is changed.
+// over either transport, and over which. TCP is tried first, a connect
+// and no request; then UDP (Heimdal's kpasswdd listens on UDP only), with
+// a request whose AP-REQ and KRB-PRIV are empty ASN.1 shells: a server can
+// only answer it with an error, and none can act on it (MIT's kadmind
+// ignores a request with no AP-REQ bytes at all, so the shells are
+// needed). An entry written "tcp/host" or
+// "udp/host" is tried over that transport only. Nothing is changed.
 func (c *OnlineClient) KpasswdReachable(ctx context.Context, realm string) (string, Transport, error) {
 	servers, err := c.kpasswdServers(realm)
 	if err != nil {
 		return "", "", err
 	}
-	probe, _ := frameKpasswd(KpasswdVersionChange, nil, nil)
+	probe, _ := frameKpasswd(KpasswdVersionChange, []byte{0x6e, 0x00}, []byte{0x75, 0x00})
 	var errs []error
 	for _, k := range servers {
 		ue := &UnreachableError{KDC: k.Entry, Service: "kpasswd server"}
-		for _, t := range KpasswdTransports(c.Config.LibDefaults.UDPPreferenceLimit, len(probe), k) {
+		order := []Transport{TCP, UDP}
+		if k.Forced {
+			order = []Transport{k.Transport}
+		}
+		for _, t := range order {
 			c.log().InfoContext(ctx, "kpasswd probe", "server", k.Entry, "transport", string(t))
 			err := reach(ctx, k, t, probe, c.Timeout)
 			if err == nil {
@@ -732,7 +800,27 @@ func (c *OnlineClient) KpasswdReachable(ctx context.Context, realm string) (stri
 		}
 		errs = append(errs, ue)
 	}
-	return "", "", errors.Join(errs...)
+	return "", "", joinUnreachable(errs)
+}
+
+// unreachableServers is every kpasswd server failing, on one line.
+type unreachableServers []error
+
+func (u unreachableServers) Error() string {
+	var s []string
+	for _, e := range u {
+		s = append(s, e.Error())
+	}
+	return strings.Join(s, "; ")
+}
+
+func (u unreachableServers) Unwrap() []error { return u }
+
+func joinUnreachable(errs []error) error {
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	return unreachableServers(errs)
 }
 
 func reach(ctx context.Context, k KDC, t Transport, probe []byte, timeout time.Duration) error {

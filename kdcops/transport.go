@@ -40,6 +40,9 @@ type UnreachableError struct {
 	// TriedErrs, when set, holds the error of each transport in Tried, so
 	// the message gives every reason and not just the last.
 	TriedErrs []error
+	// Sent is true when the connection was made, so the request may have
+	// reached the server (UDP: always, unless the port refused it).
+	Sent bool
 }
 
 func (e *UnreachableError) Error() string {
@@ -150,7 +153,7 @@ func SendRecvMatch(ctx context.Context, k KDC, t Transport, req []byte, timeout 
 			bad.KDC = k.Entry
 			return nil, bad
 		}
-		return nil, &UnreachableError{KDC: k.Entry, Transport: t, Err: err}
+		return nil, &UnreachableError{KDC: k.Entry, Transport: t, Err: err, Sent: true}
 	}
 	return &ex, nil
 }

@@ -2,7 +2,9 @@ package integration
 
 // The fault-injecting proxy (internal/faultproxy) in front of the lab's
 // real MIT kadmind: its kpasswd service (RFC 3244), driven by
-// kdcops.OnlineClient.KpasswdSet directly and not through rotate, and its
+// kdcops.OnlineClient.KpasswdSet directly and not through rotate (over TCP
+// alone: kpasswd_server is written "tcp/host:port", so no fallback to UDP
+// blurs the one exchange each case faults), and its
 // kadmin RPC service, driven by MIT kadmin. These tests only establish
 // what the real server does under each fault, for the rotate tests of
 // issue 10 §9 to build on:
@@ -92,7 +94,7 @@ func (l *kpLab) newCase(t *testing.T, name string) *kpCase {
 	c := &kpCase{l: l, name: name, entries: readKeys(t, kt)}
 	c.p = faultproxy.ForTest(t, faultproxy.Options{Upstream: l.r.KpasswdAddr, Logf: t.Logf})
 	c.conf = filepath.Join(l.dir, name+".krb5.conf")
-	if err := l.r.WriteKrb5ConfWith(c.conf, lab.Krb5ConfOptions{KDCs: []string{l.r.KDCs[0].Addr}, KpasswdServer: c.p.Addr()}); err != nil {
+	if err := l.r.WriteKrb5ConfWith(c.conf, lab.Krb5ConfOptions{KDCs: []string{l.r.KDCs[0].Addr}, KpasswdServer: "tcp/" + c.p.Addr()}); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := kdcops.LoadConfig(c.conf)
@@ -100,7 +102,7 @@ func (l *kpLab) newCase(t *testing.T, name string) *kpCase {
 		t.Fatal(err)
 	}
 	c.cfg = cfg
-	if _, servers, err := cfg.GetKpasswdServers(l.r.Name, true); err != nil || len(servers) != 1 || servers[1] != c.p.Addr() {
+	if _, servers, err := cfg.GetKpasswdServers(l.r.Name, true); err != nil || len(servers) != 1 || servers[1] != "tcp/"+c.p.Addr() {
 		t.Fatalf("kpasswd servers %v %v, want only the proxy %s", servers, err, c.p.Addr())
 	}
 	if v := l.kvno(t, name); v != 2 {
@@ -340,7 +342,7 @@ func TestKpasswdThroughFaultProxy(t *testing.T) {
 
 // changeUDP changes the principal's own password with gokrb5's
 // Client.ChangePasswd, which sends a request under udp_preference_limit
-// over UDP (kdcops.KpasswdSet is TCP only).
+// over UDP (kdcops.KpasswdSet's own UDP path is in kpasswd_test.go).
 func (c *kpCase) changeUDP(t *testing.T) error {
 	t.Helper()
 	kt, err := kdcops.GokrbKeytab(c.entries)

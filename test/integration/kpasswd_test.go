@@ -320,6 +320,52 @@ func TestKpasswdClient(t *testing.T) {
 		}
 	})
 
+	// The reply to the UDP request is lost after kadmind applied it.
+	// MIT's kadmind would apply a resent copy a second time (the key two
+	// kvnos on; seen here before the client checked first), so after the
+	// timeout the client asks the KDC, finds the new password works, and
+	// resends nothing.
+	t.Run("udp-reply-lost-not-resent", func(t *testing.T) {
+		c := k.newCase(t, "kpw-lost", false, false)
+		c.fault(c.udp, "udp", faultproxy.Fault{Kind: faultproxy.DropReplyClose})
+		before := c.kvno(t, c.name)
+		var log bytes.Buffer
+		if err := c.client(t, 0, kpGiveUp, &log).KpasswdSet(ctx(), c.entries, k.r.Name, []string{c.name}, newPassword(t)); err != nil {
+			t.Fatalf("err %v, want the change found applied", err)
+		}
+		c.wantRequests(t, kdcops.KpasswdVersionChange, "udp")
+		if !strings.Contains(log.String(), "the change was applied; not resent") {
+			t.Errorf("the log does not record the change found applied:\n%s", log.String())
+		}
+		if v := c.kvno(t, c.name); v != before+1 {
+			t.Errorf("kvno %d -> %d, want +1", before, v)
+		}
+	})
+
+	// rotate's preflight: a server that listens on UDP only (Heimdal's
+	// kpasswdd) is reachable; one that answers neither is named with both
+	// reasons. The UDP probe is a header without AP-REQ, which changes
+	// nothing.
+	t.Run("reachable-over-udp-only", func(t *testing.T) {
+		c := k.newCase(t, "kpw-reach", false, true)
+		server, tr, err := c.client(t, 0, kpSafety, nil).KpasswdReachable(ctx(), k.r.Name)
+		if err != nil || server != c.addr || tr != kdcops.UDP {
+			t.Fatalf("reachable = %q %q %v, want %s over udp", server, tr, err, c.addr)
+		}
+		if s := c.udp.Stats(); s.Delivered != 1 {
+			t.Errorf("udp proxy %+v: want the server's one answer to the probe delivered", s)
+		}
+	})
+	t.Run("reachable-neither", func(t *testing.T) {
+		c := k.newCase(t, "kpw-noreach", false, true)
+		c.fault(c.udp, "udp", faultproxy.Fault{Kind: faultproxy.Blackhole})
+		_, _, err := c.client(t, 0, kpGiveUp, nil).KpasswdReachable(ctx(), k.r.Name)
+		var ue *kdcops.UnreachableError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), "tcp: connection refused; udp: no reply before the timeout") {
+			t.Fatalf("err %v, want both transports' reasons", err)
+		}
+	})
+
 	// Admin set-password names the target (0xff80 + targname); admin/admin
 	// has kadm5.acl's "*" on the lab realm.
 	t.Run("admin-set-password-with-targname", func(t *testing.T) {
