@@ -676,9 +676,53 @@ func phaseOf(role Role, p ledger.Phase) ledger.Phase {
 	return ledger.NoPhase
 }
 
-// NewPassword returns 256 random bits as text a kadmin prompt and a
-// password policy accept (letters and digits, no newline).
-func NewPassword() string { return rand.Text() + rand.Text() }
+// Password alphabet. The symbols are ones no KDC's prompt or request path
+// mangles and no shell or krb5.conf reading treats specially: no quote,
+// backslash, '#', '$', '!', '@', '%' or space.
+const (
+	passwordLetters = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	passwordOthers  = "0123456789-_.+=:,"
+	passwordLength  = 64
+)
+
+// NewPassword returns a random password of 64 characters (over 300 bits)
+// that Active Directory's complexity rule accepts: upper and lower case
+// letters, a digit and a symbol, and never three letters in a row (every
+// third character is a digit or symbol), so it cannot contain an account
+// name or a display-name token, which that rule also refuses. A kadmin
+// prompt takes it as typed (no whitespace, no newline).
+func NewPassword() string {
+	for {
+		b := make([]byte, passwordLength)
+		for i := range b {
+			set := passwordLetters
+			if i%3 == 2 {
+				set = passwordOthers
+			}
+			b[i] = set[randIndex(len(set))]
+		}
+		pw := string(b)
+		if strings.ContainsAny(pw, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") && strings.ContainsAny(pw, "abcdefghijklmnopqrstuvwxyz") &&
+			strings.ContainsAny(pw, "0123456789") && strings.ContainsAny(pw, "-_.+=:,") {
+			return pw
+		}
+	}
+}
+
+// randIndex is a uniform random index below n (n <= 256), by rejection
+// so no index is likelier than another.
+func randIndex(n int) int {
+	limit := 256 - 256%n
+	var one [1]byte
+	for {
+		if _, err := rand.Read(one[:]); err != nil {
+			panic("crypto/rand: " + err.Error()) // crypto/rand.Read never fails on Linux
+		}
+		if int(one[0]) < limit {
+			return int(one[0]) % n
+		}
+	}
+}
 
 func (r *Rotation) saveJournal(s State) error {
 	if s > r.journal.State {

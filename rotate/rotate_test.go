@@ -117,7 +117,47 @@ func TestNewPasswordIsStrongAndPromptSafe(t *testing.T) {
 	if a == b || len(a) < 50 || strings.ContainsAny(a, "\r\n \t") {
 		t.Errorf("passwords %q %q: want distinct, >= 50 characters, no whitespace", a, b)
 	}
+	// AD's complexity rule (upper, lower, digit, symbol; length >= 24)
+	// and its account-name rule (no run of three letters can spell one),
+	// on many draws; and only characters every KDC's path keeps as typed.
+	seen := map[byte]bool{}
+	for range 2000 {
+		pw := NewPassword()
+		if len(pw) < 24 {
+			t.Fatalf("password of %d characters", len(pw))
+		}
+		var upper, lower, digit, symbol bool
+		for i := 0; i < len(pw); i++ {
+			c := pw[i]
+			seen[c] = true
+			switch {
+			case c >= 'A' && c <= 'Z':
+				upper = true
+			case c >= 'a' && c <= 'z':
+				lower = true
+			case c >= '0' && c <= '9':
+				digit = true
+			case strings.IndexByte("-_.+=:,", c) >= 0:
+				symbol = true
+			default:
+				t.Fatalf("password holds %q, outside the safe alphabet", c)
+			}
+			if i >= 2 && isLetter(pw[i-2]) && isLetter(pw[i-1]) && isLetter(c) {
+				t.Fatalf("three letters in a row at %d", i-2)
+			}
+		}
+		if !upper || !lower || !digit || !symbol {
+			t.Fatalf("a password lacks a character class: upper %v lower %v digit %v symbol %v", upper, lower, digit, symbol)
+		}
+	}
+	// Every character of the alphabet turns up: the draw is not stuck on
+	// part of it.
+	if len(seen) != len(passwordLetters)+len(passwordOthers) {
+		t.Errorf("%d distinct characters in 2000 passwords, want %d", len(seen), len(passwordLetters)+len(passwordOthers))
+	}
 }
+
+func isLetter(c byte) bool { return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' }
 
 func writeConf(t *testing.T) string {
 	p := filepath.Join(t.TempDir(), "krb5.conf")
