@@ -646,18 +646,40 @@ func (e *KpasswdError) Hint() string {
 	return "read the kpasswd server's log for the request"
 }
 
+// Hints for a SOFTERROR, by the rule that refused the password.
+const (
+	hintComplexity = "krbops' passwords have upper, lower, digit and symbol and no three letters in a row; a custom password filter refused it: ask the domain admins, then resume the rotation"
+	hintMinAge     = "the password was changed less than the policy's minimum age ago: wait, or use --backend kpasswd-admin (an admin set-password ignores the minimum age), then resume the rotation"
+	hintHistory    = "the server already holds this password: an earlier attempt was likely applied; ask the KDC for the kvno before changing anything"
+	hintLength     = "the policy wants a longer password than krbops' 64 characters: ask the realm's admins to exempt service accounts"
+)
+
 func (e *KpasswdError) policyHint() string {
+	// AD's blob says what the policy is, not which rule failed: krbops'
+	// passwords meet every rule but a length over 64, the minimum age and
+	// the history (a resent password).
+	if p := e.Policy; p != nil {
+		switch {
+		case p.MinLength > 64:
+			return hintLength
+		case p.MinAgeDays > 0:
+			return hintMinAge
+		case p.History > 0:
+			return hintHistory
+		}
+		return hintComplexity
+	}
 	t := strings.ToLower(e.Result)
 	switch {
 	case strings.Contains(t, "complex") || strings.Contains(t, "character classes"):
-		return "krbops' passwords have upper, lower, digit and symbol and no three letters in a row; a custom password filter refused it: ask the domain admins, then resume the rotation"
+		return hintComplexity
 	case strings.Contains(t, "too young") || strings.Contains(t, "minimum password age") || strings.Contains(t, "minimum life") ||
-		strings.Contains(t, "too recently") || e.Policy != nil && e.Policy.MinAgeDays > 0:
-		return "the password was changed less than the policy's minimum age ago: wait, or use --backend kpasswd-admin (an admin set-password ignores the minimum age), then resume the rotation"
+		strings.Contains(t, "too recently"):
+		return hintMinAge
 	case strings.Contains(t, "history") || strings.Contains(t, "reuse") || strings.Contains(t, "previous"):
-		return "the server already holds this password: an earlier attempt was likely applied; ask the KDC for the kvno before changing anything"
+		return hintHistory
 	case strings.Contains(t, "too short") || strings.Contains(t, "length"):
-		return "the policy wants a longer password than krbops' 64 characters: ask the realm's admins to exempt service accounts"
+		return hintLength
 	}
 	return "the password policy refused it (see the server's text); exempt service accounts from it or use --backend kpasswd-admin, then resume the rotation"
 }
