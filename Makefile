@@ -1,8 +1,10 @@
 # krbops — everything a fresh machine needs goes through these targets.
 #   make demo   throwaway realm + the runbooks as an on-call runs them
+#               (KDC=mit|heimdal|ad picks the KDC implementation)
 #   make test   vet + unit + integration (real MIT KDC) + end-to-end (testscript)
 
 GO        ?= go
+KDC       ?= mit
 BIN       := bin/krbops
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -58,7 +60,7 @@ e2e:
 test: deps vet unit integration e2e
 
 demo: deps build
-	$(GO) run ./internal/lab/cmd/krbops-lab demo --krbops $(BIN)
+	$(GO) run ./internal/lab/cmd/krbops-lab demo --kind $(KDC) --krbops $(BIN)
 
 cross:
 	@for p in $(PLATFORMS); do \
@@ -109,6 +111,36 @@ deps-dynalite:
 	fi; \
 	echo "installing: dynalite@$(DYNALITE_VERSION) into .cache/npm"; \
 	npm install --prefix .cache/npm --no-audit --no-fund --loglevel=error dynalite@$(DYNALITE_VERSION) >/dev/null
+
+# deps-heimdal unpacks Heimdal's KDC, kpasswdd, kstash and kadmin from
+# Debian's packages into .cache/heimdal, where internal/lab finds them
+# (KRBOPS_HEIMDAL_DIR overrides): they conflict with MIT's packages, so
+# they are never installed, and run with LD_LIBRARY_PATH pointing into the
+# unpacked tree. It skips when the binaries are there and .versions matches
+# the versions apt would download; it runs as part of `make deps`.
+HEIMDAL_DIR  ?= .cache/heimdal
+HEIMDAL_PKGS := heimdal-kdc heimdal-clients libasn1-8-heimdal libgssapi3-heimdal \
+	libhcrypto5-heimdal libhdb9-heimdal libheimbase1-heimdal libheimntlm0-heimdal \
+	libkadm5srv8-heimdal libkadm5clnt7-heimdal libkdc2-heimdal libkrb5-26-heimdal \
+	libroken19-heimdal libsl0-heimdal libhx509-5-heimdal libkafs0-heimdal \
+	libotp0-heimdal libwind0-heimdal
+HEIMDAL_BINS := usr/lib/heimdal-servers/kdc usr/lib/heimdal-servers/kpasswdd usr/sbin/kstash usr/bin/kadmin.heimdal
+.PHONY: deps-heimdal
+deps: deps-heimdal
+deps-heimdal:
+	@want="$$(apt-cache show --no-all-versions $(HEIMDAL_PKGS) 2>/dev/null | awk '/^Package:/{p=$$2} /^Version:/{print p"="$$2}' | sort)"; \
+	have=1; for b in $(HEIMDAL_BINS); do [ -x "$(HEIMDAL_DIR)/$$b" ] || have=; done; \
+	if [ -n "$$have" ] && [ -f "$(HEIMDAL_DIR)/.versions" ] && { [ -z "$$want" ] || [ "$$want" = "$$(cat $(HEIMDAL_DIR)/.versions)" ]; }; then \
+		exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "missing: Heimdal binaries in $(HEIMDAL_DIR)"; echo "run: sudo make deps-heimdal"; exit 2; fi; \
+	echo "installing: Heimdal 7.8 ($(words $(HEIMDAL_PKGS)) packages) into $(HEIMDAL_DIR)"; \
+	mkdir -p "$$(dirname $(HEIMDAL_DIR))" && tmp="$$(mktemp -d "$(HEIMDAL_DIR).XXXXXX")" && trap 'rm -rf "$$tmp"' EXIT && mkdir "$$tmp/debs" "$$tmp/root" || exit 1; \
+	get() { (cd "$$tmp/debs" && apt-get download -q=2 -o APT::Sandbox::User=root $(HEIMDAL_PKGS)); }; \
+	get || { apt-get update -qq && get; } || exit 1; \
+	for f in "$$tmp"/debs/*.deb; do dpkg -x "$$f" "$$tmp/root" || exit 1; done; \
+	for f in "$$tmp"/debs/*.deb; do echo "$$(dpkg-deb -f "$$f" Package)=$$(dpkg-deb -f "$$f" Version)"; done | sort > "$$tmp/root/.versions"; \
+	rm -rf "$(HEIMDAL_DIR)" && mv "$$tmp/root" "$(HEIMDAL_DIR)"
 
 # soak kills resume-query with SIGKILL 100 times per crash test (20 in
 # `make test`) and checks every resumed output against a plain scan.

@@ -64,6 +64,10 @@ func (r *Realm) krb5ConfWith(o Krb5ConfOptions) string {
 	for _, a := range kdcAddrs {
 		fmt.Fprintf(&kdcs, "\t\tkdc = %s\n", a)
 	}
+	// A Heimdal realm runs no admin server MIT's kadmin could talk to.
+	if admin != "" {
+		fmt.Fprintf(&kdcs, "\t\tadmin_server = %s\n", admin)
+	}
 	domain := strings.ToLower(r.Name)
 	return fmt.Sprintf(`# written by krbops internal/lab; throwaway test realm
 [libdefaults]
@@ -82,15 +86,14 @@ func (r *Realm) krb5ConfWith(o Krb5ConfOptions) string {
 
 [realms]
 	%[1]s = {
-%[5]s		admin_server = %[6]s
-		kpasswd_server = %[7]s
+%[5]s		kpasswd_server = %[6]s
 	}
 
 [domain_realm]
-	.%[8]s = %[1]s
-	%[8]s = %[1]s
+	.%[7]s = %[1]s
+	%[7]s = %[1]s
 `, r.Name, r.CCache, filepath.Join(r.Dir, "default.keytab"), filepath.Join(r.Dir, "client.keytab"),
-		kdcs.String(), admin, kpasswd, domain)
+		kdcs.String(), kpasswd, domain)
 }
 
 // WriteKrb5Conf writes to path a krb5.conf for this realm that lists exactly

@@ -10,14 +10,14 @@ import (
 	"github.com/krbops/krbops/internal/spawn"
 )
 
-// ForTest starts a realm for t in t.TempDir and closes it in t.Cleanup.
-// When the MIT binaries are missing it skips t with the install command,
-// except under CI=true, where a missing KDC fails the test: CI must never
-// silently skip the Kerberos tests.
+// ForTest starts a realm of opts.Kind for t in t.TempDir and closes it in
+// t.Cleanup. When that kind's programs are missing (MissingFor) it skips t
+// with the install command, except under CI=true, where a missing KDC
+// fails the test: CI must never silently skip the Kerberos tests.
 func ForTest(t testing.TB, opts Options) *Realm {
 	t.Helper()
-	if miss := Missing(); len(miss) > 0 {
-		spawn.Require(t, "KDC", fmt.Errorf("lab: MIT Kerberos lab needs %s; install with: sudo %s", strings.Join(miss, ", "), InstallCommand), true)
+	if miss := MissingFor(opts.Kind); len(miss) > 0 {
+		spawn.Require(t, "KDC", fmt.Errorf("lab: %s Kerberos lab needs %s; install with: sudo %s", kindTitle(opts.Kind), strings.Join(miss, ", "), InstallCommandFor(opts.Kind)), true)
 	}
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir()
@@ -44,4 +44,52 @@ func ForTest(t testing.TB, opts Options) *Realm {
 		}
 	})
 	return r
+}
+
+// MissingFor reports which programs a realm of kind k needs and lacks.
+// Every kind's tests drive the realm with MIT's client tools (kinit,
+// klist, kvno), so a Heimdal realm needs those besides Heimdal's own
+// programs. AD reports what it lacks when it starts.
+func MissingFor(k Kind) []string {
+	switch k {
+	case Heimdal:
+		_, miss := findHeimdal()
+		for _, b := range clientBins {
+			if _, err := lookBin(b); err != nil {
+				miss = append(miss, b)
+			}
+		}
+		return miss
+	case AD:
+		return nil
+	}
+	return Missing()
+}
+
+// InstallCommandFor is the command (to run as root) that installs what
+// MissingFor(k) reports; for Heimdal without MIT's client tools it is
+// `make deps`, which installs both.
+func InstallCommandFor(k Kind) string {
+	if k == Heimdal {
+		for _, b := range clientBins {
+			if _, err := lookBin(b); err != nil {
+				return "make deps"
+			}
+		}
+		return HeimdalInstallCommand
+	}
+	return InstallCommand
+}
+
+// clientBins are the MIT client tools tests run against every kind.
+var clientBins = []string{"kinit", "klist", "kvno"}
+
+func kindTitle(k Kind) string {
+	switch k {
+	case Heimdal:
+		return "Heimdal"
+	case AD:
+		return "Samba AD"
+	}
+	return "MIT"
 }

@@ -148,3 +148,23 @@ func kvnoIn(out string, re *regexp.Regexp, principal string) (uint32, error) {
 // DefaultADRealm is the AD realm (and DNS domain, upper-cased) when
 // Options.Realm is empty.
 const DefaultADRealm = "AD.TEST"
+
+// AddComputer creates an AD computer account name (e.g. "HOST1") with a
+// random password, as a domain join does, and returns its principal
+// ("HOST1$@REALM"). AD only.
+func (r *Realm) AddComputer(ctx context.Context, name string) (string, error) {
+	if r.Kind != AD {
+		return "", r.onlyOn("AddComputer", AD)
+	}
+	return r.adAddComputer(ctx, name)
+}
+
+// AddSPN registers spn (e.g. "HTTP/web.ad.test") on the AD account
+// (sAMAccountName): tickets for spn are then encrypted with the
+// account's keys. AD only.
+func (r *Realm) AddSPN(ctx context.Context, account, spn string) error {
+	if r.Kind != AD {
+		return r.onlyOn("AddSPN", AD)
+	}
+	return r.adAddSPN(ctx, account, spn)
+}

@@ -13,6 +13,10 @@
 // KDC answers; [Realm.WriteKrb5Conf] writes a krb5.conf listing any of them
 // in any order.
 //
+// Options.Kind = Heimdal runs Heimdal's kdc and kpasswdd instead (see
+// heimdal.go): the same Realm fields, KDCs and StartKDC, with the binaries
+// `make deps-heimdal` unpacked into .cache/heimdal.
+//
 // Daemons run in their own process group with a parent-death signal
 // (Linux), so even a test binary that panics or is killed leaves no KDC
 // behind; [Realm.Close] stops them with SIGTERM, then SIGKILL.
@@ -71,7 +75,7 @@ type Realm struct {
 	Name       string // realm name, e.g. "KRBOPS.TEST"
 	Dir        string // everything lives here
 	Krb5Conf   string // krb5.conf listing the primary KDC (KDCs[0])
-	KDCProfile string // kdc.conf of the primary KDC, also used by kadmind and kadmin.local
+	KDCProfile string // kdc.conf of the primary KDC, also used by kadmind and kadmin.local (Heimdal: its one configuration file)
 	CCache     string // "FILE:<Dir>/ccache", the default ccache of Env
 	KDCs       []*KDC // started KDCs, primary first; see Realm.KDCList for concurrent use
 
@@ -79,10 +83,11 @@ type Realm struct {
 	// (kadm5.acl grants "*/admin@REALM *"); its keys are in AdminKeytab.
 	AdminPrincipal string
 	AdminKeytab    string
-	KadminAddr     string // kadmind, TCP
-	KpasswdAddr    string // kpasswd, UDP and TCP
+	KadminAddr     string // kadmind, TCP; empty on Heimdal (no MIT-protocol admin server)
+	KpasswdAddr    string // kpasswd, UDP and TCP (Heimdal: UDP only)
 
 	logf      func(string, ...any)
+	heimdal   heimdalInstall // the unpacked Heimdal a Heimdal realm runs
 	ownDir    bool
 	mu        sync.Mutex
 	procs     []*spawn.Process
@@ -137,45 +142,12 @@ func startMIT(ctx context.Context, opts Options) (_ *Realm, err error) {
 			return nil, err
 		}
 	}
-	name := opts.Realm
-	if name == "" {
-		name = DefaultRealm
+	r, err := newRealm(MIT, opts, DefaultRealm)
+	if err != nil {
+		return nil, err
 	}
-	if strings.ContainsAny(name, " \t\n{}=\"'@/") {
-		return nil, fmt.Errorf("lab: bad realm name %q", name)
-	}
-	r := &Realm{Kind: MIT, Name: name, logf: opts.Logf}
-	if r.logf == nil {
-		r.logf = func(string, ...any) {}
-	}
-	if opts.Dir == "" {
-		d, err := os.MkdirTemp("", "krbops-lab-")
-		if err != nil {
-			return nil, err
-		}
-		r.Dir, r.ownDir = d, true
-	} else {
-		d, err := filepath.Abs(opts.Dir)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, err
-		}
-		r.Dir = d
-	}
-	defer func() {
-		if err != nil {
-			if out := spawn.Tail(r.KDCLog(), 1024); out != "" {
-				r.logf("lab: kdc.log:\n%s", out)
-			}
-			r.Close()
-		}
-	}()
+	defer r.closeOnError(&err)
 
-	r.Krb5Conf = filepath.Join(r.Dir, "krb5.conf")
-	r.KDCProfile = filepath.Join(r.Dir, "kdc.conf")
-	r.CCache = "FILE:" + filepath.Join(r.Dir, "ccache")
 	r.AdminPrincipal = "admin/admin@" + r.Name
 	r.AdminKeytab = filepath.Join(r.Dir, "admin.keytab")
 	if err := r.pickAdminPorts(); err != nil {
@@ -221,6 +193,54 @@ func startMIT(ctx context.Context, opts Options) (_ *Realm, err error) {
 	r.logf("lab: realm %s up in %v: KDC %s, kadmind %s, kpasswd %s",
 		r.Name, time.Since(began).Round(time.Millisecond), r.KDCs[0].Addr, r.KadminAddr, r.KpasswdAddr)
 	return r, nil
+}
+
+// newRealm checks the realm name and makes the realm's directory: opts.Dir,
+// or a temporary one Close removes.
+func newRealm(kind Kind, opts Options, defaultName string) (*Realm, error) {
+	name := opts.Realm
+	if name == "" {
+		name = defaultName
+	}
+	if strings.ContainsAny(name, " \t\n{}=\"'@/") {
+		return nil, fmt.Errorf("lab: bad realm name %q", name)
+	}
+	r := &Realm{Kind: kind, Name: name, logf: opts.Logf}
+	if r.logf == nil {
+		r.logf = func(string, ...any) {}
+	}
+	if opts.Dir == "" {
+		d, err := os.MkdirTemp("", "krbops-lab-")
+		if err != nil {
+			return nil, err
+		}
+		r.Dir, r.ownDir = d, true
+	} else {
+		d, err := filepath.Abs(opts.Dir)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+		r.Dir = d
+	}
+	r.Krb5Conf = filepath.Join(r.Dir, "krb5.conf")
+	r.KDCProfile = filepath.Join(r.Dir, "kdc.conf")
+	r.CCache = "FILE:" + filepath.Join(r.Dir, "ccache")
+	return r, nil
+}
+
+// closeOnError closes a realm whose start-up failed (*err != nil), after
+// logging the tail of its KDC log, which usually says why.
+func (r *Realm) closeOnError(err *error) {
+	if *err == nil {
+		return
+	}
+	if out := spawn.Tail(r.KDCLog(), 1024); out != "" {
+		r.logf("lab: %s:\n%s", filepath.Base(r.KDCLog()), out)
+	}
+	r.Close()
 }
 
 func (r *Realm) pickAdminPorts() error {
@@ -310,10 +330,6 @@ func (r *Realm) StartKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
 }
 
 func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
-	bin, err := lookBin("krb5kdc")
-	if err != nil {
-		return nil, err
-	}
 	var fakeEnv []string
 	if o.FakeTime != "" {
 		lib := LibFaketime()
@@ -355,11 +371,12 @@ func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
 			return nil, err
 		}
 		k.Addr = loopback(port)
-		if err := os.WriteFile(k.Profile, []byte(r.kdcConf(port, k.Log)), 0o600); err != nil {
+		cmd, err := r.kdcCommand(k, port, fakeEnv)
+		if err != nil {
 			return nil, err
 		}
-		p, err := spawn.Start(spawn.Command{Name: base, Path: bin, Args: []string{"-n", "-r", r.Name},
-			Env: r.env(k.Profile, fakeEnv...), Dir: r.Dir, Log: k.Output})
+		cmd.Name = base
+		p, err := spawn.Start(cmd)
 		if err != nil {
 			return nil, fmt.Errorf("lab: %w", err)
 		}
@@ -401,6 +418,24 @@ func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
 	return k, nil
 }
 
+// kdcCommand writes k.Profile for a KDC of this realm listening on port
+// and logging to k.Log, and returns the command that runs it in the
+// foreground with extraEnv (libfaketime).
+func (r *Realm) kdcCommand(k *KDC, port int, extraEnv []string) (spawn.Command, error) {
+	if r.Kind == Heimdal {
+		return r.heimdalKDCCommand(k, port, extraEnv)
+	}
+	bin, err := lookBin("krb5kdc")
+	if err != nil {
+		return spawn.Command{}, err
+	}
+	if err := os.WriteFile(k.Profile, []byte(r.kdcConf(port, k.Log)), 0o600); err != nil {
+		return spawn.Command{}, err
+	}
+	return spawn.Command{Path: bin, Args: []string{"-n", "-r", r.Name},
+		Env: r.env(k.Profile, extraEnv...), Dir: r.Dir, Log: k.Output}, nil
+}
+
 func (r *Realm) track(p *spawn.Process) {
 	r.mu.Lock()
 	r.procs = append(r.procs, p)
@@ -421,7 +456,7 @@ func (r *Realm) waitKDC(ctx context.Context, k *KDC) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("lab: krb5kdc on %s: %w\n%s", k.Addr, err, spawn.Tail(k.Log, 1024))
+		return fmt.Errorf("lab: %s KDC on %s: %w\n%s", r.Kind, k.Addr, err, spawn.Tail(k.Log, 1024))
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -284,14 +285,14 @@ func (f *fakeTB) Fatalf(format string, args ...any) {
 	panic(f)
 }
 
-func forTestWithout(t *testing.T) (f *fakeTB) {
+func forTestWithout(t *testing.T, kind lab.Kind) (f *fakeTB) {
 	f = &fakeTB{TB: t}
 	defer func() {
 		if v := recover(); v != f {
 			t.Fatalf("ForTest did not give up (recovered %v)", v)
 		}
 	}()
-	lab.ForTest(f, lab.Options{})
+	lab.ForTest(f, lab.Options{Kind: kind})
 	return f
 }
 
@@ -302,13 +303,13 @@ func TestForTestMissingBinaries(t *testing.T) {
 	}
 
 	t.Setenv("CI", "")
-	f := forTestWithout(t)
+	f := forTestWithout(t, lab.MIT)
 	if f.skipped == "" || f.failed != "" || !strings.Contains(f.skipped, lab.InstallCommand) {
 		t.Errorf("outside CI: skipped=%q failed=%q, want a skip with the install command", f.skipped, f.failed)
 	}
 
 	t.Setenv("CI", "true")
-	f = forTestWithout(t)
+	f = forTestWithout(t, lab.MIT)
 	if f.failed == "" || f.skipped != "" || !strings.Contains(f.failed, lab.InstallCommand) {
 		t.Errorf("CI=true: skipped=%q failed=%q, want a failure with the install command", f.skipped, f.failed)
 	}
@@ -326,11 +327,11 @@ func gone(pid int) bool {
 }
 
 // TestCrashedTestLeavesNoKDC re-runs this test binary as a "test" that
-// starts a realm and panics without Close: Pdeathsig must take the daemons
-// down with it.
+// starts a realm of each kind and panics without Close: Pdeathsig must take
+// the daemons down with it, Heimdal's forked KDC workers included.
 func TestCrashedTestLeavesNoKDC(t *testing.T) {
-	if os.Getenv("KRBOPS_LAB_CRASH_HELPER") == "1" {
-		r, err := lab.Start(context.Background(), lab.Options{Realm: "CRASH.TEST"})
+	if kind := os.Getenv("KRBOPS_LAB_CRASH_HELPER"); kind != "" {
+		r, err := lab.Start(context.Background(), lab.Options{Kind: lab.Kind(kind), Realm: "CRASH.TEST"})
 		if err != nil {
 			fmt.Println("START-ERROR", err)
 			os.Exit(3)
@@ -341,15 +342,27 @@ func TestCrashedTestLeavesNoKDC(t *testing.T) {
 		}
 		fmt.Printf("DIR %s\n", r.Dir)
 		for _, p := range r.PIDs() {
-			fmt.Printf("PID %d\n", p)
+			for _, m := range groupPIDs(p) {
+				fmt.Printf("PID %d\n", m)
+			}
 		}
 		panic("simulated crash of a test holding a realm")
 	}
-	if miss := lab.Missing(); len(miss) > 0 {
-		lab.ForTest(t, lab.Options{}) // skips, or fails under CI
+	// MIT: two KDCs and kadmind; Heimdal: two KDCs with a worker each
+	// and kpasswdd.
+	for kind, want := range map[lab.Kind]int{lab.MIT: 3, lab.Heimdal: 5} {
+		t.Run(string(kind), func(t *testing.T) {
+			if miss := lab.MissingFor(kind); len(miss) > 0 {
+				lab.ForTest(t, lab.Options{Kind: kind}) // skips, or fails under CI
+			}
+			crashedLeavesNoKDC(t, kind, want)
+		})
 	}
+}
+
+func crashedLeavesNoKDC(t *testing.T, kind lab.Kind, want int) {
 	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestCrashedTestLeavesNoKDC$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "KRBOPS_LAB_CRASH_HELPER=1")
+	cmd.Env = append(os.Environ(), "KRBOPS_LAB_CRASH_HELPER="+string(kind))
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "simulated crash") {
 		t.Fatalf("helper did not crash: %v\n%s", err, out)
@@ -367,8 +380,8 @@ func TestCrashedTestLeavesNoKDC(t *testing.T) {
 			pids = append(pids, n)
 		}
 	}
-	if len(pids) != 3 {
-		t.Fatalf("helper reported pids %v, want 3:\n%s", pids, out)
+	if len(pids) != want {
+		t.Fatalf("helper reported pids %v, want %d:\n%s", pids, want, out)
 	}
 	// A hang guard, not a timing check: the kernel kills them at once.
 	deadline := time.Now().Add(30 * time.Second)
@@ -380,6 +393,22 @@ func TestCrashedTestLeavesNoKDC(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+}
+
+// groupPIDs lists the live processes in process group pgid.
+func groupPIDs(pgid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || gone(pid) {
+			continue
+		}
+		if g, err := syscall.Getpgid(pid); err == nil && g == pgid {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // kadmin.local exits 0 when a query fails; KadminBatch must still report

@@ -55,52 +55,16 @@ func Probe(ctx context.Context, network, addr, realm, client string) (Reply, err
 	if err != nil {
 		return Reply{}, err
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, network, addr)
+	conn, done, err := dialProbe(ctx, network, addr)
 	if err != nil {
 		return Reply{}, err
 	}
-	defer conn.Close()
-	deadline, ok := ctx.Deadline()
-	if !ok || time.Until(deadline) > 3*time.Second {
-		deadline = time.Now().Add(3 * time.Second)
-	}
-	_ = conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer done()
 
 	rep := Reply{Sent: time.Now()}
-	var msg []byte
-	switch network {
-	case "udp", "udp4", "udp6":
-		if _, err := conn.Write(req); err != nil {
-			return Reply{}, err
-		}
-		buf := make([]byte, 65536)
-		n, err := conn.Read(buf)
-		if err != nil {
-			return Reply{}, err
-		}
-		msg = buf[:n]
-	case "tcp", "tcp4", "tcp6":
-		framed := binary.BigEndian.AppendUint32(nil, uint32(len(req)))
-		if _, err := conn.Write(append(framed, req...)); err != nil {
-			return Reply{}, err
-		}
-		var hdr [4]byte
-		if _, err := io.ReadFull(conn, hdr[:]); err != nil {
-			return Reply{}, err
-		}
-		n := binary.BigEndian.Uint32(hdr[:])
-		if n > 1<<20 {
-			return Reply{}, fmt.Errorf("lab: KDC %s sent a %d-byte TCP frame", addr, n)
-		}
-		msg = make([]byte, n)
-		if _, err := io.ReadFull(conn, msg); err != nil {
-			return Reply{}, err
-		}
-	default:
-		return Reply{}, fmt.Errorf("lab: probe: unsupported network %q", network)
+	msg, err := exchange(conn, network, req)
+	if err != nil {
+		return Reply{}, err
 	}
 	rep.Received = time.Now()
 	if err := parseReply(msg, &rep); err != nil {
@@ -120,6 +84,90 @@ func KDCTime(ctx context.Context, addr, realm string) (time.Time, time.Duration,
 		return time.Time{}, 0, fmt.Errorf("lab: KDC %s answered the probe without a KRB-ERROR", addr)
 	}
 	return rep.STime, rep.Offset(), nil
+}
+
+// ProbeKpasswd sends the kpasswd server at addr, over network ("udp" or
+// "tcp"), one RFC 3244 request around an AP-REQ it cannot decode, and
+// returns nil once a kpasswd reply (holding a KRB-ERROR) comes back: the
+// server is up on that transport. The lab waits for Heimdal's kpasswdd
+// this way, which has no TCP listener to dial.
+func ProbeKpasswd(ctx context.Context, network, addr string) error {
+	c, done, err := dialProbe(ctx, network, addr)
+	if err != nil {
+		return err
+	}
+	defer done()
+
+	apReq := tlv(0x6e, derInt(0)) // [APPLICATION 14] that is no AP-REQ
+	krbPriv := tlv(0x75)          // [APPLICATION 21], empty
+	req := binary.BigEndian.AppendUint16(nil, uint16(6+len(apReq)+len(krbPriv)))
+	req = binary.BigEndian.AppendUint16(req, 1) // protocol version 1
+	req = binary.BigEndian.AppendUint16(req, uint16(len(apReq)))
+	req = append(append(req, apReq...), krbPriv...)
+
+	msg, err := exchange(c, network, req)
+	if err != nil {
+		return err
+	}
+	// A reply starts with its own length, then a version and the length
+	// of an AP-REP (0 when a KRB-ERROR follows).
+	if len(msg) < 6 || int(binary.BigEndian.Uint16(msg)) != len(msg) {
+		return fmt.Errorf("lab: kpasswd %s/%s: a %d-byte answer that is no kpasswd reply", network, addr, len(msg))
+	}
+	return nil
+}
+
+// dialProbe connects for one probe exchange, which ends when ctx does and
+// after 3 s at most; done closes the connection.
+func dialProbe(ctx context.Context, network, addr string) (conn net.Conn, done func(), err error) {
+	var d net.Dialer
+	conn, err = d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok || time.Until(deadline) > 3*time.Second {
+		deadline = time.Now().Add(3 * time.Second)
+	}
+	_ = conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	return conn, func() { stop(); conn.Close() }, nil
+}
+
+// exchange sends req over conn and returns the answer: one datagram over
+// UDP; over TCP, both framed by a 4-byte length (RFC 4120 7.2.2, RFC 3244).
+func exchange(conn net.Conn, network string, req []byte) ([]byte, error) {
+	switch network {
+	case "udp", "udp4", "udp6":
+		if _, err := conn.Write(req); err != nil {
+			return nil, err
+		}
+		buf := make([]byte, 65536)
+		n, err := conn.Read(buf)
+		if err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
+	case "tcp", "tcp4", "tcp6":
+		framed := binary.BigEndian.AppendUint32(nil, uint32(len(req)))
+		if _, err := conn.Write(append(framed, req...)); err != nil {
+			return nil, err
+		}
+		var hdr [4]byte
+		if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+			return nil, err
+		}
+		n := binary.BigEndian.Uint32(hdr[:])
+		if n > 1<<20 {
+			return nil, fmt.Errorf("lab: %s sent a %d-byte TCP frame", conn.RemoteAddr(), n)
+		}
+		msg := make([]byte, n)
+		if _, err := io.ReadFull(conn, msg); err != nil {
+			return nil, err
+		}
+		return msg, nil
+	}
+	return nil, fmt.Errorf("lab: unsupported network %q", network)
 }
 
 // --- minimal DER, enough for an AS-REQ (RFC 4120 section 5.4.1) ---

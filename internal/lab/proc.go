@@ -101,6 +101,11 @@ func runTool(ctx context.Context, env []string, dir string, stdin string, name s
 	if err != nil {
 		return "", "", err
 	}
+	return runPath(ctx, env, dir, stdin, bin, name, args...)
+}
+
+// runPath is runTool for the program at bin, named name in errors.
+func runPath(ctx context.Context, env []string, dir string, stdin string, bin, name string, args ...string) (stdout, stderr string, err error) {
 	cmd := spawn.CommandContext(ctx, bin, args...)
 	cmd.Env = env
 	cmd.Dir = dir

@@ -231,6 +231,13 @@ func TestVerifyPhaseOneServerKeytab(t *testing.T) {
 // pre-rotation keytab is the control.
 func checkOldTicketDecrypts(t *testing.T, ccache, spn, phase1, old string) {
 	t.Helper()
+	checkOldTicketDecryptsAt(t, ccache, spn, 2, phase1, old)
+}
+
+// checkOldTicketDecryptsAt is checkOldTicketDecrypts for a ticket of
+// kvno oldKVNO.
+func checkOldTicketDecryptsAt(t *testing.T, ccache, spn string, oldKVNO uint32, phase1, old string) {
+	t.Helper()
 	cc, err := credentials.LoadCCache(ccache)
 	if err != nil {
 		t.Fatal(err)
@@ -244,8 +251,8 @@ func checkOldTicketDecrypts(t *testing.T, ccache, spn, phase1, old string) {
 	if err := tkt.Unmarshal(cred.Ticket); err != nil {
 		t.Fatal(err)
 	}
-	if tkt.EncPart.KVNO != 2 {
-		t.Fatalf("pre-rotation ticket has kvno %d, want 2", tkt.EncPart.KVNO)
+	if uint32(tkt.EncPart.KVNO) != oldKVNO {
+		t.Fatalf("pre-rotation ticket has kvno %d, want %d", tkt.EncPart.KVNO, oldKVNO)
 	}
 	for _, kt := range []string{phase1, old} {
 		k, err := kdcops.ReadKeytabFile(kt, kdcops.KeytabOptions{KeepKeys: true})
@@ -254,7 +261,7 @@ func checkOldTicketDecrypts(t *testing.T, ccache, spn, phase1, old string) {
 		}
 		res := kdcops.DecryptTicket(tkt, k.Entries)
 		if !res.Held || !res.Decrypted {
-			t.Errorf("%s: old ticket (kvno 2) does not decrypt: %+v", kt, res)
+			t.Errorf("%s: old ticket (kvno %d) does not decrypt: %+v", kt, oldKVNO, res)
 		}
 	}
 }

@@ -1,11 +1,13 @@
 // Command krbops-lab runs the internal/lab Kerberos realm outside of `go
 // test`: `make demo` uses it to show krbops against a healthy KDC, a KDC
-// whose clock is 7 minutes ahead, and a krb5.conf whose first KDC is down.
+// whose clock is 7 minutes ahead, a krb5.conf whose first KDC is down, a
+// stale and a weak keytab, and a key rotation — on an MIT, Heimdal or
+// Samba AD realm (--kind; `make demo KDC=ad`).
 //
-//	krbops-lab demo --krbops ./bin/krbops   # the on-call walkthrough
-//	krbops-lab shell [--faketime +420s]     # a realm to poke at; Ctrl-C ends it
+//	krbops-lab demo --krbops ./bin/krbops [--kind ad]  # the on-call walkthrough
+//	krbops-lab shell [--kind heimdal] [--faketime +420s] # a realm to poke at; Ctrl-C ends it
 //
-// Exit codes: 0 done, 1 the lab failed, 2 usage or missing MIT packages,
+// Exit codes: 0 done, 1 the lab failed, 2 usage or missing packages,
 // 130 interrupted.
 package main
 
@@ -25,16 +27,14 @@ import (
 	"github.com/krbops/krbops/internal/lab"
 )
 
-const demoPrincipal = "host/demo.krbops.test"
-
 func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
 func usage() {
 	fmt.Fprintf(os.Stderr, `usage:
-  krbops-lab demo --krbops PATH [--realm R] [--keep]
-  krbops-lab shell [--realm R] [--faketime +420s]
+  krbops-lab demo --krbops PATH [--kind mit|heimdal|ad] [--realm R] [--skew +420s]
+  krbops-lab shell [--kind mit|heimdal|ad] [--realm R] [--faketime +420s]
 `)
 }
 
@@ -60,15 +60,19 @@ func run(args []string) int {
 	}
 }
 
-// checkInstalled prints the exact install command when MIT packages are
-// missing.
-func checkInstalled() bool {
-	miss := lab.Missing()
+// checkInstalled prints the exact install command when the programs a
+// realm of kind needs are missing; an unknown kind is startRealm's error.
+func checkInstalled(kind string) bool {
+	k, err := lab.ParseKind(kind)
+	if err != nil {
+		return true
+	}
+	miss := lab.MissingFor(k)
 	if len(miss) == 0 {
 		return true
 	}
-	fmt.Fprintf(os.Stderr, "krbops-lab: missing %s. Install the MIT Kerberos lab packages with:\n\n    sudo %s\n\n",
-		strings.Join(miss, ", "), lab.InstallCommand)
+	fmt.Fprintf(os.Stderr, "krbops-lab: missing %s. Install what the %s lab needs with:\n\n    sudo %s\n\n",
+		strings.Join(miss, ", "), k, lab.InstallCommandFor(k))
 	return false
 }
 
@@ -76,10 +80,45 @@ func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, "  · "+format+"\n", a...)
 }
 
-func startRealm(ctx context.Context, realm string) (*lab.Realm, error) {
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+// startRealm bounds start-up: a Samba AD domain is provisioned on the
+// first start, which takes tens of seconds on a loaded machine.
+func startRealm(ctx context.Context, kind, realm string) (*lab.Realm, error) {
+	k, err := lab.ParseKind(kind)
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	return lab.Start(sctx, lab.Options{Realm: realm, Logf: logf})
+	return lab.Start(sctx, lab.Options{Kind: k, Realm: realm, Logf: logf})
+}
+
+// demoNames are the demo's principals on one kind of realm. AD has no
+// multi-component user principals: a service is a user account with an
+// SPN, and krbops is pointed at the account.
+type demoNames struct {
+	probe, op, legacy, batch string
+	svcAccount, svcSPN       string
+}
+
+func namesFor(r *lab.Realm) demoNames {
+	if r.Kind == lab.AD {
+		dom := strings.ToLower(r.Name)
+		return demoNames{probe: "demo-host", op: "oncall", legacy: "legacy", batch: "batch1",
+			svcAccount: "svc-web1", svcSPN: "HTTP/web1." + dom}
+	}
+	return demoNames{probe: "host/demo.krbops.test", op: "oncall/ops.krbops.test", legacy: "host/legacy.krbops.test",
+		batch: "batch1", svcAccount: "HTTP/web1.krbops.test", svcSPN: "HTTP/web1.krbops.test"}
+}
+
+// newKeytab creates principal with random keys and writes them to path.
+func newKeytab(ctx context.Context, r *lab.Realm, principal, path string) error {
+	if err := r.AddPrincipal(ctx, principal, ""); err != nil {
+		return err
+	}
+	if r.Kind == lab.MIT {
+		return r.Keytab(ctx, principal, path)
+	}
+	return r.ExportKeytab(ctx, principal, path)
 }
 
 func interrupted(ctx context.Context) bool { return errors.Is(ctx.Err(), context.Canceled) }
@@ -87,7 +126,8 @@ func interrupted(ctx context.Context) bool { return errors.Is(ctx.Err(), context
 func demo(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	krbops := fs.String("krbops", "", "path of the krbops binary to demonstrate (required)")
-	realmName := fs.String("realm", lab.DefaultRealm, "realm name")
+	kind := fs.String("kind", "mit", "KDC implementation: mit, heimdal or ad (Samba AD DC)")
+	realmName := fs.String("realm", "", "realm name (default: KRBOPS.TEST, AD.TEST for ad)")
 	skew := fs.String("skew", "+420s", "FAKETIME of the skewed KDC")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -104,12 +144,12 @@ func demo(ctx context.Context, args []string) int {
 		fmt.Fprintf(os.Stderr, "krbops-lab demo: krbops binary: %v\n", err)
 		return 2
 	}
-	if !checkInstalled() {
+	if !checkInstalled(*kind) {
 		return 2
 	}
 
-	fmt.Printf("Starting a throwaway MIT Kerberos realm %s on loopback...\n", *realmName)
-	r, err := startRealm(ctx, *realmName)
+	fmt.Printf("Starting a throwaway %s realm on loopback...\n", kindTitle(*kind))
+	r, err := startRealm(ctx, *kind, *realmName)
 	if err != nil {
 		if interrupted(ctx) {
 			return 130
@@ -123,7 +163,8 @@ func demo(ctx context.Context, args []string) int {
 			fmt.Fprintf(os.Stderr, "krbops-lab: %v\n", err)
 		}
 	}()
-	if err := r.AddPrincipal(ctx, demoPrincipal, ""); err != nil {
+	n := namesFor(r)
+	if err := r.AddPrincipal(ctx, n.probe, ""); err != nil {
 		fmt.Fprintf(os.Stderr, "krbops-lab: %v\n", err)
 		return 1
 	}
@@ -143,14 +184,16 @@ func demo(ctx context.Context, args []string) int {
 	weakKT := filepath.Join(r.Dir, "legacy.keytab")
 	opCC := "FILE:" + filepath.Join(r.Dir, "oncall.ccache")
 	opKT := filepath.Join(r.Dir, "oncall.keytab")
-	const svc, op, legacy = "HTTP/web1.krbops.test", "oncall/ops.krbops.test", "host/legacy.krbops.test"
+	batchKT := filepath.Join(r.Dir, "batch1.keytab")
+	allow := filepath.Join(r.Dir, "clusters.txt")
+	store := filepath.Join(r.Dir, "store")
 	clockScene := func(file, title string, kdcs ...string) scene {
 		conf := filepath.Join(r.Dir, file)
 		return scene{
 			title: title + "\n   krb5.conf kdc = " + strings.Join(kdcs, ", "),
 			conf:  conf,
 			setup: func() error { return r.WriteKrb5Conf(conf, kdcs...) },
-			argv:  []string{"clock-check", "--krb5-config", conf, "-o", "table", "--principal", demoPrincipal},
+			argv:  []string{"clock-check", "--krb5-config", conf, "-o", "table", "--principal", n.probe},
 		}
 	}
 	scenes := []scene{
@@ -161,50 +204,74 @@ func demo(ctx context.Context, args []string) int {
 			title: "A service keytab: verify proves keytab -> AS -> TGS -> AP",
 			conf:  healthy,
 			setup: func() error {
-				if err := r.AddPrincipal(ctx, svc, ""); err != nil {
+				if err := newKeytab(ctx, r, n.svcAccount, svcKT); err != nil {
 					return err
 				}
-				if err := r.Keytab(ctx, svc, svcKT); err != nil {
-					return err
+				if r.Kind == lab.AD {
+					if err := r.AddSPN(ctx, n.svcAccount, n.svcSPN); err != nil {
+						return err
+					}
 				}
 				return os.Chmod(svcKT, 0o600)
 			},
-			argv: []string{"verify", "--keytab", svcKT, "-o", "table"},
+			argv: []string{"verify", "--keytab", svcKT, "--principal", n.svcAccount, "--service", n.svcSPN, "-o", "table"},
 		},
 		{
-			title: "Someone ran `cpw -randkey` at the KDC; this host kept the old keytab",
+			title: "Someone reset the service's key at the KDC; this host kept the old keytab",
 			conf:  healthy,
 			setup: func() error {
 				// The on-call's own TGT lets verify ask the KDC's kvno.
-				if err := r.AddPrincipal(ctx, op, ""); err != nil {
+				if err := newKeytab(ctx, r, n.op, opKT); err != nil {
 					return err
 				}
-				if err := r.Keytab(ctx, op, opKT); err != nil {
-					return err
-				}
-				if out, err := r.Command(ctx, "kinit", "-k", "-t", opKT, "-c", opCC, op).CombinedOutput(); err != nil {
+				if out, err := r.Command(ctx, "kinit", "-k", "-t", opKT, "-c", opCC, n.op).CombinedOutput(); err != nil {
 					return fmt.Errorf("kinit: %v: %s", err, out)
 				}
-				_, err := r.Kadmin(ctx, "cpw -randkey "+svc)
-				return err
+				return r.SetPassword(ctx, n.svcAccount, "")
 			},
-			argv: []string{"verify", "--keytab", svcKT, "--ccache", opCC, "-o", "table"},
+			argv: []string{"verify", "--keytab", svcKT, "--principal", n.svcAccount, "--service", n.svcSPN, "--ccache", opCC, "-o", "table"},
 		},
 		{
-			title: "klist-lint: an old, group-readable keytab with rc4 and three kvnos",
+			title: "klist-lint: a group-readable keytab that piled up kvnos",
 			conf:  healthy,
 			setup: func() error {
-				if err := r.AddPrincipal(ctx, legacy, ""); err != nil {
+				if err := r.AddPrincipal(ctx, n.legacy, ""); err != nil {
 					return err
 				}
-				for range 3 { // each ktadd adds a kvno
-					if err := r.Keytab(ctx, legacy, weakKT, "aes256-cts-hmac-sha1-96", "rc4-hmac"); err != nil {
+				for range 3 { // each export after a key change adds a kvno
+					var err error
+					if r.Kind == lab.MIT {
+						err = r.Keytab(ctx, n.legacy, weakKT, "aes256-cts-hmac-sha1-96", "rc4-hmac")
+					} else if err = r.SetPassword(ctx, n.legacy, ""); err == nil {
+						err = r.ExportKeytab(ctx, n.legacy, weakKT)
+					}
+					if err != nil {
 						return err
 					}
 				}
 				return os.Chmod(weakKT, 0o640)
 			},
 			argv: []string{"klist-lint", "--keytab", weakKT, "--ccache", opCC, "-o", "table"},
+		},
+		{
+			title: "Rotate a batch client's key with kpasswd (a self change), keytab and secret store updated",
+			conf:  healthy,
+			setup: func() error {
+				if err := newKeytab(ctx, r, n.batch, batchKT); err != nil {
+					return err
+				}
+				if err := os.Mkdir(store, 0o700); err != nil {
+					return err
+				}
+				return os.WriteFile(allow, []byte("# clusters cleared for rotation\ndemo\n"), 0o600)
+			},
+			// The batch principal never logged in, so the last-login
+			// pre-check has no record: --no-login-record-ok says that
+			// is expected.
+			argv: []string{"rotate", "--principal", n.batch, "--keytab", batchKT, "--role", "client", "--backend", "kpasswd",
+				"--cluster", "demo", "--allowlist", allow, "--secret-store", "file://" + store,
+				"--ledger", filepath.Join(r.Dir, "ledger.db"), "--journal-dir", filepath.Join(r.Dir, "journal"),
+				"--kdc-log", r.KDCLog(), "--no-login-record-ok", "--yes", "-o", "table"},
 		},
 	}
 	type result struct {
@@ -275,15 +342,16 @@ func runKrbops(ctx context.Context, r *lab.Realm, bin, conf string, argv []strin
 
 func shell(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("shell", flag.ContinueOnError)
-	realmName := fs.String("realm", lab.DefaultRealm, "realm name")
+	kind := fs.String("kind", "mit", "KDC implementation: mit, heimdal or ad (Samba AD DC)")
+	realmName := fs.String("realm", "", "realm name (default: KRBOPS.TEST, AD.TEST for ad)")
 	skew := fs.String("faketime", "", "also start a KDC with this FAKETIME, e.g. +420s")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if !checkInstalled() {
+	if !checkInstalled(*kind) {
 		return 2
 	}
-	r, err := startRealm(ctx, *realmName)
+	r, err := startRealm(ctx, *kind, *realmName)
 	if err != nil {
 		if interrupted(ctx) {
 			return 130
@@ -305,7 +373,7 @@ func shell(ctx context.Context, args []string) int {
 		}
 		fmt.Printf("# skewed KDC %s (FAKETIME=%s): KRB5_CONFIG=%s\n", k.Addr, *skew, conf)
 	}
-	fmt.Printf("# realm %s, KDC %s, kadmind %s; admin %s keytab %s\n", r.Name, r.KDCs[0].Addr, r.KadminAddr, r.AdminPrincipal, r.AdminKeytab)
+	fmt.Printf("# %s realm %s, KDC %s, kpasswd %s, kadmind %s; admin %s keytab %s\n", r.Kind, r.Name, r.KDCs[0].Addr, r.KpasswdAddr, r.KadminAddr, r.AdminPrincipal, r.AdminKeytab)
 	fmt.Printf("# kdc log: %s\n", r.KDCLog())
 	for _, kv := range r.Env() {
 		k, v, _ := strings.Cut(kv, "=")
@@ -315,4 +383,14 @@ func shell(ctx context.Context, args []string) int {
 	<-ctx.Done()
 	fmt.Fprintln(os.Stderr, "\n# stopping")
 	return 0
+}
+
+func kindTitle(kind string) string {
+	switch k, _ := lab.ParseKind(kind); k {
+	case lab.Heimdal:
+		return "Heimdal Kerberos"
+	case lab.AD:
+		return "Active Directory (Samba AD DC)"
+	}
+	return "MIT Kerberos"
 }
