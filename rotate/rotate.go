@@ -894,8 +894,14 @@ func (r *Rotation) stepSet(ctx context.Context, _ *runbook.State) runbook.Result
 		return runbook.Passf("the KDC applied the key change although %s answered: %s; not repeated", r.Backend, err).
 			With(runbook.Evidence{"reply_error": err.Error()})
 	}
+	hint := "fix the cause"
+	// A kpasswd refusal says what its result code means for the operator.
+	var h fault.Hinter
+	if errors.As(err, &h) && h.Hint() != "" {
+		hint = h.Hint()
+	}
 	return runbook.Errorf("key change with %s failed: %s; the KDC still holds kvno %d, nothing changed", r.Backend, err, j.OldKVNO).
-		WithHint("fix the cause, then %s: it tests the KDC first and repeats the change only if it did not happen", r.command("rotate --resume"))
+		WithHint("%s; then %s: it tests the KDC first and repeats the change only if it did not happen", hint, r.command("rotate --resume"))
 }
 
 func (r *Rotation) sendChange(ctx context.Context) error {

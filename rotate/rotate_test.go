@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/krbops/krbops/kdcops"
+	"github.com/krbops/krbops/runbook"
 )
 
 const kdcLog = `Nov 23 12:36:09 vm krb5kdc[1](info): AS_REQ (1 etypes {aes256-cts-hmac-sha1-96(18)}) 127.0.0.1: NEEDED_PREAUTH: alice@R for krbtgt/R@R, Additional pre-authentication required
@@ -194,5 +195,25 @@ func TestDenied(t *testing.T) {
 	}
 	if err := ValidDenyPattern("svc-[a"); err == nil {
 		t.Error("a malformed pattern was accepted")
+	}
+}
+
+// A kpasswd refusal's own hint reaches the operator in set.kdc, ahead of
+// the resume advice.
+func TestSetKDCCarriesTheKpasswdHint(t *testing.T) {
+	g := newRig(t, Client, BackendKpasswd)
+	refusal := &kdcops.KpasswdError{Server: "kdc1:464", Code: 4, Name: "KRB5_KPASSWD_SOFTERROR", Self: true,
+		Result: "Password is too young to change"}
+	g.kdc.FailNextChange(refusal)
+	rep := g.run(false, "").rep
+	wantSteps(t, rep, StepSet, runbook.Error)
+	for _, s := range rep.Steps {
+		if s.ID != StepSet {
+			continue
+		}
+		if !strings.Contains(s.Message, "Password is too young to change") || !strings.HasPrefix(s.Hint, refusal.Hint()) ||
+			!strings.Contains(s.Hint, "rotate --resume") {
+			t.Errorf("set.kdc message %q, hint %q: want the refusal and its hint, then the resume advice", s.Message, s.Hint)
+		}
 	}
 }
