@@ -31,7 +31,6 @@ import (
 	"time"
 
 	"github.com/jcmturner/gofork/encoding/asn1"
-	"github.com/jcmturner/gokrb5/v8/client"
 	"github.com/jcmturner/gokrb5/v8/crypto"
 	"github.com/jcmturner/gokrb5/v8/iana/errorcode"
 	"github.com/jcmturner/gokrb5/v8/iana/nametype"
@@ -89,31 +88,16 @@ func (c *OnlineClient) KpasswdSet(ctx context.Context, auth []KeytabEntry, targe
 	if err != nil {
 		return err
 	}
-	kt, err := GokrbKeytab(auth)
+	cname := types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: a.Components}
+	tkt, sessionKey, err := c.changepwTicket(ctx, a.Realm, cname, auth)
 	if err != nil {
 		return err
-	}
-	gcfg, err := c.Config.Clone()
-	if err != nil {
-		return err
-	}
-	user := strings.Join(a.Components, "/")
-	cl := client.NewWithKeytab(user, a.Realm, kt, gcfg, client.DisablePAFXFAST(true))
-	defer cl.Destroy()
-	asReq, err := messages.NewASReqForChgPasswd(a.Realm, gcfg, cl.Credentials.CName())
-	if err != nil {
-		return fmt.Errorf("build the AS-REQ for kadmin/changepw: %w", err)
-	}
-	c.log().InfoContext(ctx, "kdc request", "msg_type", "AS-REQ", "principal", a.Principal, "purpose", "kadmin/changepw ticket")
-	asRep, err := cl.ASExchange(a.Realm, asReq, 0)
-	if err != nil {
-		return fmt.Errorf("initial ticket for kadmin/changepw as %s: %s", a.Principal, firstLine(err.Error()))
 	}
 	var tname *types.PrincipalName
 	if !self {
 		tname = &types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: target}
 	}
-	msg, subkey, err := kpasswdRequest(cl.Credentials.CName(), a.Realm, tname, targetRealm, password, asRep.Ticket, asRep.DecryptedEncPart.Key)
+	msg, subkey, err := kpasswdRequest(cname, a.Realm, tname, targetRealm, password, tkt, sessionKey)
 	if err != nil {
 		return err
 	}
@@ -139,6 +123,43 @@ func (c *OnlineClient) KpasswdSet(ctx context.Context, auth []KeytabEntry, targe
 		return nil
 	}
 	return newKpasswdError(server, self, res)
+}
+
+// changepwTicket logs in with auth's keys (one kvno), strongest enctype
+// first, for an initial ticket to kadmin/changepw: krbops' own AS
+// exchange, so ctx cancels it and the forensic log records it (gokrb5's
+// ASExchange takes no ctx, and its errors can embed key material).
+func (c *OnlineClient) changepwTicket(ctx context.Context, realm string, cname types.PrincipalName, auth []KeytabEntry) (messages.Ticket, types.EncryptionKey, error) {
+	var refused []string
+	for _, e := range keysByStrength(auth) {
+		req, err := messages.NewASReqForChgPasswd(realm, c.Config.Config, cname)
+		if err != nil {
+			return messages.Ticket{}, types.EncryptionKey{}, fmt.Errorf("build the AS-REQ for kadmin/changepw: %w", err)
+		}
+		kc, tkt, part, err := c.loginWith(ctx, realm, cname, e, req)
+		if err != nil {
+			return messages.Ticket{}, types.EncryptionKey{}, fmt.Errorf("initial ticket for kadmin/changepw as %s: %w", principalString(cname, realm), err)
+		}
+		if kc.OK {
+			return tkt, part.Key, nil
+		}
+		refused = append(refused, EnctypeName(e.Enctype)+": "+kc.Error)
+	}
+	return messages.Ticket{}, types.EncryptionKey{}, fmt.Errorf("the KDC refused every key of %s at kvno %d for kadmin/changepw (%s)",
+		principalString(cname, realm), auth[0].KVNO, strings.Join(refused, "; "))
+}
+
+// keysByStrength orders entries as krbops prefers enctypes (keyEnctypes).
+func keysByStrength(entries []KeytabEntry) []KeytabEntry {
+	out := slices.Clone(entries)
+	rank := func(et int32) int {
+		if i := slices.Index(keyEnctypes, et); i >= 0 {
+			return i
+		}
+		return len(keyEnctypes)
+	}
+	slices.SortStableFunc(out, func(a, b KeytabEntry) int { return rank(a.Enctype) - rank(b.Enctype) })
+	return out
 }
 
 // kpasswdServers are the realm's kpasswd_server entries (gokrb5 fills
@@ -861,9 +882,4 @@ func reach(ctx context.Context, k KDC, t Transport, probe []byte, timeout time.D
 		return err
 	}
 	return conn.Close()
-}
-
-func firstLine(s string) string {
-	s, _, _ = strings.Cut(s, "\n")
-	return truncate(s, 300)
 }
