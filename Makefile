@@ -11,8 +11,10 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DATE      ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
-# Debian packages the lab (and so the integration tests and the demo) needs.
-APT_PKGS  := krb5-kdc krb5-admin-server krb5-user faketime libfaketime bsdutils
+# Debian packages the lab (and so the integration tests and the demo) needs;
+# samba-vfs-modules because AD provisioning fails without acl_xattr.so.
+APT_PKGS  := krb5-kdc krb5-admin-server krb5-user faketime libfaketime bsdutils \
+	samba samba-dsdb-modules samba-ad-provision samba-vfs-modules
 
 .PHONY: all build test vet unit integration e2e demo deps cross bench clean docs
 
@@ -22,11 +24,16 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/krbops
 
 # deps installs the Debian packages when run as root, and otherwise prints
-# the exact command: the lab needs real MIT binaries, never stand-ins.
+# the exact command: the lab needs real MIT and Samba binaries, never
+# stand-ins.
 deps:
-	@missing=""; for b in /usr/sbin/krb5kdc /usr/sbin/kadmind /usr/sbin/kdb5_util /usr/bin/kinit /usr/bin/script; do \
+	@missing=""; for b in /usr/sbin/krb5kdc /usr/sbin/kadmind /usr/sbin/kdb5_util /usr/bin/kinit /usr/bin/script \
+		/usr/sbin/samba /usr/bin/samba-tool; do \
 		[ -x $$b ] || missing="$$missing $$b"; done; \
 	ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing="$$missing libfaketime"; \
+	[ -e /usr/share/samba/setup/provision.ldif ] || missing="$$missing samba-ad-provision"; \
+	ls /usr/lib/*/samba/ldb/samba_dsdb.so >/dev/null 2>&1 || missing="$$missing samba-dsdb-modules"; \
+	ls /usr/lib/*/samba/vfs/acl_xattr.so >/dev/null 2>&1 || missing="$$missing samba-vfs-modules"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "installing:$$missing"; \
@@ -57,7 +64,7 @@ integration:
 e2e:
 	$(GO) test -count=1 ./cmd/krbops/...
 
-test: deps vet unit integration e2e
+test: deps vet unit integration e2e man-check
 
 demo: deps build
 	$(GO) run ./internal/lab/cmd/krbops-lab demo --kind $(KDC) --krbops $(BIN)
@@ -76,7 +83,7 @@ bench: build
 	$(GO) run ./bench/verifybench --krbops $(BIN)
 
 clean:
-	rm -rf bin dist
+	rm -rf bin dist build
 
 # fuzz runs each parser fuzz target for FUZZTIME; it is not part of `make
 # test`. A crasher is written to kdcops/testdata/fuzz/<target>/ and from
@@ -157,3 +164,27 @@ querybench: build deps-dynalite
 .PHONY: rotatebench
 rotatebench: build
 	$(GO) run ./bench/rotatebench --krbops $(BIN)
+
+# man-check generates the man pages and completions the packages ship
+# (internal/gendocs) and checks them: a page per command naming every flag,
+# groff renders each without a warning, the bash completion loads; and the
+# packages' contents (goreleaser.yaml nfpms) and systemd units
+# (packaging/systemd, verified with systemd-analyze where installed).
+# docs-gen writes them into build/docs for a look.
+.PHONY: man-check docs-gen dist
+man-check:
+	$(GO) test -count=1 -timeout 5m ./internal/gendocs/ ./packaging/
+
+docs-gen:
+	$(GO) run ./internal/gendocs -out build/docs
+
+# dist builds the release archives and the .deb and .rpm packages into
+# dist/ with goreleaser (snapshot: no tag, nothing published).
+dist:
+	@if ! command -v goreleaser >/dev/null 2>&1; then \
+		echo "make dist needs goreleaser v2, which is not installed."; \
+		echo "install it: go install github.com/goreleaser/goreleaser/v2@v2.13.0"; \
+		echo "or build the binaries alone: make cross; man pages and completions: make docs-gen"; \
+		exit 2; \
+	fi
+	goreleaser release --snapshot --clean --config goreleaser.yaml

@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/krbops/krbops/internal/durable"
 	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/ledger"
+	"github.com/krbops/krbops/policy"
 	"github.com/krbops/krbops/rotate"
 	"github.com/krbops/krbops/secretstore"
 )
@@ -55,7 +57,16 @@ type RotateOptions struct {
 	Force           bool
 	Reason          string
 	WarnSkew        time.Duration
+	PolicyPath      string
+	NoPolicy        bool
+	MinGap          time.Duration
+
+	policy    *policy.Policy    // nil: no policy file
+	effective *policy.Effective // set by validate for a new rotation
 }
+
+// defaultMinTGTRemaining is --min-tgt-remaining's default.
+const defaultMinTGTRemaining = 30 * time.Minute
 
 // NewCmdRotate builds "krbops rotate" and its finish and status
 // subcommands.
@@ -99,7 +110,8 @@ Steps, in order (ids as in the report):
   preflight.kpasswd       the kpasswd server answers over TCP or UDP (or
                           kadmind over TCP)
   preflight.secret-store  the secret can be written
-  preflight.allowlist     --cluster is listed in --allowlist
+  preflight.allowlist     --cluster is cleared: allowlisted in the policy's
+                          clusters, or (without one) listed in --allowlist
   preflight.rate-limit    fewer than --max-per-window rotations of
                           (cluster, role) in --window (ledger)
   preflight.last-login    client, both: the newest AS_REQ over every
@@ -126,9 +138,28 @@ Steps, in order (ids as in the report):
                           group, mode and xattrs; the old file saved first as
                           KEYTAB.kvnoN.bak (never over an existing file)
   finish.ledger           recorded (server: awaiting phase 2); unlocked
+  plan.policy             --dry-run only: the effective policy, each value
+                          with its source (flag --x, policy FILE:LINE (KEY),
+                          built-in default); one info finding per value,
+                          rules policy.tier, policy.limit, policy.window,
+                          policy.min-gap, policy.allowlisted (or
+                          policy.allowlist), policy.deny, policy.kdc-logs,
+                          policy.no-login-record-ok, policy.min-tgt-remaining,
+                          policy.ticket-lifetime, policy.backend,
+                          policy.ledger, policy.secret-store
+
+A policy file (--policy FILE; default /etc/krbops/policy.yaml or
+policy.yml when present; --no-policy for none) decides the tier by
+principal patterns (first match in file order), the cluster allowlist,
+each tier's limit, window and min-gap, deny patterns, last-login rules, the
+phase-2 wait and default backend, ledger and secret store. Other flags
+override it, but --tier, --max-per-window, --window and --min-gap may only
+tighten it, and --allowlist is refused when it lists clusters. A malformed
+or untrusted policy is exit 2 naming file, line and key. See
+docs/policy.md.
 
 Refused before anything is read (exit 2): krbtgt/*, kadmin/*, K/M, kiprop/*,
-changepw/* and --deny patterns; a journal directory, journal or ledger that
+changepw/*, --deny and the policy's deny patterns; a journal directory, journal or ledger that
 another user could have written.
 
 A server keytab holds old and new kvno after phase 1; "rotate finish"
@@ -147,10 +178,12 @@ See docs/rotate.md for the t0..t7 timeline and what to do when a step fails.` + 
     --cluster eu1 --allowlist clusters.txt --secret-store file:///var/lib/krbops/keytabs \
     --kdc-log /var/log/krb5kdc.log --yes
   krbops rotate --resume --principal svc-batch@EXAMPLE.COM --secret-store file:///var/lib/krbops/keytabs --yes
+  krbops rotate --policy /etc/krbops/policy.yaml --principal kdc/core1 --role server \
+    --keytab /etc/krb5.keytab --cluster eu1 --dry-run
   krbops rotate status`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.validate(); err != nil {
+			if err := opts.validate(cmd.Flags()); err != nil {
 				return err
 			}
 			return run(cmd, "rotate")
@@ -166,19 +199,22 @@ See docs/rotate.md for the t0..t7 timeline and what to do when a step fails.` + 
 	f.StringVar(&opts.JournalDir, "journal-dir", defaultStatePath("rotate"), "directory of rotation journals (0700; they hold the pending keytab)")
 	f.DurationVar(&opts.TicketLifetime, "ticket-lifetime", 0, "the realm's max TGT/service-ticket lifetime (default: krb5.conf ticket_lifetime, 24h when unset)")
 	f.BoolVar(&opts.Yes, "yes", false, "do not ask for confirmation")
+	f.StringVar(&opts.PolicyPath, "policy", "", "rotation policy file (YAML, see docs/policy.md; default: /etc/krbops/policy.yaml or policy.yml when present)")
+	f.BoolVar(&opts.NoPolicy, "no-policy", false, "read no policy file, not even the default one (flags and built-in defaults only)")
 	f.StringArrayVar(&opts.Deny, "deny", nil, "principal pattern never to rotate (path.Match syntax, e.g. 'svc-pay*'), on top of the built-in krbtgt/*, kadmin/*, K/M, kiprop/*, changepw/*; repeatable")
 
 	lf := cmd.Flags()
 	lf.StringVar(&opts.Role, "role", "", "client (logs in with the keytab), server (decrypts service tickets; two phases) or both")
 	lf.StringVar(&opts.Backend, "backend", rotate.BackendKpasswd, "key change: kpasswd (the principal's own key), kpasswd-admin (RFC 3244 set-password as --admin-principal), kadmin (MIT kadmin cpw)")
-	lf.StringVar(&opts.Cluster, "cluster", "", "cluster (fault domain) the principal belongs to; must be in --allowlist")
-	lf.StringVar(&opts.Tier, "tier", "standard", "standard or control-plane (stricter rate-limit defaults: 2 per 6h instead of 20 per 1h)")
-	lf.StringVar(&opts.Allowlist, "allowlist", "", "file of clusters cleared for rotation, one per line (# comments)")
-	lf.IntVar(&opts.MaxPerWindow, "max-per-window", 0, "rotations per (cluster, role) per --window (default: the tier's)")
-	lf.DurationVar(&opts.Window, "window", 0, "rate-limit window (default: the tier's)")
+	lf.StringVar(&opts.Cluster, "cluster", "", "cluster (fault domain) the principal belongs to; must be cleared by the policy's clusters or --allowlist")
+	lf.StringVar(&opts.Tier, "tier", "standard", "standard or control-plane (stricter rate-limit defaults: 2 per 6h instead of 20 per 1h); with a policy the policy's patterns decide, and --tier may only name a stricter tier")
+	lf.StringVar(&opts.Allowlist, "allowlist", "", "file of clusters cleared for rotation, one per line (# comments); not with a policy that lists clusters")
+	lf.IntVar(&opts.MaxPerWindow, "max-per-window", 0, "rotations per (cluster, role) per --window (default: the tier's; with a policy only lower)")
+	lf.DurationVar(&opts.Window, "window", 0, "rate-limit window (default: the tier's; with a policy only longer)")
+	lf.DurationVar(&opts.MinGap, "min-gap", 0, "least time between two rotations of the tier in (cluster, role) (default: the tier's; with a policy only longer)")
 	lf.StringArrayVar(&opts.KDCLogs, "kdc-log", nil, "MIT krb5kdc log with the principal's AS_REQ lines; repeatable (every KDC's log; rotated and .gz files too); required for --role client and both")
 	lf.BoolVar(&opts.NoLoginRecordOK, "no-login-record-ok", false, "rotate a client even when no --kdc-log records a login of it (otherwise the last-login check fails closed)")
-	lf.DurationVar(&opts.MinTGTRemaining, "min-tgt-remaining", 30*time.Minute, "client: TGT lifetime the last login must still leave")
+	lf.DurationVar(&opts.MinTGTRemaining, "min-tgt-remaining", defaultMinTGTRemaining, "client: TGT lifetime the last login must still leave")
 	lf.StringVar(&opts.AdminPrincipal, "admin-principal", "", "kpasswd-admin/kadmin: administrator principal")
 	lf.StringVar(&opts.AdminKeytab, "admin-keytab", "", "kpasswd-admin/kadmin: the administrator's keytab")
 	lf.StringVar(&opts.Kadmin, "kadmin", "kadmin", "kadmin backend: the MIT kadmin client binary")
@@ -200,6 +236,9 @@ valid that long. --force publishes anyway.
 Steps: phase2.ticket-lifetime, phase2.store, phase2.keytab, phase2.ledger.` + exitStatusHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.subcommandPolicy(cmd.Flags()); err != nil {
+				return err
+			}
 			switch {
 			case opts.Principal == "" || opts.Keytab == "" || opts.SecretStore == "":
 				return usageError(errors.New("rotate finish needs --principal, --keytab and --secret-store"), "use the values of phase 1")
@@ -219,7 +258,12 @@ Steps: phase2.ticket-lifetime, phase2.store, phase2.keytab, phase2.ledger.` + ex
 journals on this host. One row per principal; a warning where something is
 to be done (resume, or phase 2 ready).` + exitStatusHelp,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return run(cmd, "status") },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.subcommandPolicy(cmd.Flags()); err != nil {
+				return err
+			}
+			return run(cmd, "status")
+		},
 	}
 	abort := &cobra.Command{
 		Use:   "abort",
@@ -238,6 +282,9 @@ Steps: abort.journal, abort.store, abort.ledger.` + exitStatusHelp,
 		Example: `  krbops rotate abort --principal svc-batch@EXAMPLE.COM --secret-store file:///var/lib/krbops/keytabs --reason "wrong cluster" --yes`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.subcommandPolicy(cmd.Flags()); err != nil {
+				return err
+			}
 			switch {
 			case opts.Principal == "" || opts.SecretStore == "":
 				return usageError(errors.New("rotate abort needs --principal and --secret-store"), "use the values of the rotation")
@@ -265,6 +312,9 @@ records. Step: unlock.lock.` + exitStatusHelp,
 		Example: `  krbops rotate unlock --principal svc-batch@EXAMPLE.COM --force --reason "host rebooted mid-rotation"`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.subcommandPolicy(cmd.Flags()); err != nil {
+				return err
+			}
 			switch {
 			case opts.Principal == "":
 				return usageError(errors.New("rotate unlock needs --principal"), "")
@@ -296,9 +346,19 @@ func defaultStatePath(name string) string {
 	return filepath.Join(dir, "krbops", name)
 }
 
-func (o *RotateOptions) validate() error {
+func (o *RotateOptions) validate(fl *pflag.FlagSet) error {
 	if o.Principal == "" {
 		return usageError(errors.New("--principal is required"), "for example --principal svc-batch@EXAMPLE.COM")
+	}
+	pol, err := o.loadPolicy()
+	if err != nil {
+		return err
+	}
+	o.policy = pol
+	if o.Resume {
+		o.policyDefaults(fl)
+	} else if o.SecretStore == "" && pol != nil && pol.SecretStore.Set {
+		o.SecretStore = pol.SecretStore.V // needed now; resolvePolicy records its source
 	}
 	if o.SecretStore == "" {
 		return usageError(errors.New("--secret-store is required"), "for example --secret-store file:///var/lib/krbops/keytabs")
@@ -308,38 +368,47 @@ func (o *RotateOptions) validate() error {
 			return usageError(fmt.Errorf("--deny %q: %w", p, err), "a path.Match pattern such as 'svc-pay*' or '*@OTHER.REALM'")
 		}
 	}
-	if p, denied := rotate.Denied(o.Principal, o.Deny); denied {
+	deny := o.Deny
+	if pol != nil {
+		for _, p := range pol.Deny {
+			deny = append(deny, p.Text)
+		}
+	}
+	if p, denied := rotate.Denied(o.Principal, deny); denied {
 		return usageError(fmt.Errorf("refusing to rotate %s: it matches the deny pattern %s", o.Principal, p),
 			"the realm's own keys (krbtgt, kadmin, changepw, kiprop, K/M) are never rotated by krbops; nothing was changed")
 	}
 	if o.Resume {
+		o.Deny = deny
 		return o.confirmUnlessDry("resume the rotation of " + o.Principal)
 	}
-	switch {
-	case !rotate.Role(o.Role).Valid():
+	if !rotate.Role(o.Role).Valid() {
 		return usageError(fmt.Errorf("--role must be client, server or both, not %q", o.Role), "client: logs in with the keytab; server: decrypts service tickets; both: does both")
+	}
+	if o.MaxPerWindow < 0 || o.Window < 0 || o.MinGap < 0 || o.MinTGTRemaining < 0 || o.TicketLifetime < 0 {
+		return usageError(errors.New("--max-per-window, --window, --min-gap, --min-tgt-remaining and --ticket-lifetime must not be negative"), "")
+	}
+	if pol == nil {
+		if _, ok := rotate.TierLimit(rotate.Tier(o.Tier)); !ok {
+			return usageError(fmt.Errorf("--tier must be standard or control-plane, not %q", o.Tier), "")
+		}
+	}
+	if err := o.resolvePolicy(fl); err != nil {
+		return err
+	}
+	switch {
 	case o.Backend != rotate.BackendKpasswd && o.Backend != rotate.BackendKpasswdAdmin && o.Backend != rotate.BackendKadmin:
 		return usageError(fmt.Errorf("--backend must be kpasswd, kpasswd-admin or kadmin, not %q", o.Backend), "")
 	case o.Backend != rotate.BackendKpasswd && (o.AdminPrincipal == "" || o.AdminKeytab == ""):
 		return usageError(fmt.Errorf("--backend %s needs --admin-principal and --admin-keytab", o.Backend), "")
-	case o.Keytab == "" || o.Cluster == "" || o.Allowlist == "":
-		return usageError(errors.New("--keytab, --cluster and --allowlist are required"), "the allowlist names the clusters cleared for rotation")
+	case o.Keytab == "" || o.Cluster == "":
+		return usageError(errors.New("--keytab and --cluster are required"), "the cluster must be cleared for rotation by the policy or --allowlist")
+	case o.Allowlist == "" && !pol.HasClusters():
+		return usageError(errors.New("--allowlist is required when no policy file lists the clusters"), "the allowlist names the clusters cleared for rotation; a policy's clusters section replaces it (docs/policy.md)")
 	case rotate.Role(o.Role).LogsIn() && len(o.KDCLogs) == 0:
-		return usageError(fmt.Errorf("--role %s needs --kdc-log", o.Role), "the last login decides whether the client's TGT outlives the key change")
-	case o.NoLoginRecordOK && !rotate.Role(o.Role).LogsIn():
+		return usageError(fmt.Errorf("--role %s needs --kdc-log", o.Role), "the last login decides whether the client's TGT outlives the key change; a policy gives them as last-login.kdc-logs")
+	case o.NoLoginRecordOK && fl.Changed("no-login-record-ok") && !rotate.Role(o.Role).LogsIn():
 		return usageError(fmt.Errorf("--no-login-record-ok applies to --role client or both, not %s", o.Role), "")
-	case o.MaxPerWindow < 0 || o.Window < 0 || o.MinTGTRemaining < 0 || o.TicketLifetime < 0:
-		return usageError(errors.New("--max-per-window, --window, --min-tgt-remaining and --ticket-lifetime must not be negative"), "")
-	}
-	lim, ok := rotate.TierLimit(rotate.Tier(o.Tier))
-	if !ok {
-		return usageError(fmt.Errorf("--tier must be standard or control-plane, not %q", o.Tier), "")
-	}
-	if o.MaxPerWindow == 0 {
-		o.MaxPerWindow = lim.Max
-	}
-	if o.Window == 0 {
-		o.Window = lim.Window
 	}
 	return o.confirmUnlessDry(fmt.Sprintf("rotate %s (%s, %s) in cluster %s", o.Principal, o.Role, o.Backend, o.Cluster))
 }
@@ -430,6 +499,7 @@ func (o *RotateOptions) rotation(ctx context.Context) (*rotate.Rotation, func(),
 			r.AdminPrincipal += "@" + realm
 		}
 	}
+	o.applyPolicy(r, cfg)
 	r.AfterStep = crashHook(o.IO) // nil unless built with -tags krbops_testhooks
 	return r, func() { led.Close() }, nil
 }

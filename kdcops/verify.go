@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jcmturner/gokrb5/v8/crypto"
@@ -79,6 +80,24 @@ func (c *OnlineClient) LoginPerKVNO(ctx context.Context, entries []KeytabEntry) 
 		}
 	}
 	return nil, attempts, nil
+}
+
+// DescribeAttempts is one line for a report: each kvno tried, and what
+// the KDC said, e.g. "kvno 3 aes256-cts-hmac-sha1-96: KDC_ERR_PREAUTH_FAILED;
+// kvno 2 aes256-cts-hmac-sha1-96 accepted".
+func DescribeAttempts(as []LoginAttempt) string {
+	var parts []string
+	for _, a := range as {
+		switch {
+		case a.Skipped != "":
+			parts = append(parts, fmt.Sprintf("kvno %d skipped: %s", a.KVNO, a.Skipped))
+		case a.OK:
+			parts = append(parts, fmt.Sprintf("kvno %d %s accepted", a.KVNO, EnctypeName(a.Enctype)))
+		default:
+			parts = append(parts, fmt.Sprintf("kvno %d %s: %s", a.KVNO, EnctypeName(a.Enctype), a.Error))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // usableLoginEntry picks the key to try at kvno: AES first, then any

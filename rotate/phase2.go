@@ -147,6 +147,9 @@ func (r *Rotation) Plan(resume bool, j *Journal) runbook.Runbook {
 			}
 		}
 	}
+	if len(r.Policy) > 0 {
+		rb.Steps = append(rb.Steps, r.policyStep())
+	}
 	rb.Command = "rotate --dry-run"
 	return rb
 }

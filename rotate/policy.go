@@ -1,13 +1,15 @@
 package rotate
 
 import (
+	"context"
 	"errors"
-	"github.com/krbops/krbops/internal/shquote"
 	"path"
 	"strings"
 	"time"
 
+	"github.com/krbops/krbops/internal/shquote"
 	"github.com/krbops/krbops/kdcops"
+	"github.com/krbops/krbops/runbook"
 )
 
 // Tier is a principal's blast-radius class: it sets how many of its kind
@@ -91,4 +93,48 @@ func ValidDenyPattern(p string) error {
 	}
 	_, err := path.Match(p, "")
 	return err
+}
+
+// StepPolicy is the dry-run plan's last step: the effective policy.
+const StepPolicy = "plan.policy"
+
+// PolicySetting is one value of the effective policy and its source
+// ("flag --x", "policy FILE:LINE (KEY)", "built-in default").
+type PolicySetting struct{ Key, Value, Source string }
+
+// AllowlistDecision is a policy file's verdict on the rotation's cluster.
+type AllowlistDecision struct {
+	Allowed bool
+	Source  string
+}
+
+func (d *AllowlistDecision) result(cluster string) runbook.Result {
+	ev := runbook.Evidence{"source": d.Source}
+	if d.Allowed {
+		return runbook.Passf("cluster %s is allowlisted by %s", cluster, d.Source).With(ev)
+	}
+	return runbook.Failf("cluster %s is not cleared for rotation: %s", cluster, d.Source).With(ev).
+		WithHint("roll out cluster by cluster: set clusters.%s.allowlisted: true in the policy when its turn comes", cluster)
+}
+
+// policyStep reports the effective policy: one info finding per value
+// (rule policy.KEY), so every output format shows the section, and the
+// step's evidence maps each key to its value and source.
+func (r *Rotation) policyStep() runbook.Step {
+	return runbook.Step{ID: StepPolicy, Title: "effective policy", Run: func(context.Context, *runbook.State) runbook.Result {
+		ev := runbook.Evidence{}
+		var fs []runbook.Finding
+		tier, src := "", ""
+		for _, s := range r.Policy {
+			ev[s.Key] = map[string]any{"value": s.Value, "source": s.Source}
+			fs = append(fs, runbook.Finding{Rule: "policy." + s.Key, Severity: runbook.SeverityInfo,
+				Message: s.Key + " " + s.Value + ", from " + s.Source, Evidence: runbook.Evidence{"value": s.Value, "source": s.Source}})
+			if s.Key == "tier" {
+				tier, src = s.Value, s.Source
+			}
+		}
+		res := runbook.Passf("%s is in tier %s (%s)", r.Principal, tier, src).With(ev)
+		res.Findings = fs
+		return res
+	}}
 }

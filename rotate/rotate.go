@@ -152,6 +152,16 @@ type Rotation struct {
 	// KDCLogs are the KDC logs the last-login check reads (MIT krb5kdc
 	// format; rotated and .gz files too).
 	KDCLogs []string
+	// MinGap is the least time between two rotations of the tier in the
+	// (cluster, role), from the policy or --min-gap. The ledger's
+	// admission enforces it; nothing in this package does yet.
+	MinGap time.Duration
+	// PolicyAllowlist, when set, decides preflight.allowlist in place of
+	// the Allowlist file: a policy file's clusters section.
+	PolicyAllowlist *AllowlistDecision
+	// Policy is the effective policy with the source of every value; the
+	// dry-run plan reports it (step plan.policy).
+	Policy []PolicySetting
 
 	// run state
 	runStart  time.Time
@@ -369,6 +379,9 @@ func (r *Rotation) stepStore(ctx context.Context, _ *runbook.State) runbook.Resu
 }
 
 func (r *Rotation) stepAllowlist(context.Context, *runbook.State) runbook.Result {
+	if d := r.PolicyAllowlist; d != nil {
+		return d.result(r.Cluster)
+	}
 	// A list of cluster names: 1 MiB is thousands of clusters, and a FIFO
 	// or device is refused rather than waited on.
 	b, err := readcap.ReadFile(r.Allowlist, 1<<20)

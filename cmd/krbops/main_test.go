@@ -111,6 +111,7 @@ func TestScript(t *testing.T) {
 				"tls-proxy":         cmdTLSProxy,
 				"gen-keytab":        cmdGenKeytab,
 				"hint-script":       cmdHintScript,
+				"grep-lines":        cmdGrepLines,
 			}
 			for name, c := range labCmds(r) {
 				cmds[name] = c

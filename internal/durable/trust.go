@@ -62,3 +62,7 @@ func verbFor(m os.FileMode) string {
 	}
 	return "read"
 }
+
+// Owner returns the uid that owns the file fi describes, and false where
+// the platform has no uid (Windows).
+func Owner(fi os.FileInfo) (int, bool) { return ownerOf(fi) }

@@ -219,7 +219,7 @@ func (v *Check) as(ctx context.Context, tg *target) runbook.Result {
 	sess, attempts, err := c.LoginPerKVNO(ctx, entries)
 	keytabKVNOs, _ := kvnosAndEnctypes(entries)
 	newest := keytabKVNOs[len(keytabKVNOs)-1]
-	ev := runbook.Evidence{"principal": t.Principal, "keytab_kvnos": keytabKVNOs, "attempts": describeAttempts(attempts)}
+	ev := runbook.Evidence{"principal": t.Principal, "keytab_kvnos": keytabKVNOs, "attempts": kdcops.DescribeAttempts(attempts)}
 	if err != nil {
 		return kdcFailure(ctx, err, t.Principal, ev)
 	}
@@ -234,7 +234,7 @@ func (v *Check) as(ctx context.Context, tg *target) runbook.Result {
 		return runbook.Passf("KDC accepted kvno %d (%s)", sess.KVNO, kdcops.EnctypeName(sess.Enctype)).With(ev)
 	}
 	// Every kvno was rejected: say which kvno the KDC holds, if we can ask.
-	rejected := describeAttempts(attempts)
+	rejected := kdcops.DescribeAttempts(attempts)
 	kdcKVNO, via, kerr := c.KDCKVNOWith(ctx, realmOf(t.Principal, v.Realm), componentsOf(t.Principal))
 	switch {
 	case kerr == nil:
@@ -261,21 +261,6 @@ func withCommand(hint, cmd, sep string, tail ...string) string {
 		return hint
 	}
 	return hint + sep + cmd + strings.Join(tail, "")
-}
-
-func describeAttempts(as []kdcops.LoginAttempt) string {
-	var parts []string
-	for _, a := range as {
-		switch {
-		case a.Skipped != "":
-			parts = append(parts, fmt.Sprintf("kvno %d skipped: %s", a.KVNO, a.Skipped))
-		case a.OK:
-			parts = append(parts, fmt.Sprintf("kvno %d %s accepted", a.KVNO, kdcops.EnctypeName(a.Enctype)))
-		default:
-			parts = append(parts, fmt.Sprintf("kvno %d %s: %s", a.KVNO, kdcops.EnctypeName(a.Enctype), a.Error))
-		}
-	}
-	return strings.Join(parts, "; ")
 }
 
 // kdcFailure turns an error that ended an exchange into a result with the
