@@ -30,6 +30,7 @@ import (
 	"github.com/krbops/krbops/internal/faultproxy"
 	"github.com/krbops/krbops/internal/lab"
 	"github.com/krbops/krbops/kdcops"
+	"github.com/krbops/krbops/rotate"
 )
 
 // kpw is one realm under test and a fresh principal per case.
@@ -390,8 +391,11 @@ func kpasswdClientCases(t *testing.T, k *kpw) {
 		}
 	})
 
-	// Admin set-password names the target (0xff80 + targname); admin/admin
-	// has kadm5.acl's "*" on the lab realm.
+	// Admin set-password names the target (0xff80 + targname) as the
+	// realm's administrator (MIT: kadm5.acl's "*"; Heimdal: "all"; AD:
+	// Administrator). Its transport follows the request's size: an AD
+	// Administrator's ticket carries a PAC that takes the request past
+	// udp_preference_limit, so it goes over TCP first.
 	t.Run("admin-set-password-with-targname", func(t *testing.T) {
 		c := k.newCase(t, "kpw-target", false, false)
 		before := c.kvno(t, c.name)
@@ -400,11 +404,43 @@ func kpasswdClientCases(t *testing.T, k *kpw) {
 		if err := c.client(t, 0, kpSafety, nil).KpasswdSet(ctx(), admin, k.r.Name, []string{c.name}, newPassword(t)); err != nil {
 			t.Fatal(err)
 		}
-		c.wantRequests(t, kdcops.KpasswdVersionSet, "udp")
+		_, reqs := c.seen()
+		first := "udp"
+		if len(reqs) > 0 && len(reqs[0]) > 1465 {
+			first = "tcp"
+		}
+		t.Logf("set-password request of %d bytes, first over %s", len(reqs[0]), first)
+		c.wantRequests(t, kdcops.KpasswdVersionSet, first)
 		if v := c.kvno(t, c.name); v != before+1 {
 			t.Errorf("kvno %d -> %d, want +1", before, v)
 		}
 	})
+
+	// AD's computer account (HOST1$, its own salt rule) changes its own
+	// key with the version-1 request: no targname, no admin reset.
+	if k.r.Kind == lab.AD {
+		t.Run("ad-computer-account-self-change", func(t *testing.T) {
+			p, err := k.r.AddComputer(ctx(), "KPWHOST1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			name, _, _ := strings.Cut(p, "@")
+			kt := filepath.Join(k.dir, "kpwhost1.keytab")
+			if err := k.r.ExportKeytab(ctx(), name, kt); err != nil {
+				t.Fatal(err)
+			}
+			c := &kpwCase{k: k, name: name, entries: readKeys(t, kt)}
+			c.splitProxies(t, k.r.KpasswdAddr, false, false)
+			before := c.kvno(t, name)
+			if err := c.client(t, 0, kpSafety, nil).KpasswdSet(ctx(), c.entries, k.r.Name, []string{name}, rotate.NewPassword()); err != nil {
+				t.Fatal(err)
+			}
+			c.wantRequests(t, kdcops.KpasswdVersionChange, "udp")
+			if v := c.kvno(t, name); v != before+1 {
+				t.Errorf("%s: kvno %d -> %d, want +1", name, before, v)
+			}
+		})
+	}
 
 	// A principal without the right to set another's password is
 	// refused with the reason and hint for a set-password: MIT and AD
@@ -430,4 +466,29 @@ func kpasswdClientCases(t *testing.T, k *kpw) {
 			t.Errorf("kvno %d -> %d, want unchanged", before, v)
 		}
 	})
+}
+
+// With AD's complexity rule on, a password of upper-case letters and
+// digits only is refused (SOFTERROR, the complexity hint), and the one
+// rotate generates is accepted.
+func TestKpasswdADComplexity(t *testing.T) {
+	k := &kpw{r: lab.ForTest(t, lab.Options{Kind: lab.AD, ADComplexity: true}), dir: t.TempDir(), tcp: true}
+	c := k.newCase(t, "kpw-complex", false, false)
+	cl := c.client(t, 0, kpSafety, nil)
+	before := c.kvno(t, c.name)
+	err := cl.KpasswdSet(context.Background(), c.entries, k.r.Name, []string{c.name}, "ONLYUPPERAND0123456789ABCDEFGH")
+	var ke *kdcops.KpasswdError
+	if !errors.As(err, &ke) || ke.Code != 4 || !strings.Contains(ke.Hint(), "upper, lower, digit and symbol") {
+		t.Fatalf("weak password: %v, want SOFTERROR with the complexity hint", err)
+	}
+	t.Logf("client saw: %v\nhint: %s", err, ke.Hint())
+	if v := c.kvno(t, c.name); v != before {
+		t.Fatalf("kvno %d -> %d after a refusal", before, v)
+	}
+	if err := cl.KpasswdSet(context.Background(), c.entries, k.r.Name, []string{c.name}, rotate.NewPassword()); err != nil {
+		t.Fatalf("rotate.NewPassword under AD complexity: %v", err)
+	}
+	if v := c.kvno(t, c.name); v != before+1 {
+		t.Errorf("kvno %d -> %d, want +1", before, v)
+	}
 }
