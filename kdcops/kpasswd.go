@@ -14,7 +14,7 @@ package kdcops
 //   - a set-password of another principal is version 0xff80 with
 //     ChangePasswdData's targname and targrealm.
 //
-// Transport is MIT's: UDP first for a message no larger than krb5.conf's
+// Transport: UDP first for a message no larger than krb5.conf's
 // udp_preference_limit, TCP first otherwise, each kpasswd server in turn.
 
 import (
@@ -201,10 +201,12 @@ func (c *OnlineClient) kpasswdServers(realm string) ([]KDC, error) {
 }
 
 // KpasswdTransports is the order the transports are tried in for a
-// message of size bytes to server k, as MIT's sendto_kdc orders them: UDP
-// first when the message is no larger than udp_preference_limit (MIT's
-// default 1465; 1 therefore means TCP first), TCP first otherwise. An
-// entry written "tcp/host" or "udp/host" is tried over that one only.
+// message of size bytes to server k, as MIT's sendto_kdc orders a KDC
+// request (issue 11): UDP first when the message is no larger than
+// udp_preference_limit (MIT's default 1465; 1 therefore means TCP first),
+// TCP first otherwise. MIT's kpasswd program itself always starts with
+// TCP; a limit of 1 gives that order. An entry written "tcp/host" or
+// "udp/host" is tried over that one only.
 func KpasswdTransports(limit, size int, k KDC) []Transport {
 	if k.Forced {
 		return []Transport{k.Transport}

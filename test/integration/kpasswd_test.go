@@ -492,3 +492,49 @@ func TestKpasswdADComplexity(t *testing.T) {
 		t.Errorf("kvno %d -> %d, want +1", before, v)
 	}
 }
+
+// MIT's own kpasswd client (1.20, Debian 12), for comparison: it sends
+// the change over TCP first whatever udp_preference_limit says, and tries
+// UDP only when TCP fails completely (its source: "UDP retransmits may be
+// seen as replays"). krbops orders by udp_preference_limit as issue 11
+// asks, and checks the KDC before any resend (see KpasswdSet).
+func TestMITKpasswdClientTransportOrder(t *testing.T) {
+	r := lab.ForTest(t, lab.Options{})
+	ctx := kpCtx(t)
+	pw := newPassword(t)
+	if err := r.AddPrincipal(ctx, "mit-order", pw); err != nil {
+		t.Fatal(err)
+	}
+	for i, limit := range []string{"", "1", "32700"} {
+		conf := filepath.Join(t.TempDir(), "krb5.conf")
+		b, err := os.ReadFile(r.Krb5Conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if limit != "" {
+			b = bytes.Replace(b, []byte("[libdefaults]\n"), []byte("[libdefaults]\n\tudp_preference_limit = "+limit+"\n"), 1)
+		}
+		if err := os.WriteFile(conf, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		next := fmt.Sprintf("%s-%d", pw, i)
+		cmd := r.Command(ctx, "kpasswd", "mit-order")
+		cmd.Env = append(cmd.Env, "KRB5_CONFIG="+conf, "KRB5CCNAME=FILE:"+filepath.Join(t.TempDir(), "cc"), "KRB5_TRACE=/dev/stderr")
+		cmd.Stdin = strings.NewReader(pw + "\n" + next + "\n" + next + "\n")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("kpasswd (limit %q): %v\n%s", limit, err, out)
+		}
+		var first string
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.Contains(l, r.KpasswdAddr) && strings.Contains(l, "request to") {
+				first = l
+				break
+			}
+		}
+		if !strings.Contains(first, "Sending TCP request to stream "+r.KpasswdAddr) {
+			t.Errorf("udp_preference_limit %q: MIT kpasswd's first request: %q, want TCP", limit, first)
+		}
+		pw = next
+	}
+}
