@@ -405,3 +405,18 @@ func TestSendRecvMatchSkipsStrayDatagrams(t *testing.T) {
 		t.Errorf("reply %d bytes after %d stray datagrams; want the sealed reply after 2", len(ex.Reply), ex.Stray)
 	}
 }
+
+// gokrb5 picks login keys by timestamp: a two-kvno keytab is refused
+// before anything is sent.
+func TestKpasswdSetNeedsOneKVNO(t *testing.T) {
+	a, _ := DeriveKeytab("R", []string{"a"}, []KDCKey{{Enctype: 18, Salt: "Ra"}}, "x", 2, time.Now())
+	b, _ := DeriveKeytab("R", []string{"a"}, []KDCKey{{Enctype: 18, Salt: "Ra"}}, "y", 3, time.Now())
+	c := &OnlineClient{}
+	err := c.KpasswdSet(context.Background(), append(a, b...), "R", []string{"a"}, "new")
+	if err == nil || !strings.Contains(err.Error(), "exactly one kvno") {
+		t.Errorf("two kvnos: %v", err)
+	}
+	if err := c.KpasswdSet(context.Background(), nil, "R", []string{"a"}, "new"); err == nil {
+		t.Error("no keys: no error")
+	}
+}
