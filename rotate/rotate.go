@@ -366,7 +366,11 @@ func (r *Rotation) stepKpasswd(ctx context.Context, _ *runbook.State) runbook.Re
 	case errors.As(err, &se):
 		return runbook.Usagef("%s", se.msg).WithHint("%s", se.hint)
 	case err != nil:
-		return runbook.Errorf("%s", err).WithHint("check kadmind is running and reachable; nothing was changed")
+		what := "the kpasswd server (MIT: kadmind; Heimdal: kpasswdd, UDP only) is running and reachable over TCP or UDP"
+		if r.Backend == BackendKadmin {
+			what = "kadmind is running and reachable over TCP"
+		}
+		return runbook.Errorf("%s", err).WithHint("check %s; nothing was changed", what)
 	}
 	return runbook.Passf("%s server %s answers", r.Backend, server).With(runbook.Evidence{"server": server})
 }
