@@ -413,13 +413,19 @@ func (c *OnlineClient) login(ctx context.Context, realm string, cname types.Prin
 // flags) when the KDC accepts it. A rejected key is a KeyCheck with OK
 // false, not an error.
 func (c *OnlineClient) loginPart(ctx context.Context, realm string, cname types.PrincipalName, e KeytabEntry) (KeyCheck, messages.Ticket, messages.EncKDCRepPart, error) {
+	req, err := messages.NewASReqForTGT(realm, c.Config.Config, cname)
+	if err != nil {
+		return KeyCheck{KVNO: e.KVNO, Enctype: e.Enctype}, messages.Ticket{}, messages.EncKDCRepPart{}, fmt.Errorf("build AS-REQ: %w", err)
+	}
+	return c.loginWith(ctx, realm, cname, e, req)
+}
+
+// loginWith is loginPart for an AS-REQ of the caller's (another service
+// than krbtgt, e.g. kadmin/changepw).
+func (c *OnlineClient) loginWith(ctx context.Context, realm string, cname types.PrincipalName, e KeytabEntry, req messages.ASReq) (KeyCheck, messages.Ticket, messages.EncKDCRepPart, error) {
 	var none messages.EncKDCRepPart
 	kc := KeyCheck{KVNO: e.KVNO, Enctype: e.Enctype}
 	key := types.EncryptionKey{KeyType: e.Enctype, KeyValue: e.key}
-	req, err := messages.NewASReqForTGT(realm, c.Config.Config, cname)
-	if err != nil {
-		return kc, messages.Ticket{}, none, fmt.Errorf("build AS-REQ: %w", err)
-	}
 	req.ReqBody.EType = []int32{e.Enctype}
 	ts, err := types.GetPAEncTSEncAsnMarshalled()
 	if err != nil {
@@ -440,7 +446,7 @@ func (c *OnlineClient) loginPart(ctx context.Context, realm string, cname types.
 		return kc, messages.Ticket{}, none, fmt.Errorf("marshal AS-REQ: %w", err)
 	}
 	reply, err := c.send(ctx, realm, raw, "AS-REQ", principalString(cname, realm),
-		fmt.Sprintf("key check kvno %d %s", e.KVNO, EnctypeName(e.Enctype)))
+		fmt.Sprintf("key check kvno %d %s for %s", e.KVNO, EnctypeName(e.Enctype), strings.Join(req.ReqBody.SName.NameString, "/")))
 	if err != nil {
 		return kc, messages.Ticket{}, none, err
 	}

@@ -366,7 +366,11 @@ func (r *Rotation) stepKpasswd(ctx context.Context, _ *runbook.State) runbook.Re
 	case errors.As(err, &se):
 		return runbook.Usagef("%s", se.msg).WithHint("%s", se.hint)
 	case err != nil:
-		return runbook.Errorf("%s", err).WithHint("check kadmind is running and reachable; nothing was changed")
+		what := "the kpasswd server (MIT: kadmind; Heimdal: kpasswdd, UDP only) is running and reachable over TCP or UDP"
+		if r.Backend == BackendKadmin {
+			what = "kadmind is running and reachable over TCP"
+		}
+		return runbook.Errorf("%s", err).WithHint("check %s; nothing was changed", what)
 	}
 	return runbook.Passf("%s server %s answers", r.Backend, server).With(runbook.Evidence{"server": server})
 }
@@ -725,9 +729,53 @@ func phaseOf(role Role, p ledger.Phase) ledger.Phase {
 	return ledger.NoPhase
 }
 
-// NewPassword returns 256 random bits as text a kadmin prompt and a
-// password policy accept (letters and digits, no newline).
-func NewPassword() string { return rand.Text() + rand.Text() }
+// Password alphabet. The symbols are ones no KDC's prompt or request path
+// mangles and no shell or krb5.conf reading treats specially: no quote,
+// backslash, '#', '$', '!', '@', '%' or space.
+const (
+	passwordLetters = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	passwordOthers  = "0123456789-_.+=:,"
+	passwordLength  = 64
+)
+
+// NewPassword returns a random password of 64 characters (over 300 bits)
+// that Active Directory's complexity rule accepts: upper and lower case
+// letters, a digit and a symbol, and never three letters in a row (every
+// third character is a digit or symbol), so it cannot contain an account
+// name or a display-name token, which that rule also refuses. A kadmin
+// prompt takes it as typed (no whitespace, no newline).
+func NewPassword() string {
+	for {
+		b := make([]byte, passwordLength)
+		for i := range b {
+			set := passwordLetters
+			if i%3 == 2 {
+				set = passwordOthers
+			}
+			b[i] = set[randIndex(len(set))]
+		}
+		pw := string(b)
+		if strings.ContainsAny(pw, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") && strings.ContainsAny(pw, "abcdefghijklmnopqrstuvwxyz") &&
+			strings.ContainsAny(pw, "0123456789") && strings.ContainsAny(pw, "-_.+=:,") {
+			return pw
+		}
+	}
+}
+
+// randIndex is a uniform random index below n (n <= 256), by rejection
+// so no index is likelier than another.
+func randIndex(n int) int {
+	limit := 256 - 256%n
+	var one [1]byte
+	for {
+		if _, err := rand.Read(one[:]); err != nil {
+			panic("crypto/rand: " + err.Error()) // crypto/rand.Read never fails on Linux
+		}
+		if int(one[0]) < limit {
+			return int(one[0]) % n
+		}
+	}
+}
 
 func (r *Rotation) saveJournal(s State) error {
 	if s > r.journal.State {
@@ -899,8 +947,14 @@ func (r *Rotation) stepSet(ctx context.Context, _ *runbook.State) runbook.Result
 		return runbook.Passf("the KDC applied the key change although %s answered: %s; not repeated", r.Backend, err).
 			With(runbook.Evidence{"reply_error": err.Error()})
 	}
+	hint := "fix the cause"
+	// A kpasswd refusal says what its result code means for the operator.
+	var h fault.Hinter
+	if errors.As(err, &h) && h.Hint() != "" {
+		hint = h.Hint()
+	}
 	return runbook.Errorf("key change with %s failed: %s; the KDC still holds kvno %d, nothing changed", r.Backend, err, j.OldKVNO).
-		WithHint("fix the cause, then %s: it tests the KDC first and repeats the change only if it did not happen", r.command("rotate --resume"))
+		WithHint("%s; then %s: it tests the KDC first and repeats the change only if it did not happen", hint, r.command("rotate --resume"))
 }
 
 func (r *Rotation) sendChange(ctx context.Context) error {
