@@ -72,6 +72,9 @@ type KeyCheck struct {
 	Enctype int32
 	OK      bool
 	Error   string // the KDC's error name when not OK, e.g. KDC_ERR_PREAUTH_FAILED
+	// ReplyKVNO is the kvno the AS-REP's encrypted part names: the KDC's
+	// kvno of the key it answered with; 0 when the KDC leaves it out.
+	ReplyKVNO uint32
 }
 
 // OnlineResult is what the KDC said about one principal.
@@ -229,6 +232,21 @@ func isKDCError(err error) bool {
 	return errors.As(err, &ke)
 }
 
+func kdcCode(err error) int32 {
+	var ke *KDCError
+	if errors.As(err, &ke) {
+		return ke.Code
+	}
+	return 0
+}
+
+// IsNoService reports whether err is the KDC's refusal to issue a ticket
+// to a principal that is no service: unknown as a server (an Active
+// Directory account without an SPN) or user-to-user only.
+func IsNoService(err error) bool {
+	return IsKDCCode(err, errorcode.KDC_ERR_S_PRINCIPAL_UNKNOWN) || IsKDCCode(err, errorcode.KDC_ERR_MUST_USE_USER2USER)
+}
+
 // kvnoFromKeytab logs in with the keytab, newest kvno first, and asks for
 // a ticket to the principal itself with the TGT that worked.
 func (c *OnlineClient) kvnoFromKeytab(ctx context.Context, res *OnlineResult, cname types.PrincipalName, entries []KeytabEntry, kvnos []uint32) error {
@@ -251,6 +269,18 @@ func (c *OnlineClient) kvnoFromKeytab(ctx context.Context, res *OnlineResult, cn
 		switch {
 		case err == nil:
 			res.KDCKVNO, res.KVNOKnown, res.KVNOSource = kvno, true, fmt.Sprintf("keytab kvno %d", kc.KVNO)
+		case IsNoService(err):
+			// A pure client (an Active Directory user account without an
+			// SPN): the KDC issues it no tickets, so the kvno comes from
+			// the login itself. Only the KDC's current key decrypts an
+			// AS-REP, and the reply names that key's kvno when the KDC
+			// fills it in.
+			res.KDCKVNO, res.KVNOKnown = kc.KVNO, true
+			res.KVNOSource = fmt.Sprintf("login with keytab kvno %d (%s: no service tickets)", kc.KVNO, ErrorName(kdcCode(err)))
+			if kc.ReplyKVNO > 0 {
+				res.KDCKVNO = kc.ReplyKVNO
+				res.KVNOSource = fmt.Sprintf("AS-REP of keytab kvno %d (%s: no service tickets)", kc.KVNO, ErrorName(kdcCode(err)))
+			}
 		case isKDCError(err):
 			res.KVNONote = fmt.Sprintf("the key at kvno %d works, but the ticket request for the principal failed: %s", kc.KVNO, err)
 		default:
@@ -482,6 +512,9 @@ func (c *OnlineClient) loginWith(ctx context.Context, realm string, cname types.
 			return kc, messages.Ticket{}, none, &BadReplyError{KDC: realm, Msg: "AS-REP nonce does not match the request"}
 		}
 		kc.OK = true
+		if rep.EncPart.KVNO > 0 {
+			kc.ReplyKVNO = uint32(rep.EncPart.KVNO)
+		}
 		return kc, rep.Ticket, part, nil
 	}
 	return kc, messages.Ticket{}, none, &BadReplyError{KDC: realm, Msg: fmt.Sprintf("unexpected reply to AS-REQ (first byte 0x%02x)", reply[0])}

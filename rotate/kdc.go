@@ -126,7 +126,7 @@ func (k *onlineKDC) ChangeServer(ctx context.Context, backend string) (string, e
 		return server, err
 	}
 	if len(addrs) == 0 {
-		return "", &setupError{fmt.Sprintf("krb5.conf names no %s server for %s", backend, k.realm), "set admin_server (and kpasswd_server) under [realms]"}
+		return "", &setupError{fmt.Sprintf("krb5.conf names no admin_server for %s: the kadmin backend needs MIT's kadmind", k.realm), kadminOnlyMIT}
 	}
 	var d net.Dialer
 	var last error
@@ -143,8 +143,13 @@ func (k *onlineKDC) ChangeServer(ctx context.Context, backend string) (string, e
 		}
 		last = err
 	}
-	return "", fmt.Errorf("no %s server answers: %s", backend, last)
+	return "", fmt.Errorf("no %s server answers: %s (the kadmin backend needs MIT's kadmind)", backend, last)
 }
+
+// kadminOnlyMIT is the hint when the kadmin backend has no MIT kadmind to
+// talk to: it speaks MIT's kadmin protocol (RPCSEC_GSS), which Heimdal's
+// kadmind and Active Directory do not.
+const kadminOnlyMIT = "the kadmin backend speaks MIT's kadmin protocol only: on Heimdal or Active Directory use --backend kpasswd (a self change) or kpasswd-admin (set-password as --admin-principal); on MIT set admin_server under [realms]"
 
 // KadminCPW runs MIT kadmin with the admin keytab. The password goes to
 // kadmin's two prompts on stdin: argv is visible to every local user.

@@ -368,7 +368,7 @@ func (r *Rotation) stepKpasswd(ctx context.Context, _ *runbook.State) runbook.Re
 	case err != nil:
 		what := "the kpasswd server (MIT: kadmind; Heimdal: kpasswdd, UDP only) is running and reachable over TCP or UDP"
 		if r.Backend == BackendKadmin {
-			what = "kadmind is running and reachable over TCP"
+			what = "MIT's kadmind is running and reachable over TCP (" + kadminOnlyMIT + ")"
 		}
 		return runbook.Errorf("%s", err).WithHint("check %s; nothing was changed", what)
 	}
@@ -1060,6 +1060,17 @@ func (r *Rotation) stepTest(ctx context.Context, _ *runbook.State) runbook.Resul
 	}
 	ents, _ := r.pendingEntries()
 	tkt, err := r.kdc().ServiceTicket(ctx, sess, types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: r.components()})
+	if err != nil && !r.Role.Serves() && kdcops.IsNoService(err) {
+		// A pure client (an AD user account without an SPN) gets no
+		// tickets: the login with the new kvno's key is the proof, and
+		// the AS-REP names the kvno when the KDC fills it in.
+		ev := runbook.Evidence{"login_kvno": sess.KVNO, "reply_kvno": sess.ReplyKVNO}
+		if sess.ReplyKVNO != 0 && sess.ReplyKVNO != j.NewKVNO {
+			return runbook.Failf("the KDC answers the pending keytab's login under kvno %d, not %d", sess.ReplyKVNO, j.NewKVNO).With(ev).
+				WithHint("the KDC's kvno is not the expected %d: inspect the principal at the KDC before anything else", j.NewKVNO)
+		}
+		return r.pendingTested(rekeyed, ev, fmt.Sprintf("login with the pending keytab's kvno %d works (%s is no service: the login is the proof)", j.NewKVNO, r.Principal))
+	}
 	if err != nil {
 		return runbook.Errorf("service ticket for %s: %s", r.Principal, err)
 	}
@@ -1070,10 +1081,6 @@ func (r *Rotation) stepTest(ctx context.Context, _ *runbook.State) runbook.Resul
 			WithHint("the KDC's kvno is not the expected %d: inspect with kadmin getprinc before anything else", j.NewKVNO)
 	}
 	msg := fmt.Sprintf("login and a kvno %d ticket work with the pending keytab", j.NewKVNO)
-	if rekeyed != nil {
-		msg = fmt.Sprintf("the KDC gave kvno %d the keys %s, not the old ones: pending keytab derived again; ", j.NewKVNO, strings.Join(rekeyed, ", ")) + msg
-		ev["rekeyed"], ev["enctypes"] = true, rekeyed
-	}
 	if r.preTicket != nil {
 		old := kdcops.DecryptTicket(*r.preTicket, ents)
 		ev["old_ticket_decrypts"] = old.Decrypted
@@ -1081,6 +1088,17 @@ func (r *Rotation) stepTest(ctx context.Context, _ *runbook.State) runbook.Resul
 			return runbook.Failf("a ticket issued under kvno %d does not decrypt with the pending keytab", old.TicketKVNO).With(ev)
 		}
 		msg += fmt.Sprintf("; a kvno %d ticket from before still decrypts", old.TicketKVNO)
+	}
+	return r.pendingTested(rekeyed, ev, msg)
+}
+
+// pendingTested records that the pending keytab works: the journal drops
+// the password and moves to StateTested.
+func (r *Rotation) pendingTested(rekeyed []string, ev runbook.Evidence, msg string) runbook.Result {
+	j := r.journal
+	if rekeyed != nil {
+		msg = fmt.Sprintf("the KDC gave kvno %d the keys %s, not the old ones: pending keytab derived again; ", j.NewKVNO, strings.Join(rekeyed, ", ")) + msg
+		ev["rekeyed"], ev["enctypes"] = true, rekeyed
 	}
 	j.Password = "" // no longer needed: the change is confirmed
 	if err := r.saveJournal(StateTested); err != nil {
