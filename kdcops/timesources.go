@@ -1,8 +1,8 @@
 package kdcops
 
 import (
-	"crypto/tls"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
