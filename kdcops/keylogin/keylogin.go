@@ -157,8 +157,15 @@ type Ticket struct {
 	Client *client.Client
 }
 
-// Lifetime is from the ticket's auth time to its end.
-func (t *Ticket) Lifetime() time.Duration { return t.Part.EndTime.Sub(t.Part.AuthTime) }
+// Lifetime is from the ticket's start (its auth time when it has no
+// start time; a renewal's is the renewal) to its end.
+func (t *Ticket) Lifetime() time.Duration {
+	start := t.Part.StartTime
+	if start.IsZero() {
+		start = t.Part.AuthTime
+	}
+	return t.Part.EndTime.Sub(start)
+}
 
 // Renewable reports whether the KDC would renew the ticket at now.
 func (t *Ticket) Renewable(now time.Time) bool {
