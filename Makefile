@@ -120,6 +120,13 @@ soak: deps-dynalite
 querybench: build deps-dynalite
 	$(GO) run ./bench/querybench --krbops $(BIN)
 
+# exec-soak: krbops exec with 60 s tickets around a job that calls MIT
+# kvno every 10 s for 5 minutes (make test runs a shorter version that
+# waits on the log's re-login events).
+.PHONY: exec-soak
+exec-soak:
+	KRBOPS_EXEC_SOAK=1 CI=true $(GO) test -count=1 -timeout 15m -run 'TestExecKeepsTheTicketFresh' -v ./test/integration/
+
 # rotatebench: krbops rotate (kpasswd backend, limits off) against MIT
 # k5srvutil change on N lab principals each, in the same run.
 .PHONY: rotatebench
