@@ -688,11 +688,25 @@ func holdMint(at, perKey int) (func(string, int) dynalab.KeyPolicy, <-chan chan 
 	}, turn
 }
 
-// runAsync starts krbops resume-query and returns its result on a channel.
-func runAsync(t *testing.T, env []string, args []string) <-chan *rqRun {
-	ch := make(chan *rqRun, 1)
-	go func() { ch <- krbops(t, env, args...) }()
-	return ch
+// midRun runs krbops resume-query with args, calls act when the broker
+// hands the test its turn (holdMint), lets the run go on, and checks
+// that it completed with exactly the table's items.
+func midRun(t *testing.T, rig *brokerRig, turn <-chan chan struct{}, args []string, act func()) (*rqRun, dynalab.Diff) {
+	t.Helper()
+	result := make(chan *rqRun, 1)
+	go func() { result <- krbops(t, rig.env, args...) }()
+	select {
+	case done := <-turn:
+		act()
+		close(done)
+	case r := <-result:
+		t.Fatalf("the run ended before the test's turn: exit %d\n%s", r.code, r.stderr)
+	}
+	r := <-result
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%.3000s", r.code, r.stderr, r.stdout)
+	}
+	return r, rig.wantPlainScan(t)
 }
 
 // Must-show: the principal is rotated mid-run — its key changed at the
@@ -712,28 +726,18 @@ func TestResumeQuerySurvivesARotationMidRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	result := runAsync(t, rig.env, rig.args("--ticket-margin", "59s", "--correlation-id", "rot-1"))
-	var done chan struct{}
-	select {
-	case done = <-turn:
-	case r := <-result:
-		t.Fatalf("the run ended before the 7th key was minted: exit %d\n%s", r.code, r.stderr)
-	}
-	// The rotation: ktadd gives the principal a new random key and writes
-	// it to a new file, which then replaces the keytab in one rename.
-	next := filepath.Join(rig.dir, "svc-export.keytab.new")
-	if err := rig.realm.Keytab(ctx, "svc-export", next); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(next, rig.keytab); err != nil {
-		t.Fatal(err)
-	}
-	close(done)
-	r := <-result
-	if r.code != 0 {
-		t.Fatalf("exit %d\n%s\n%.3000s", r.code, r.stderr, r.stdout)
-	}
-	d := rig.wantPlainScan(t)
+	r, d := midRun(t, rig, turn, rig.args("--ticket-margin", "59s", "--correlation-id", "rot-1"), func() {
+		// The rotation: ktadd gives the principal a new random key and
+		// writes it to a new file, which then replaces the keytab in one
+		// rename.
+		next := filepath.Join(rig.dir, "svc-export.keytab.new")
+		if err := rig.realm.Keytab(ctx, "svc-export", next); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(next, rig.keytab); err != nil {
+			t.Fatal(err)
+		}
+	})
 	after, _ := rig.realm.KVNO(ctx, "svc-export")
 	log := rig.log(t)
 	if after == before {
@@ -771,22 +775,12 @@ func TestResumeQueryFallsBackWhenThePrimaryKeytabBreaks(t *testing.T) {
 	if err := rig.realm.Keytab(ctx, "svc-standby", standby); err != nil {
 		t.Fatal(err)
 	}
-	result := runAsync(t, rig.env, rig.args("--fallback-keytab", standby, "--fallback-principal", "svc-standby", "--correlation-id", "fb-1"))
-	var done chan struct{}
-	select {
-	case done = <-turn:
-	case r := <-result:
-		t.Fatalf("the run ended before the 7th key was minted: exit %d\n%s", r.code, r.stderr)
-	}
-	if err := os.WriteFile(rig.keytab, []byte("\x05\x02garbage, not a keytab"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	close(done)
-	r := <-result
-	if r.code != 0 {
-		t.Fatalf("exit %d\n%s\n%.3000s", r.code, r.stderr, r.stdout)
-	}
-	d := rig.wantPlainScan(t)
+	args := rig.args("--fallback-keytab", standby, "--fallback-principal", "svc-standby", "--correlation-id", "fb-1")
+	r, d := midRun(t, rig, turn, args, func() {
+		if err := os.WriteFile(rig.keytab, []byte("\x05\x02garbage, not a keytab"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
 	if n := rig.broker.Minted("svc-standby@" + rig.realm.Name); n == 0 {
 		t.Error("the broker never saw the fallback principal")
 	}
