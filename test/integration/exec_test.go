@@ -352,3 +352,47 @@ func awaitFile(t *testing.T, path string, exited <-chan struct{}) {
 		}
 	}
 }
+
+// A refresh that fails is retried with backoff while the ticket is still
+// valid, and the job is signalled only when the ticket has really
+// expired: the KDC is stopped under a job with 20 s tickets.
+func TestExecSignalsTheJobOnlyWhenTheTicketExpires(t *testing.T) {
+	r := newExecRig(t, "20 seconds")
+	cmd, out := r.start(t, `trap 'echo TERM >"$JOB_DIR/got"; exit 42' TERM; touch "$JOB_DIR/ready"; while :; do sleep 0.1; done`)
+	exited, code := waitExit(cmd)
+	awaitFile(t, filepath.Join(r.dir, "ready"), exited)
+	for _, k := range r.realm.KDCList() {
+		if err := k.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := code(); c != 42 {
+		t.Fatalf("exit %d, want the job's 42 after its SIGTERM\n%s", c, out)
+	}
+	recs := r.records(t)
+	var order []string
+	failedWhileValid := 0
+	for _, m := range recs {
+		switch m["msg"] {
+		case "ticket refresh failed":
+			if left, _ := m["remaining_seconds"].(float64); left > 0 {
+				failedWhileValid++
+			}
+			order = append(order, "failed")
+		case "ticket expired", "child signalled":
+			order = append(order, m["msg"].(string))
+		}
+	}
+	if failedWhileValid < 2 {
+		t.Errorf("%d failed refreshes while the ticket was valid, want retries with backoff (%v)", failedWhileValid, order)
+	}
+	if n := len(order); n < 2 || order[n-2] != "ticket expired" || order[n-1] != "child signalled" {
+		t.Errorf("events %v: the job must be signalled only after the ticket expired", order)
+	}
+	if got, _ := os.ReadFile(filepath.Join(r.dir, "got")); string(got) != "TERM\n" {
+		t.Errorf("the job did not get SIGTERM: %q", got)
+	}
+	if left, _ := os.ReadDir(r.ccdir); len(left) != 0 {
+		t.Errorf("the cache directory is left behind: %v", left)
+	}
+}
