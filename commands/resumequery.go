@@ -159,7 +159,11 @@ full; 130 interrupted (committed pages are kept: resume).` + exitStatusHelp,
       --values '{":c": {"S": "c-42"}}' --filter 'total > :min' --out c42.jsonl
   krbops resume-query --table orders --scan --segments 4 --out orders.jsonl \
       --keytab /etc/krb5.keytab --principal svc-export@EXAMPLE.COM \
-      --credential-broker https://broker.example.com/aws/credentials --log-file export.log`,
+      --credential-broker https://broker.example.com/aws/credentials --log-file export.log
+  krbops resume-query --table orders --scan --segments 4 --out orders.jsonl \
+      --keytab /etc/krb5.keytab --principal svc-export@EXAMPLE.COM \
+      --fallback-keytab /etc/standby.keytab --fallback-principal svc-export-standby@EXAMPLE.COM \
+      --credential-broker https://broker.corp.example/aws/credentials --ca-bundle /etc/pki/corp-ca.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if _, err := opts.config(); err != nil {
