@@ -143,8 +143,10 @@ func (k *KerberosLogin) loginLocked(ctx context.Context, reason string) error {
 		// keytab lands on this host: the TGT held now is still good (a
 		// key change does not revoke it), so the worker keeps it and
 		// logs in again at its next refresh or margin.
-		log.LogAttrs(ctx, slog.LevelWarn, "ticket kept", slog.String("principal", k.tgt.Principal), slog.String("reason", reason),
-			slog.String("error", ke.Reason), slog.Float64("remaining_seconds", k.endTime.Sub(k.opts.Now()).Seconds()))
+		if !ke.Repeated {
+			log.LogAttrs(ctx, slog.LevelWarn, "ticket kept", slog.String("principal", k.tgt.Principal), slog.String("reason", reason),
+				slog.String("error", ke.Reason), slog.Float64("remaining_seconds", k.endTime.Sub(k.opts.Now()).Seconds()))
+		}
 		return nil
 	}
 	if err != nil {

@@ -57,6 +57,9 @@ type Error struct {
 	Reason      string // the KRB error name, the keytab problem or the network failure
 	// Fallback is the fallback identity's failure, when it was tried too.
 	Fallback *Error
+	// Repeated: the KDC was not asked again; this is its refusal of the
+	// same keytab less than RetryRefusedAfter ago.
+	Repeated bool
 }
 
 func (e *Error) Error() string {
@@ -178,7 +181,19 @@ type ident struct {
 	realm string
 	full  string
 	kvno  uint32 // of the last login, for "keytab kvno changed"
+	// The KDC's last refusal of this identity's key, and the keytab file
+	// it was refused with: see RetryRefusedAfter.
+	refused   *Error
+	refusedAt time.Time
+	refusedBy fileStamp
 }
+
+// RetryRefusedAfter: a key the KDC refused is not offered again from the
+// same, unchanged keytab file sooner than this. A caller that retries
+// every page or every second would otherwise send a failed
+// pre-authentication each time, and a KDC with account lockout counts
+// every one; a new keytab file is tried at once.
+const RetryRefusedAfter = time.Minute
 
 // Login is one process's (or one worker's) login state. Its methods are
 // safe for concurrent use; they serialise.
@@ -314,6 +329,11 @@ func (l *Login) try(ctx context.Context, log *slog.Logger, id *ident, reason str
 		log.LogAttrs(ctx, slog.LevelInfo, "keytab kvno changed", slog.String("principal", id.full), slog.String("keytab", id.Keytab),
 			slog.Int("old_kvno", int(id.kvno)), slog.Int("new_kvno", int(kvno)))
 	}
+	if id.refused != nil && time.Since(id.refusedAt) < RetryRefusedAfter && stampOf(id.Keytab) == id.refusedBy {
+		again := *id.refused
+		again.Repeated, again.Fallback = true, nil
+		return nil, &again
+	}
 	log.LogAttrs(ctx, slog.LevelInfo, "ticket request", slog.String("principal", id.full), slog.String("reason", reason), slog.Int("kvno", int(kvno)))
 	cl := client.NewWithKeytab(id.name.PrincipalNameString(), id.realm, kt, l.cfg, client.DisablePAFXFAST(true))
 	req, err := messages.NewASReqForTGT(id.realm, l.cfg, id.name)
@@ -322,8 +342,13 @@ func (l *Login) try(ctx context.Context, log *slog.Logger, id *ident, reason str
 	}
 	rep, err := cl.ASExchange(id.realm, req, 0)
 	if err != nil {
-		return fail(Classify(id.full, "login", err))
+		e := Classify(id.full, "login", err)
+		if e.Key {
+			id.refused, id.refusedAt, id.refusedBy = e, time.Now(), stampOf(id.Keytab)
+		}
+		return fail(e)
 	}
+	id.refused = nil
 	id.kvno = kvno
 	t := &Ticket{Principal: id.full, KVNO: kvno, CName: id.name, Realm: id.realm, Ticket: rep.Ticket, Part: rep.DecryptedEncPart, Client: cl}
 	log.LogAttrs(ctx, slog.LevelInfo, "ticket granted", slog.String("principal", id.full), slog.Int("kvno", int(kvno)),

@@ -396,3 +396,49 @@ func TestExecSignalsTheJobOnlyWhenTheTicketExpires(t *testing.T) {
 		t.Errorf("the cache directory is left behind: %v", left)
 	}
 }
+
+// Must-show for exec and a rotation: the key is changed at the KDC while
+// the job runs and the keytab on disk is still the old one (the new one
+// not yet distributed). The refresh fails and is retried with backoff
+// while the ticket is still valid — without offering the refused key to
+// the KDC again from the same file — and once the new keytab replaces the
+// old, the next retry logs in with it: the job never notices.
+func TestExecPicksUpARotatedKeytabWhileItsTicketIsValid(t *testing.T) {
+	r := newExecRig(t, "20 seconds")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	job := `while [ ! -e "$JOB_DIR/stop" ]; do kvno svc-exec@$REALM >/dev/null || exit 9; sleep 1; done; exit 0`
+	cmd, out := r.start(t, job)
+	exited, code := waitExit(cmd)
+	r.awaitLog(t, "the first ticket", time.Minute, exited, func(recs []map[string]any) bool { return count(recs, "ccache written", nil) == 1 })
+	// The rotation reaches the KDC first: ktadd to a side file.
+	next := filepath.Join(r.dir, "svc-exec.keytab.new")
+	if err := r.realm.Keytab(ctx, "svc-exec", next); err != nil {
+		t.Fatal(err)
+	}
+	r.awaitLog(t, "two failed refreshes", 2*time.Minute, exited, func(recs []map[string]any) bool {
+		return count(recs, "ticket refresh failed", nil) >= 2
+	})
+	kdcLog, _ := os.ReadFile(r.realm.KDCLog())
+	refusedBefore := strings.Count(string(kdcLog), "PREAUTH_FAILED: svc-exec@")
+	if err := os.Rename(next, r.keytab); err != nil {
+		t.Fatal(err)
+	}
+	r.awaitLog(t, "a login with the new keytab", 2*time.Minute, exited, func(recs []map[string]any) bool {
+		return count(recs, "keytab kvno changed", nil) == 1 && count(recs, "ccache written", nil) >= 2
+	})
+	if err := os.WriteFile(filepath.Join(r.dir, "stop"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c := code(); c != 0 {
+		t.Fatalf("exit %d: a kvno call failed\n%s", c, out)
+	}
+	recs := r.records(t)
+	if count(recs, "ticket expired", nil) != 0 || count(recs, "child signalled", nil) != 0 {
+		t.Error("the ticket expired although the new keytab arrived in time")
+	}
+	if refusedBefore != 1 {
+		t.Errorf("the KDC refused the old key %d times for %d failed refreshes: an unchanged keytab must not be offered again at once",
+			refusedBefore, count(recs, "ticket refresh failed", nil))
+	}
+}
