@@ -51,7 +51,6 @@ type ResumeQueryOptions struct {
 
 	FallbackKeytab    string
 	FallbackPrincipal string
-	CABundle          string
 
 	MaxRCU      float64
 	RetryBudget int
@@ -206,7 +205,6 @@ full; 130 interrupted (committed pages are kept: resume).` + exitStatusHelp,
 	f.StringVar(&opts.BrokerSPN, "broker-spn", "", "service principal of the broker (default HTTP/<host of --credential-broker>)")
 	f.StringVar(&opts.FallbackKeytab, "fallback-keytab", "", "keytab of a second principal a worker logs in as when --principal's key fails (needs --fallback-principal)")
 	f.StringVar(&opts.FallbackPrincipal, "fallback-principal", "", "principal in --fallback-keytab, name@REALM")
-	f.StringVar(&opts.CABundle, "ca-bundle", "", "PEM file of CA certificates every HTTPS request trusts on top of the system's (DynamoDB, the broker, the clock probe)")
 	f.DurationVar(&opts.TicketMargin, "ticket-margin", 10*time.Minute, "log in again when a worker's ticket has less than this left")
 	f.Float64Var(&opts.MaxRCU, "max-rcu", 0, "read capacity units per second for the whole run, from ConsumedCapacity (0: no limit)")
 	f.IntVar(&opts.RetryBudget, "retry-budget", 50, "transient-error retries the run may take (one earned back per successful page)")

@@ -9,6 +9,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
+
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
 
 	"github.com/krbops/krbops/internal/readcap"
 )
@@ -35,6 +39,18 @@ func Load(path string) (*tls.Config, error) {
 		return nil, fmt.Errorf("ca bundle %s: %w", path, ErrNoCertificates)
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// AWSOptions are the AWS SDK load options that make its HTTP client
+// trust tlsCfg's CAs; none for nil (the SDK's default, which honours
+// AWS_CA_BUNDLE).
+func AWSOptions(tlsCfg *tls.Config) []func(*config.LoadOptions) error {
+	if tlsCfg == nil {
+		return nil
+	}
+	return []func(*config.LoadOptions) error{config.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+		t.TLSClientConfig = tlsCfg.Clone()
+	}))}
 }
 
 // ErrNoCertificates: the file holds no PEM certificate.
