@@ -44,6 +44,13 @@ type Principal struct {
 	FailedSinceFirst int64
 	FailedSinceLast  int64
 	FailedSinceAddrs []string
+
+	refused bool // Usage.Keep refused it: not aggregated
+
+	// Hashes of Addrs and FailedSinceAddrs: a repeat address, the usual
+	// case, is found without touching the strings (a cache miss each on
+	// a fleet of principals).
+	addrHashes, failedHashes []uint64
 }
 
 // Client reports whether the principal logged in (an AS ticket was issued).
@@ -92,6 +99,7 @@ type item struct {
 	op                 op
 	kind               Kind
 	t                  int64
+	hash               uint64   // of the name: picks the shard, then the principal
 	name, addr, status [2]int32 // start, end in arena
 }
 
@@ -104,9 +112,14 @@ type shard struct {
 	in   chan *batch
 	free chan *batch
 	cur  *batch
-	m    map[string]*Principal
-	keep func(string) bool
-	done chan struct{}
+	// byHash finds a principal by its name's hash without reading a key
+	// string; the name is compared once found. Names whose hash another
+	// name holds already (never seen in practice) live in collided.
+	byHash   map[uint64]*Principal
+	collided map[string]*Principal
+	seed     maphash.Seed
+	keep     func(string) bool
+	done     chan struct{}
 }
 
 var krbtgt = []byte("krbtgt/")
@@ -119,7 +132,8 @@ func NewUsage(keep func(string) bool) *Usage {
 	n := min(runtime.GOMAXPROCS(0), 4)
 	u := &Usage{Keep: keep, seed: maphash.MakeSeed()}
 	for range n {
-		sh := &shard{in: make(chan *batch, 2), free: make(chan *batch, 3), m: map[string]*Principal{}, keep: keep, done: make(chan struct{})}
+		sh := &shard{in: make(chan *batch, 2), free: make(chan *batch, 3), byHash: map[uint64]*Principal{}, collided: map[string]*Principal{},
+			seed: u.seed, keep: keep, done: make(chan struct{})}
 		sh.cur = &batch{}
 		go sh.run()
 		u.shards = append(u.shards, sh)
@@ -145,17 +159,15 @@ func (u *Usage) push(o op, k Kind, t int64, name, addr, status []byte) {
 	if len(name) == 0 || bytes.HasPrefix(name, krbtgt) {
 		return
 	}
-	sh := u.shards[0]
-	if len(u.shards) > 1 {
-		sh = u.shards[maphash.Bytes(u.seed, name)%uint64(len(u.shards))]
-	}
+	h := maphash.Bytes(u.seed, name)
+	sh := u.shards[h%uint64(len(u.shards))]
 	b := sh.cur
 	put := func(p []byte) [2]int32 {
 		start := int32(len(b.arena))
 		b.arena = append(b.arena, p...)
 		return [2]int32{start, int32(len(b.arena))}
 	}
-	b.items = append(b.items, item{op: o, kind: k, t: t, name: put(name), addr: put(addr), status: put(status)})
+	b.items = append(b.items, item{op: o, kind: k, t: t, hash: h, name: put(name), addr: put(addr), status: put(status)})
 	if len(b.items) >= batchItems {
 		sh.in <- b
 		select {
@@ -211,33 +223,46 @@ func (u *Usage) Wait() {
 	u.Principals = map[string]*Principal{}
 	for _, sh := range u.shards {
 		<-sh.done
-		for k, p := range sh.m {
-			if p != nil {
-				u.Principals[k] = p
+		for _, p := range sh.byHash {
+			if !p.refused {
+				u.Principals[p.Name] = p
+			}
+		}
+		for _, p := range sh.collided {
+			if !p.refused {
+				u.Principals[p.Name] = p
 			}
 		}
 	}
 }
 
 // get returns name's aggregate, creating it; nil when keep refuses it.
-func (sh *shard) get(name []byte) *Principal {
-	if p, ok := sh.m[string(name)]; ok {
-		return p
+func (sh *shard) get(h uint64, name []byte) *Principal {
+	p, ok := sh.byHash[h]
+	if !ok || p.Name != string(name) {
+		if ok {
+			p, ok = sh.collided[string(name)]
+		}
+		if !ok {
+			s := string(name)
+			// A refusal is remembered too, so the filter runs once per principal.
+			p = &Principal{Name: s, refused: sh.keep != nil && !sh.keep(s)}
+			if _, taken := sh.byHash[h]; taken {
+				sh.collided[s] = p
+			} else {
+				sh.byHash[h] = p
+			}
+		}
 	}
-	s := string(name)
-	if sh.keep != nil && !sh.keep(s) {
-		// Remember the refusal so the filter runs once per principal.
-		sh.m[s] = nil
+	if p.refused {
 		return nil
 	}
-	p := &Principal{Name: s}
-	sh.m[s] = p
 	return p
 }
 
 func (sh *shard) apply(it *item, arena []byte) {
 	span := func(s [2]int32) []byte { return arena[s[0]:s[1]] }
-	p := sh.get(span(it.name))
+	p := sh.get(it.hash, span(it.name))
 	if p == nil {
 		return
 	}
@@ -246,7 +271,7 @@ func (sh *shard) apply(it *item, arena []byte) {
 	case opKeyChange:
 		p.KeyChanges++
 		p.LastKeyChange = max(p.LastKeyChange, t)
-		p.FailedSince, p.FailedSinceFirst, p.FailedSinceLast, p.FailedSinceAddrs = 0, 0, 0, p.FailedSinceAddrs[:0]
+		p.FailedSince, p.FailedSinceFirst, p.FailedSinceLast, p.FailedSinceAddrs, p.failedHashes = 0, 0, 0, p.FailedSinceAddrs[:0], p.failedHashes[:0]
 	case opFailure:
 		status := span(it.status)
 		if p.Failures == nil {
@@ -260,7 +285,7 @@ func (sh *shard) apply(it *item, arena []byte) {
 				p.FailedSinceFirst = t
 			}
 			p.FailedSinceLast = t
-			p.FailedSinceAddrs, _ = addAddr(p.FailedSinceAddrs, addr)
+			p.FailedSinceAddrs, p.failedHashes, _ = sh.addAddr(p.FailedSinceAddrs, p.failedHashes, addr)
 		}
 	case opClientAS, opClientTGS:
 		if it.op == opClientAS {
@@ -274,7 +299,7 @@ func (sh *shard) apply(it *item, arena []byte) {
 			p.LastTGSAsked = max(p.LastTGSAsked, t)
 		}
 		var over bool
-		p.Addrs, over = addAddr(p.Addrs, addr)
+		p.Addrs, p.addrHashes, over = sh.addAddr(p.Addrs, p.addrHashes, addr)
 		p.AddrsTruncated = p.AddrsTruncated || over
 	case opServiceTGS:
 		p.TGS++
@@ -285,21 +310,23 @@ func (sh *shard) apply(it *item, arena []byte) {
 	}
 }
 
-// addAddr adds addr to the set unless it is there; over is true when the
-// set is full and addr is new.
-func addAddr(set []string, addr []byte) (_ []string, over bool) {
+// addAddr adds addr to the set (its strings and their hashes) unless it
+// is there; over is true when the set is full and addr is new. Two
+// addresses are the same when their 64-bit seeded hashes are: among the
+// at most MaxAddrs of one principal a false match is about one in 10^15,
+// and it would only undercount the hosts.
+func (sh *shard) addAddr(set []string, hashes []uint64, addr []byte) (_ []string, _ []uint64, over bool) {
 	if len(addr) == 0 {
-		return set, false
+		return set, hashes, false
 	}
-	for _, a := range set {
-		if a == string(addr) {
-			return set, false
-		}
+	h := maphash.Bytes(sh.seed, addr)
+	if slices.Contains(hashes, h) {
+		return set, hashes, false
 	}
 	if len(set) >= MaxAddrs {
-		return set, true
+		return set, hashes, true
 	}
-	return append(set, string(addr)), false
+	return append(set, string(addr)), append(hashes, h), false
 }
 
 // Sorted waits for the shards (Wait) and returns the aggregated
