@@ -45,7 +45,8 @@ type Principal struct {
 	FailedSinceLast  int64
 	FailedSinceAddrs []string
 
-	refused bool // Usage.Keep refused it: not aggregated
+	refused bool   // Usage.Keep refused it: not aggregated
+	check   uint64 // the name's second hash (shard.get)
 
 	// Hashes of Addrs and FailedSinceAddrs: a repeat address, the usual
 	// case, is found without touching the strings (a cache miss each on
@@ -113,13 +114,14 @@ type shard struct {
 	free chan *batch
 	cur  *batch
 	// byHash finds a principal by its name's hash without reading a key
-	// string; the name is compared once found. Names whose hash another
-	// name holds already (never seen in practice) live in collided.
-	byHash   map[uint64]*Principal
-	collided map[string]*Principal
-	seed     maphash.Seed
-	keep     func(string) bool
-	done     chan struct{}
+	// string (see get). Names whose first hash another name holds already
+	// live in collided.
+	byHash    map[uint64]*Principal
+	collided  map[string]*Principal
+	seed      maphash.Seed
+	checkSeed maphash.Seed
+	keep      func(string) bool
+	done      chan struct{}
 }
 
 var krbtgt = []byte("krbtgt/")
@@ -133,7 +135,7 @@ func NewUsage(keep func(string) bool) *Usage {
 	u := &Usage{Keep: keep, seed: maphash.MakeSeed()}
 	for range n {
 		sh := &shard{in: make(chan *batch, 2), free: make(chan *batch, 3), byHash: map[uint64]*Principal{}, collided: map[string]*Principal{},
-			seed: u.seed, keep: keep, done: make(chan struct{})}
+			seed: u.seed, checkSeed: maphash.MakeSeed(), keep: keep, done: make(chan struct{})}
 		sh.cur = &batch{}
 		go sh.run()
 		u.shards = append(u.shards, sh)
@@ -237,16 +239,21 @@ func (u *Usage) Wait() {
 }
 
 // get returns name's aggregate, creating it; nil when keep refuses it.
+// A principal is found by two 64-bit hashes of its name under different
+// seeds, h (the map's key) and a check kept in the aggregate, so the name
+// string, a cache miss of its own, is never read: two names alike in
+// both hashes are a chance of about one in 2^128.
 func (sh *shard) get(h uint64, name []byte) *Principal {
+	check := maphash.Bytes(sh.checkSeed, name)
 	p, ok := sh.byHash[h]
-	if !ok || p.Name != string(name) {
+	if !ok || p.check != check {
 		if ok {
 			p, ok = sh.collided[string(name)]
 		}
 		if !ok {
 			s := string(name)
 			// A refusal is remembered too, so the filter runs once per principal.
-			p = &Principal{Name: s, refused: sh.keep != nil && !sh.keep(s)}
+			p = &Principal{Name: s, refused: sh.keep != nil && !sh.keep(s), check: check}
 			if _, taken := sh.byHash[h]; taken {
 				sh.collided[s] = p
 			} else {
