@@ -15,6 +15,7 @@ const MaxAddrs = 64
 // Principal is what the logs say about one principal. Times are Unix
 // seconds, 0 when never.
 type Principal struct {
+	hot
 	Name string
 
 	// As a client: tickets from AS exchanges (logins) and the TGS
@@ -45,13 +46,21 @@ type Principal struct {
 	FailedSinceLast  int64
 	FailedSinceAddrs []string
 
-	refused bool   // Usage.Keep refused it: not aggregated
-	check   uint64 // the name's second hash (shard.get)
+	// Hashes of FailedSinceAddrs (see hot.addrHashes).
+	failedHashes []uint64
+}
 
-	// Hashes of Addrs and FailedSinceAddrs: a repeat address, the usual
-	// case, is found without touching the strings (a cache miss each on
-	// a fleet of principals).
-	addrHashes, failedHashes []uint64
+// hot is what every event reads of its principal, first in the struct
+// so that one cache line holds it: on a fleet of principals each event's
+// principal is a cache miss, and the fewer lines it touches the better.
+type hot struct {
+	check   uint64 // the name's second hash (shard.get)
+	refused bool   // Usage.Keep refused it: not aggregated
+	// Hashes of Addrs: a repeat address, the usual case, is found
+	// without touching the strings; most principals use one address,
+	// kept inline.
+	addr0      uint64
+	addrHashes []uint64
 }
 
 // Client reports whether the principal logged in (an AS ticket was issued).
@@ -253,7 +262,7 @@ func (sh *shard) get(h uint64, name []byte) *Principal {
 		if !ok {
 			s := string(name)
 			// A refusal is remembered too, so the filter runs once per principal.
-			p = &Principal{Name: s, refused: sh.keep != nil && !sh.keep(s), check: check}
+			p = &Principal{Name: s, hot: hot{refused: sh.keep != nil && !sh.keep(s), check: check}}
 			if _, taken := sh.byHash[h]; taken {
 				sh.collided[s] = p
 			} else {
@@ -292,7 +301,9 @@ func (sh *shard) apply(it *item, arena []byte) {
 				p.FailedSinceFirst = t
 			}
 			p.FailedSinceLast = t
-			p.FailedSinceAddrs, p.failedHashes, _ = sh.addAddr(p.FailedSinceAddrs, p.failedHashes, addr)
+			if len(addr) > 0 {
+				p.FailedSinceAddrs, p.failedHashes, _ = addAddr(p.FailedSinceAddrs, p.failedHashes, addr, maphash.Bytes(sh.seed, addr))
+			}
 		}
 	case opClientAS, opClientTGS:
 		if it.op == opClientAS {
@@ -306,7 +317,14 @@ func (sh *shard) apply(it *item, arena []byte) {
 			p.LastTGSAsked = max(p.LastTGSAsked, t)
 		}
 		var over bool
-		p.Addrs, p.addrHashes, over = sh.addAddr(p.Addrs, p.addrHashes, addr)
+		if len(addr) > 0 {
+			switch h := maphash.Bytes(sh.seed, addr); {
+			case len(p.Addrs) == 0:
+				p.addr0, p.Addrs = h, append(p.Addrs, string(addr))
+			case h != p.addr0:
+				p.Addrs, p.addrHashes, over = addAddr(p.Addrs, p.addrHashes, addr, h)
+			}
+		}
 		p.AddrsTruncated = p.AddrsTruncated || over
 	case opServiceTGS:
 		p.TGS++
@@ -317,16 +335,12 @@ func (sh *shard) apply(it *item, arena []byte) {
 	}
 }
 
-// addAddr adds addr to the set (its strings and their hashes) unless it
-// is there; over is true when the set is full and addr is new. Two
-// addresses are the same when their 64-bit seeded hashes are: among the
-// at most MaxAddrs of one principal a false match is about one in 10^15,
-// and it would only undercount the hosts.
-func (sh *shard) addAddr(set []string, hashes []uint64, addr []byte) (_ []string, _ []uint64, over bool) {
-	if len(addr) == 0 {
-		return set, hashes, false
-	}
-	h := maphash.Bytes(sh.seed, addr)
+// addAddr adds addr, whose hash is h, to the set unless hashes hold h;
+// over is true when the set is full and addr is new. Two addresses are
+// the same when their 64-bit seeded hashes are: among the at most
+// MaxAddrs of one principal a false match is about one in 10^15, and it
+// would only undercount the hosts.
+func addAddr(set []string, hashes []uint64, addr []byte, h uint64) (_ []string, _ []uint64, over bool) {
 	if slices.Contains(hashes, h) {
 		return set, hashes, false
 	}
