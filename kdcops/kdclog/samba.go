@@ -69,16 +69,7 @@ func isSambaHeader(line []byte) bool {
 // sambaTime parses the header's "[2026/12/02 07:30:08" (the fraction and
 // level after it vary with "debug hires timestamp").
 func (r *Reader) sambaTime(line []byte) (int64, bool) {
-	y, ok1 := atoiN(line[1:5])
-	mo, ok2 := atoiN(line[6:8])
-	d, ok3 := atoiN(line[9:11])
-	hh, ok4 := atoiN(line[12:14])
-	mm, ok5 := atoiN(line[15:17])
-	ss, ok6 := atoiN(line[18:20])
-	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || mo < 1 || mo > 12 || d < 1 || d > 31 || hh > 23 || mm > 59 || ss > 60 {
-		return 0, false
-	}
-	return r.days.unix(y, mo, d, hh, mm, ss), true
+	return r.dateTime(line[1:5], line[6:8], line[9:11], line[12:14], line[15:17], line[18:20])
 }
 
 func (r *Reader) parseSamba(line []byte) (ok, known bool) {
@@ -105,13 +96,8 @@ func (r *Reader) parseSamba(line []byte) (ok, known bool) {
 	if !found {
 		return false, true
 	}
-	var k Kind
-	switch {
-	case bytes.HasPrefix(msg, hAS):
-		k, msg = AS, msg[len(hAS):]
-	case bytes.HasPrefix(msg, hTGS):
-		k, msg = TGS, msg[len(hTGS):]
-	default:
+	k, msg := requestKind(msg)
+	if k == 0 {
 		return false, true
 	}
 	// "STATUS ipv4:ADDR:PORT CLIENT SERVER key=value..."

@@ -300,6 +300,23 @@ func stepResult(rep *runbook.Report, id string) (runbook.StepResult, error) {
 	return runbook.StepResult{}, errors.New("no step " + id)
 }
 
+// findingsOf indexes rep's findings by "RULE principal@REALM"; want
+// returns the one of rule for principal (realm appended) or fails the test.
+func findingsOf(t *testing.T, rep *runbook.Report, realm string) (map[string]runbook.Finding, func(rule, principal string) runbook.Finding) {
+	byRule := map[string]runbook.Finding{}
+	for _, f := range rep.Findings {
+		byRule[f.Rule+" "+f.Principal] = f
+	}
+	return byRule, func(rule, principal string) runbook.Finding {
+		t.Helper()
+		f, ok := byRule[rule+" "+principal+realm]
+		if !ok {
+			t.Fatalf("no %s for %s; findings:\n%s", rule, principal, describeFindings(rep.Findings))
+		}
+		return f
+	}
+}
+
 func describeFindings(fs []runbook.Finding) string {
 	var b strings.Builder
 	for _, f := range fs {
@@ -346,18 +363,7 @@ func TestAuditHeimdalLab(t *testing.T) {
 
 	check := audit.Check{Logs: []string{r.KDCLog(), filepath.Join(r.Dir, "kpasswdd.log")}, Since: 90 * 24 * time.Hour, MaxHosts: 2}
 	rep := runbook.Run(ctx, runbook.Runbook{Command: "audit", Steps: check.Steps()}, runbook.Options{})
-	byRule := map[string]runbook.Finding{}
-	for _, f := range rep.Findings {
-		byRule[f.Rule+" "+f.Principal] = f
-	}
-	want := func(rule, principal string) runbook.Finding {
-		t.Helper()
-		f, ok := byRule[rule+" "+principal+realm]
-		if !ok {
-			t.Fatalf("no %s for %s; findings:\n%s", rule, principal, describeFindings(rep.Findings))
-		}
-		return f
-	}
+	_, want := findingsOf(t, rep, realm)
 	if f := want("AU002", cli); f.Evidence["as"] != int64(1) {
 		t.Errorf("client evidence %v: the doubled log lines counted twice?", f.Evidence)
 	}
@@ -437,18 +443,7 @@ func TestAuditADLab(t *testing.T) {
 
 	check := audit.Check{Logs: []string{r.KDCLog()}, Dirs: []string{inv}, Since: 90 * 24 * time.Hour, MaxHosts: 2}
 	rep := runbook.Run(ctx, runbook.Runbook{Command: "audit", Steps: check.Steps()}, runbook.Options{})
-	byRule := map[string]runbook.Finding{}
-	for _, f := range rep.Findings {
-		byRule[f.Rule+" "+f.Principal] = f
-	}
-	want := func(rule, principal string) runbook.Finding {
-		t.Helper()
-		f, ok := byRule[rule+" "+principal+realm]
-		if !ok {
-			t.Fatalf("no %s for %s; findings:\n%s", rule, principal, describeFindings(rep.Findings))
-		}
-		return f
-	}
+	byRule, want := findingsOf(t, rep, realm)
 	if f := want("AU002", cli); f.Evidence["as"] != int64(1) || f.Evidence["role"] != "client" {
 		t.Errorf("client evidence %v, want one login", f.Evidence)
 	}
