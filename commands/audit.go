@@ -39,8 +39,9 @@ uses it: its logins (AS exchanges, as a client), the tickets asked for it
 the KDC refused, and its key changes.
 
 --kdc-log takes MIT krb5kdc and kadmind logs, Heimdal kdc and kpasswdd
-logs, and exported AD Security events 4768/4769 (JSON lines or CSV with a
-header; docs/audit.md shows how to export them). Plain, rotated and
+logs, a Samba AD DC's own log (with log level kerberos:3), and exported AD
+Security events 4768/4769 (JSON lines or CSV with a header; docs/audit.md
+shows how to export them); the format is recognised from the content. Plain, rotated and
 gzipped files (recognised by content, not name) of several KDCs are merged
 by time. Lines not understood are counted and sampled (AU010), never
 fatal. Syslog timestamps carry no year: the year of a file's first line
@@ -95,7 +96,7 @@ krbops_audit_findings).` + exitStatusHelp + `
 		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVar(&opts.KDCLogs, "kdc-log", nil, "KDC log (MIT, Heimdal; plain, rotated or .gz) or AD 4768/4769 export; repeatable, merged by time")
+	f.StringArrayVar(&opts.KDCLogs, "kdc-log", nil, "KDC log (MIT, Heimdal, Samba AD DC; plain, rotated or .gz) or AD 4768/4769 export; repeatable, merged by time")
 	f.StringArrayVar(&opts.Dirs, "dir", nil, "keytab tree to check against the logs; repeatable")
 	f.Var(&opts.Since, "since", "unused for longer than this is a deletion candidate (AU001), e.g. 90d or 36h")
 	f.Var(&opts.MaxAge, "max-age", "rotation policy: newest key older than this is due (AU009), e.g. 90d; 0 disables")

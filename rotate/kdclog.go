@@ -10,8 +10,8 @@ import (
 )
 
 // LastLogin returns the time of principal's last TGT issued before before,
-// from KDC logs in any format kdclog reads (MIT krb5kdc, Heimdal kdc, an
-// AD 4768 export). Each path may be a live log, a rotated one (kdc.log.1)
+// from KDC logs in any format kdclog reads (MIT krb5kdc, Heimdal kdc, a
+// Samba AD DC's log, an AD 4768 export). Each path may be a live log, a rotated one (kdc.log.1)
 // or a gzipped one (kdc.log.2.gz, recognised by its magic bytes, not its
 // name); the newest login over all of them counts. Logins at or after
 // before are krbops' own checks of this run, which give the service no

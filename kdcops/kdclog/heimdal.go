@@ -57,16 +57,34 @@ func (r *Reader) heimdalTime(line []byte) (int64, bool) {
 	if len(line) < 20 || line[4] != '-' || line[7] != '-' || line[10] != 'T' || line[13] != ':' || line[16] != ':' || line[19] != ' ' {
 		return 0, false
 	}
-	y, ok1 := atoiN(line[0:4])
-	mo, ok2 := atoiN(line[5:7])
-	d, ok3 := atoiN(line[8:10])
-	hh, ok4 := atoiN(line[11:13])
-	mm, ok5 := atoiN(line[14:16])
-	ss, ok6 := atoiN(line[17:19])
+	return r.dateTime(line[0:4], line[5:7], line[8:10], line[11:13], line[14:16], line[17:19])
+}
+
+// dateTime turns the digits of a local date and time into Unix seconds;
+// false when one is not a number or out of range.
+func (r *Reader) dateTime(year, month, day, hour, minute, second []byte) (int64, bool) {
+	y, ok1 := atoiN(year)
+	mo, ok2 := atoiN(month)
+	d, ok3 := atoiN(day)
+	hh, ok4 := atoiN(hour)
+	mm, ok5 := atoiN(minute)
+	ss, ok6 := atoiN(second)
 	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || mo < 1 || mo > 12 || d < 1 || d > 31 || hh > 23 || mm > 59 || ss > 60 {
 		return 0, false
 	}
 	return r.days.unix(y, mo, d, hh, mm, ss), true
+}
+
+// requestKind reads the "AS-REQ " or "TGS-REQ " that Heimdal's (and
+// Samba's) request lines start with; 0 when neither.
+func requestKind(msg []byte) (Kind, []byte) {
+	switch {
+	case bytes.HasPrefix(msg, hAS):
+		return AS, msg[len(hAS):]
+	case bytes.HasPrefix(msg, hTGS):
+		return TGS, msg[len(hTGS):]
+	}
+	return 0, msg
 }
 
 func (r *Reader) parseHeimdal(line []byte) (ok, known bool) {
@@ -80,12 +98,10 @@ func (r *Reader) parseHeimdal(line []byte) (ok, known bool) {
 		return false, false
 	}
 	msg := line[20:]
-	var k Kind
+	k, rest := requestKind(msg)
 	switch {
-	case bytes.HasPrefix(msg, hAS):
-		k, msg = AS, msg[len(hAS):]
-	case bytes.HasPrefix(msg, hTGS):
-		k, msg = TGS, msg[len(hTGS):]
+	case k != 0:
+		msg = rest
 	case bytes.HasPrefix(msg, hUnknown):
 		return r.heimdalOutcome(t, AS, stClientNotFound), true
 	case bytes.HasPrefix(msg, hDecrypt):

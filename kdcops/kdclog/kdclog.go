@@ -1,6 +1,7 @@
 // Package kdclog reads what KDCs record about the tickets they issue: MIT
-// krb5kdc and kadmind logs, Heimdal kdc and kpasswdd logs, and exported
-// Active Directory Security events 4768/4769 (JSON lines or CSV). Start
+// krb5kdc and kadmind logs, Heimdal kdc and kpasswdd logs, a Samba AD
+// DC's own log, and exported Active Directory Security events 4768/4769
+// (JSON lines or CSV). Start
 // with [Open] for one file or [Merge] for several: both yield [Event]s,
 // Merge in time order across files.
 //
@@ -57,6 +58,7 @@ const (
 	FormatHeimdal Format = "heimdal" // Heimdal kdc and kpasswdd FILE: lines
 	FormatADJSON  Format = "ad-json" // AD Security events 4768/4769, one JSON object per line
 	FormatADCSV   Format = "ad-csv"  // the same as CSV with a header row
+	FormatSamba   Format = "samba"   // a Samba AD DC's own log (log level kerberos:3)
 )
 
 // Event is one request a KDC answered (or one key change). Its byte

@@ -341,3 +341,59 @@ func TestHeimdalDoubledLines(t *testing.T) {
 		t.Fatalf("doubled kpasswdd line: %v", kp)
 	}
 }
+
+// A Samba AD DC's own log, recorded from the lab (kinit, a service
+// ticket, an unknown service, a wrong password, an unknown client): the
+// KDC's per-request audit lines are the events; the pre-auth round, the
+// UDP reply too large for its datagram and every other line are not.
+func TestSambaRecordedLog(t *testing.T) {
+	p := copyAt(t, "samba-ad-dc.log", time.Now())
+	got, st := readAll(t, p, time.UTC)
+	probe, login := unixUTC(2026, 12, 2, 7, 30, 3), unixUTC(2026, 12, 2, 7, 30, 8)
+	const tgt = "krbtgt/AD.TEST@AD.TEST"
+	want := []ev{
+		{probe, AS, "krbops-lab-probe@AD.TEST", tgt, "127.0.0.1", "CLIENT_NOT_FOUND"}, // the lab's readiness probes
+		{probe, AS, "krbops-lab-probe@AD.TEST", tgt, "127.0.0.1", "CLIENT_NOT_FOUND"},
+		{login, AS, "alice@AD.TEST", tgt, "127.0.0.1", ""},
+		{login, TGS, "alice@AD.TEST", "HTTP/web.ad.test@AD.TEST", "127.0.0.1", ""},
+		{login, TGS, "alice@AD.TEST", "HTTP/none.ad.test@AD.TEST", "127.0.0.1", "S_PRINCIPAL_UNKNOWN"},
+		{login, TGS, "alice@AD.TEST", "HTTP/none.ad.test@AD.TEST", "127.0.0.1", "S_PRINCIPAL_UNKNOWN"},
+		{login, AS, "alice@AD.TEST", tgt, "127.0.0.1", "PREAUTH_FAILED"},
+		{login, AS, "nobody@AD.TEST", tgt, "127.0.0.1", "CLIENT_NOT_FOUND"},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("events:\n got %v\nwant %v", strings.ReplaceAll(fmt.Sprint(got), "} {", "}\n{"), want)
+	}
+	r, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Next(); err != nil || r.Format() != FormatSamba {
+		t.Fatalf("format %q (%v), want %q", r.Format(), err, FormatSamba)
+	}
+	if st.Bad != 0 || st.Lines != 391 || st.Events+st.Ignored != st.Lines {
+		t.Fatalf("stats %+v: every line of a recorded Samba log is known", st)
+	}
+}
+
+// Samba's audit line with an IPv6 client, a status the reader has no
+// name for, and lines that are not Samba's: the address loses its port,
+// the status its ERR_ prefix, the garbage is counted.
+func TestSambaAddressesAndGarbage(t *testing.T) {
+	log := "[2026/12/02 07:30:08.669253,  3] ../../source4/auth/kerberos/krb5_init_context.c:90(smb_krb5_debug_wrapper)\n" +
+		"  Kerberos: AS-REQ ERR_POLICY ipv6:::1:46164 bob@AD.TEST krbtgt/AD.TEST@AD.TEST elapsed=0.1\n" +
+		"garbage without a header\n" +
+		"[2026/13/02 07:30:09,  3] a month that is not\n" +
+		"[2026/12/02 07:30:09,  3] ../../auth/auth_log.c:647(log_authentication_event_human_readable)\n" +
+		"  Kerberos: TGS-REQ SUCCESS ipv4:10.1.2.3:500 bob@AD.TEST cifs/fs1.ad.test@AD.TEST etype=18/18\n"
+	p := writeAt(t, "samba.log", []byte(log), time.Now())
+	got, st := readAll(t, p, time.UTC)
+	want := []ev{
+		{unixUTC(2026, 12, 2, 7, 30, 8), AS, "bob@AD.TEST", "krbtgt/AD.TEST@AD.TEST", "::1", "POLICY"},
+		{unixUTC(2026, 12, 2, 7, 30, 9), TGS, "bob@AD.TEST", "cifs/fs1.ad.test@AD.TEST", "10.1.2.3", ""},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || st.Bad != 2 {
+		t.Fatalf("events %v (bad %d: %+v), want %v and 2 bad", got, st.Bad, st.Samples, want)
+	}
+}

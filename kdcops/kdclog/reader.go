@@ -36,6 +36,7 @@ type Reader struct {
 	days      dayCache
 
 	heimdal heimdalState
+	samba   sambaState
 	csvCols map[string]int
 	scratch []byte
 
@@ -166,6 +167,8 @@ func (r *Reader) parse(line []byte) bool {
 		ok, known = r.parseADJSON(line)
 	case FormatADCSV:
 		ok, known = r.parseADCSV(line)
+	case FormatSamba:
+		ok, known = r.parseSamba(line)
 	default:
 		if line[0] >= '0' && line[0] <= '9' {
 			ok, known = r.parseHeimdal(line)
@@ -193,6 +196,8 @@ func sniff(line []byte) Format {
 		return FormatADCSV
 	case len(line) > 0 && line[0] >= '0' && line[0] <= '9':
 		return FormatHeimdal
+	case isSambaHeader(line):
+		return FormatSamba
 	}
 	return FormatMIT
 }

@@ -15,6 +15,7 @@ const MaxAddrs = 64
 // Principal is what the logs say about one principal. Times are Unix
 // seconds, 0 when never.
 type Principal struct {
+	hot
 	Name string
 
 	// As a client: tickets from AS exchanges (logins) and the TGS
@@ -44,6 +45,22 @@ type Principal struct {
 	FailedSinceFirst int64
 	FailedSinceLast  int64
 	FailedSinceAddrs []string
+
+	// Hashes of FailedSinceAddrs (see hot.addrHashes).
+	failedHashes []uint64
+}
+
+// hot is what every event reads of its principal, first in the struct
+// so that one cache line holds it: on a fleet of principals each event's
+// principal is a cache miss, and the fewer lines it touches the better.
+type hot struct {
+	check   uint64 // the name's second hash (shard.get)
+	refused bool   // Usage.Keep refused it: not aggregated
+	// Hashes of Addrs: a repeat address, the usual case, is found
+	// without touching the strings; most principals use one address,
+	// kept inline.
+	addr0      uint64
+	addrHashes []uint64
 }
 
 // Client reports whether the principal logged in (an AS ticket was issued).
@@ -92,21 +109,29 @@ type item struct {
 	op                 op
 	kind               Kind
 	t                  int64
+	hash               uint64   // of the name: picks the shard, then the principal
 	name, addr, status [2]int32 // start, end in arena
 }
 
 type batch struct {
 	items []item
 	arena []byte
+	ps    []*Principal // each item's principal, nil when refused (shard.run)
 }
 
 type shard struct {
 	in   chan *batch
 	free chan *batch
 	cur  *batch
-	m    map[string]*Principal
-	keep func(string) bool
-	done chan struct{}
+	// byHash finds a principal by its name's hash without reading a key
+	// string (see get). Names whose first hash another name holds already
+	// live in collided.
+	byHash    map[uint64]*Principal
+	collided  map[string]*Principal
+	seed      maphash.Seed
+	checkSeed maphash.Seed
+	keep      func(string) bool
+	done      chan struct{}
 }
 
 var krbtgt = []byte("krbtgt/")
@@ -119,7 +144,8 @@ func NewUsage(keep func(string) bool) *Usage {
 	n := min(runtime.GOMAXPROCS(0), 4)
 	u := &Usage{Keep: keep, seed: maphash.MakeSeed()}
 	for range n {
-		sh := &shard{in: make(chan *batch, 2), free: make(chan *batch, 3), m: map[string]*Principal{}, keep: keep, done: make(chan struct{})}
+		sh := &shard{in: make(chan *batch, 2), free: make(chan *batch, 3), byHash: map[uint64]*Principal{}, collided: map[string]*Principal{},
+			seed: u.seed, checkSeed: maphash.MakeSeed(), keep: keep, done: make(chan struct{})}
 		sh.cur = &batch{}
 		go sh.run()
 		u.shards = append(u.shards, sh)
@@ -130,10 +156,22 @@ func NewUsage(keep func(string) bool) *Usage {
 func (sh *shard) run() {
 	defer close(sh.done)
 	for b := range sh.in {
+		// Two passes: first find every item's principal, then apply the
+		// items. On a fleet of principals each lookup is a cache miss;
+		// in a loop that does nothing else the CPU waits for many of them
+		// at once, and the second pass finds the batch's principals in
+		// the cache.
+		b.ps = b.ps[:0]
 		for i := range b.items {
-			sh.apply(&b.items[i], b.arena)
+			it := &b.items[i]
+			b.ps = append(b.ps, sh.get(it.hash, b.arena[it.name[0]:it.name[1]]))
 		}
-		b.items, b.arena = b.items[:0], b.arena[:0]
+		for i := range b.items {
+			if p := b.ps[i]; p != nil {
+				sh.apply(&b.items[i], p, b.arena)
+			}
+		}
+		b.items, b.arena, b.ps = b.items[:0], b.arena[:0], b.ps[:0]
 		select {
 		case sh.free <- b:
 		default:
@@ -145,17 +183,15 @@ func (u *Usage) push(o op, k Kind, t int64, name, addr, status []byte) {
 	if len(name) == 0 || bytes.HasPrefix(name, krbtgt) {
 		return
 	}
-	sh := u.shards[0]
-	if len(u.shards) > 1 {
-		sh = u.shards[maphash.Bytes(u.seed, name)%uint64(len(u.shards))]
-	}
+	h := maphash.Bytes(u.seed, name)
+	sh := u.shards[h%uint64(len(u.shards))]
 	b := sh.cur
 	put := func(p []byte) [2]int32 {
 		start := int32(len(b.arena))
 		b.arena = append(b.arena, p...)
 		return [2]int32{start, int32(len(b.arena))}
 	}
-	b.items = append(b.items, item{op: o, kind: k, t: t, name: put(name), addr: put(addr), status: put(status)})
+	b.items = append(b.items, item{op: o, kind: k, t: t, hash: h, name: put(name), addr: put(addr), status: put(status)})
 	if len(b.items) >= batchItems {
 		sh.in <- b
 		select {
@@ -211,42 +247,56 @@ func (u *Usage) Wait() {
 	u.Principals = map[string]*Principal{}
 	for _, sh := range u.shards {
 		<-sh.done
-		for k, p := range sh.m {
-			if p != nil {
-				u.Principals[k] = p
+		for _, p := range sh.byHash {
+			if !p.refused {
+				u.Principals[p.Name] = p
+			}
+		}
+		for _, p := range sh.collided {
+			if !p.refused {
+				u.Principals[p.Name] = p
 			}
 		}
 	}
 }
 
 // get returns name's aggregate, creating it; nil when keep refuses it.
-func (sh *shard) get(name []byte) *Principal {
-	if p, ok := sh.m[string(name)]; ok {
-		return p
+// A principal is found by two 64-bit hashes of its name under different
+// seeds, h (the map's key) and a check kept in the aggregate, so the name
+// string, a cache miss of its own, is never read: two names alike in
+// both hashes are a chance of about one in 2^128.
+func (sh *shard) get(h uint64, name []byte) *Principal {
+	check := maphash.Bytes(sh.checkSeed, name)
+	p, ok := sh.byHash[h]
+	if !ok || p.check != check {
+		if ok {
+			p, ok = sh.collided[string(name)]
+		}
+		if !ok {
+			s := string(name)
+			// A refusal is remembered too, so the filter runs once per principal.
+			p = &Principal{Name: s, hot: hot{refused: sh.keep != nil && !sh.keep(s), check: check}}
+			if _, taken := sh.byHash[h]; taken {
+				sh.collided[s] = p
+			} else {
+				sh.byHash[h] = p
+			}
+		}
 	}
-	s := string(name)
-	if sh.keep != nil && !sh.keep(s) {
-		// Remember the refusal so the filter runs once per principal.
-		sh.m[s] = nil
+	if p.refused {
 		return nil
 	}
-	p := &Principal{Name: s}
-	sh.m[s] = p
 	return p
 }
 
-func (sh *shard) apply(it *item, arena []byte) {
+func (sh *shard) apply(it *item, p *Principal, arena []byte) {
 	span := func(s [2]int32) []byte { return arena[s[0]:s[1]] }
-	p := sh.get(span(it.name))
-	if p == nil {
-		return
-	}
 	t, addr := it.t, span(it.addr)
 	switch it.op {
 	case opKeyChange:
 		p.KeyChanges++
 		p.LastKeyChange = max(p.LastKeyChange, t)
-		p.FailedSince, p.FailedSinceFirst, p.FailedSinceLast, p.FailedSinceAddrs = 0, 0, 0, p.FailedSinceAddrs[:0]
+		p.FailedSince, p.FailedSinceFirst, p.FailedSinceLast, p.FailedSinceAddrs, p.failedHashes = 0, 0, 0, p.FailedSinceAddrs[:0], p.failedHashes[:0]
 	case opFailure:
 		status := span(it.status)
 		if p.Failures == nil {
@@ -260,7 +310,9 @@ func (sh *shard) apply(it *item, arena []byte) {
 				p.FailedSinceFirst = t
 			}
 			p.FailedSinceLast = t
-			p.FailedSinceAddrs, _ = addAddr(p.FailedSinceAddrs, addr)
+			if len(addr) > 0 {
+				p.FailedSinceAddrs, p.failedHashes, _ = addAddr(p.FailedSinceAddrs, p.failedHashes, addr, maphash.Bytes(sh.seed, addr))
+			}
 		}
 	case opClientAS, opClientTGS:
 		if it.op == opClientAS {
@@ -274,7 +326,14 @@ func (sh *shard) apply(it *item, arena []byte) {
 			p.LastTGSAsked = max(p.LastTGSAsked, t)
 		}
 		var over bool
-		p.Addrs, over = addAddr(p.Addrs, addr)
+		if len(addr) > 0 {
+			switch h := maphash.Bytes(sh.seed, addr); {
+			case len(p.Addrs) == 0:
+				p.addr0, p.Addrs = h, append(p.Addrs, string(addr))
+			case h != p.addr0:
+				p.Addrs, p.addrHashes, over = addAddr(p.Addrs, p.addrHashes, addr, h)
+			}
+		}
 		p.AddrsTruncated = p.AddrsTruncated || over
 	case opServiceTGS:
 		p.TGS++
@@ -285,21 +344,19 @@ func (sh *shard) apply(it *item, arena []byte) {
 	}
 }
 
-// addAddr adds addr to the set unless it is there; over is true when the
-// set is full and addr is new.
-func addAddr(set []string, addr []byte) (_ []string, over bool) {
-	if len(addr) == 0 {
-		return set, false
-	}
-	for _, a := range set {
-		if a == string(addr) {
-			return set, false
-		}
+// addAddr adds addr, whose hash is h, to the set unless hashes hold h;
+// over is true when the set is full and addr is new. Two addresses are
+// the same when their 64-bit seeded hashes are: among the at most
+// MaxAddrs of one principal a false match is about one in 10^15, and it
+// would only undercount the hosts.
+func addAddr(set []string, hashes []uint64, addr []byte, h uint64) (_ []string, _ []uint64, over bool) {
+	if slices.Contains(hashes, h) {
+		return set, hashes, false
 	}
 	if len(set) >= MaxAddrs {
-		return set, true
+		return set, hashes, true
 	}
-	return append(set, string(addr)), false
+	return append(set, string(addr)), append(hashes, h), false
 }
 
 // Sorted waits for the shards (Wait) and returns the aggregated

@@ -138,7 +138,7 @@ func (c Check) readLogs(ctx context.Context, r *run) runbook.Result {
 	res := runbook.Passf("%s", msg).With(ev)
 	if st.Events == 0 {
 		res = runbook.Warnf("%s: no AS, TGS or key-change record", msg).With(ev).
-			WithHint("pass the KDC's request log (MIT [logging] kdc = FILE:..., Heimdal's kdc log) or an AD 4768/4769 export")
+			WithHint("pass the KDC's request log (MIT [logging] kdc = FILE:..., Heimdal's kdc log, a Samba AD DC's log with log level kerberos:3) or an AD 4768/4769 export")
 	}
 	if st.Bad > 0 {
 		var samples []string

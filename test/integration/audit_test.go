@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/krbops/krbops/internal/lab"
+	"github.com/krbops/krbops/rotate"
 	"github.com/krbops/krbops/runbook"
 	"github.com/krbops/krbops/runbook/audit"
 )
@@ -299,6 +300,23 @@ func stepResult(rep *runbook.Report, id string) (runbook.StepResult, error) {
 	return runbook.StepResult{}, errors.New("no step " + id)
 }
 
+// findingsOf indexes rep's findings by "RULE principal@REALM"; want
+// returns the one of rule for principal (realm appended) or fails the test.
+func findingsOf(t *testing.T, rep *runbook.Report, realm string) (map[string]runbook.Finding, func(rule, principal string) runbook.Finding) {
+	byRule := map[string]runbook.Finding{}
+	for _, f := range rep.Findings {
+		byRule[f.Rule+" "+f.Principal] = f
+	}
+	return byRule, func(rule, principal string) runbook.Finding {
+		t.Helper()
+		f, ok := byRule[rule+" "+principal+realm]
+		if !ok {
+			t.Fatalf("no %s for %s; findings:\n%s", rule, principal, describeFindings(rep.Findings))
+		}
+		return f
+	}
+}
+
 func describeFindings(fs []runbook.Finding) string {
 	var b strings.Builder
 	for _, f := range fs {
@@ -345,18 +363,7 @@ func TestAuditHeimdalLab(t *testing.T) {
 
 	check := audit.Check{Logs: []string{r.KDCLog(), filepath.Join(r.Dir, "kpasswdd.log")}, Since: 90 * 24 * time.Hour, MaxHosts: 2}
 	rep := runbook.Run(ctx, runbook.Runbook{Command: "audit", Steps: check.Steps()}, runbook.Options{})
-	byRule := map[string]runbook.Finding{}
-	for _, f := range rep.Findings {
-		byRule[f.Rule+" "+f.Principal] = f
-	}
-	want := func(rule, principal string) runbook.Finding {
-		t.Helper()
-		f, ok := byRule[rule+" "+principal+realm]
-		if !ok {
-			t.Fatalf("no %s for %s; findings:\n%s", rule, principal, describeFindings(rep.Findings))
-		}
-		return f
-	}
+	_, want := findingsOf(t, rep, realm)
 	if f := want("AU002", cli); f.Evidence["as"] != int64(1) {
 		t.Errorf("client evidence %v: the doubled log lines counted twice?", f.Evidence)
 	}
@@ -369,5 +376,132 @@ func TestAuditHeimdalLab(t *testing.T) {
 	}
 	if res, _ := stepResult(rep, audit.StepLogs); res.Evidence["bad"] != int64(0) {
 		t.Errorf("a Heimdal log line not understood: %v", res.Evidence["samples"])
+	}
+}
+
+// waitForLog waits until the KDC's log holds every one of want: Samba
+// writes a request's audit line as it answers, so a test reads the log
+// once the lines it drove are there (the context is the hang guard).
+func waitForLog(ctx context.Context, t *testing.T, path string, want ...string) {
+	t.Helper()
+	for {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(string(b), w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s never logged %q: %v", path, missing, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// The classification from a Samba AD DC's own log (its KDC's audit line
+// per request, read by the samba format): a user account that logs in
+// is a client, a service principal name on an account that is asked for
+// is a server, and an account whose keytab is on disk but that the DC
+// never saw is a deletion candidate.
+func TestAuditADLab(t *testing.T) {
+	a := newAuditLab(t, lab.Options{Kind: lab.AD})
+	r, ctx, realm := a.r, a.ctx, "@"+a.r.Name
+	const (
+		cli   = "adaudit-cli"
+		acct  = "adaudit-svc"
+		spn   = "HTTP/adaudit.ad.test"
+		never = "adaudit-never"
+	)
+	inv := filepath.Join(a.dir, "keytabs")
+	if err := os.Mkdir(inv, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	kt := map[string]string{cli: filepath.Join(inv, "cli.keytab"), acct: filepath.Join(a.dir, "svc.keytab"), never: filepath.Join(inv, "never.keytab")}
+	for _, p := range []string{cli, acct, never} {
+		if err := r.AddPrincipal(ctx, p, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.ExportKeytab(ctx, p+realm, kt[p]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.AddSPN(ctx, acct, spn); err != nil {
+		t.Fatal(err)
+	}
+	a.run("", true, "kinit", "-k", "-t", kt[cli], cli)
+	a.run("", true, "kvno", spn)
+	waitForLog(ctx, t, r.KDCLog(), "TGS-REQ SUCCESS", " "+spn+realm)
+
+	check := audit.Check{Logs: []string{r.KDCLog()}, Dirs: []string{inv}, Since: 90 * 24 * time.Hour, MaxHosts: 2}
+	rep := runbook.Run(ctx, runbook.Runbook{Command: "audit", Steps: check.Steps()}, runbook.Options{})
+	byRule, want := findingsOf(t, rep, realm)
+	if f := want("AU002", cli); f.Evidence["as"] != int64(1) || f.Evidence["role"] != "client" {
+		t.Errorf("client evidence %v, want one login", f.Evidence)
+	}
+	if f := want("AU003", spn); f.Evidence["tgs"] != int64(1) || f.Evidence["as"] != int64(0) {
+		t.Errorf("service evidence %v, want one ticket issued for the SPN", f.Evidence)
+	}
+	if f := want("AU007", never); f.File != kt[never] {
+		t.Errorf("AU007 file %q, want %s", f.File, kt[never])
+	}
+	for _, rule := range []string{"AU007", "AU001"} {
+		if f, ok := byRule[rule+" "+cli+realm]; ok {
+			t.Errorf("the client that logged in has %s: %s", rule, f.Message)
+		}
+	}
+	res, _ := stepResult(rep, audit.StepLogs)
+	if res.Status != runbook.Pass || res.Evidence["bad"] != int64(0) || fmt.Sprint(res.Evidence["formats"]) != "["+r.KDCLog()+": samba]" {
+		t.Errorf("audit.logs %s: %s %v", res.Status, res.Message, res.Evidence)
+	}
+}
+
+// rotate's last-login pre-check reads a Samba AD DC's log: the login of
+// a client that just ran kinit is found, without --no-login-record-ok.
+// Only the pre-check is asserted: the rotation after it is other tests'.
+func TestADLastLoginPrecheck(t *testing.T) {
+	l := newRotLabOf(t, lab.AD)
+	// A computer account: rotate's keytab pre-check asks a ticket for
+	// the principal itself, which a user account without an SPN does
+	// not get from AD.
+	p, err := l.r.AddComputer(context.Background(), "LLHOST")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, _, _ := strings.Cut(p, "@")
+	kt := filepath.Join(l.dir, "llhost.keytab")
+	if err := l.r.ExportKeytab(context.Background(), name, kt); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now().Truncate(time.Second)
+	if !l.kinit(t, name, kt) {
+		t.Fatalf("kinit -k %s", name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waitForLog(ctx, t, l.r.KDCLog(), "AS-REQ SUCCESS ", " "+p+" krbtgt/")
+	afterSecond(time.Now()) // rotate ignores logins in its own first second
+	var args []string
+	for _, a := range l.args(name, kt, "client", rotate.BackendKpasswd) {
+		if a != "--no-login-record-ok" {
+			args = append(args, a)
+		}
+	}
+	rep, code, stderr := runKrbops(t, l.r, args...)
+	st, ok := rep.step("", rotate.StepLastLogin)
+	if !ok || st.Status != "pass" {
+		t.Fatalf("%s: %+v (exit %d, %s), want pass; steps %+v", rotate.StepLastLogin, st, code, stderr, rep.Steps)
+	}
+	at, err := time.Parse(time.RFC3339, fmt.Sprint(st.Evidence["last_login"]))
+	if err != nil || at.Before(before) || at.After(time.Now()) {
+		t.Errorf("last_login %v (%v), want the kinit at %s or after", st.Evidence["last_login"], err, before.UTC().Format(time.RFC3339))
 	}
 }
