@@ -154,6 +154,13 @@ querybench: build deps-dynalite
 
 # rotatebench: krbops rotate (kpasswd backend, limits off) against MIT
 # k5srvutil change on N lab principals each, in the same run.
+# ledgerbench: 8 processes × 200 admissions into one window of 50 on the
+# DynamoDB ledger (dynalite) and the bbolt ledger; prints the admitted
+# count (exactly 50) and p50/p99 admission latency of each.
+.PHONY: ledgerbench
+ledgerbench: deps-dynalite
+	$(GO) run ./bench/ledgerbench
+
 .PHONY: rotatebench
 rotatebench: build
 	$(GO) run ./bench/rotatebench --krbops $(BIN)

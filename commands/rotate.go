@@ -192,7 +192,7 @@ See docs/rotate.md for the t0..t7 timeline and what to do when a step fails.` + 
 	f.StringVar(&opts.Keytab, "keytab", "", "the principal's keytab file: read before, rewritten after the rotation")
 	f.StringVar(&opts.SecretStore, "secret-store", "", "secret store: file://DIR or awssm://PREFIX?region=R")
 	f.StringVar(&opts.Secret, "secret", "", "secret name in the store (default: the principal)")
-	f.StringVar(&opts.LedgerPath, "ledger", defaultStatePath("ledger.db"), "rotation ledger (bbolt file, 0600)")
+	f.StringVar(&opts.LedgerPath, "ledger", defaultStatePath("ledger.db"), "rotation ledger: a bbolt file (PATH or file://PATH, 0600) or a DynamoDB table shared by operators (dynamodb://TABLE?region=R; endpoint from AWS_ENDPOINT_URL_DYNAMODB; create it with krbops ledger init)")
 	f.StringVar(&opts.JournalDir, "journal-dir", defaultStatePath("rotate"), "directory of rotation journals (0700; they hold the pending keytab)")
 	f.DurationVar(&opts.TicketLifetime, "ticket-lifetime", 0, "the realm's max TGT/service-ticket lifetime (default: krb5.conf ticket_lifetime, 24h when unset)")
 	f.BoolVar(&opts.Yes, "yes", false, "do not ask for confirmation")
@@ -472,7 +472,7 @@ func (o *RotateOptions) rotation(ctx context.Context) (*rotate.Rotation, func(),
 	if err != nil {
 		return nil, nil, usageError(fmt.Errorf("--secret-store: %w", err), "file://DIR or awssm://PREFIX?region=R")
 	}
-	led, err := o.openLedger(o.DryRun)
+	led, err := o.openLedger(ctx, o.DryRun)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -536,19 +536,34 @@ func rotateRun(ctx context.Context, o *RotateOptions) error {
 	return o.runReport(ctx, r.Runbook(o.Resume, j))
 }
 
-// openLedger opens --ledger; readOnly (a dry run, status) opens it
+// openLedger opens --ledger: a bbolt file (PATH or file://PATH) or a
+// shared DynamoDB table (dynamodb://TABLE?region=R; endpoint from
+// AWS_ENDPOINT_URL_DYNAMODB). readOnly (a dry run, status) opens it
 // without creating it or anything around it, and takes a missing file as
 // an empty ledger.
-func (o *RotateOptions) openLedger(readOnly bool) (ledger.Ledger, error) {
-	if err := checkLedgerTrusted(o.LedgerPath); err != nil {
+func (o *RotateOptions) openLedger(ctx context.Context, readOnly bool) (ledger.Ledger, error) {
+	spec, err := ledger.ParseSpec(o.LedgerPath)
+	if err != nil {
+		return nil, usageError(fmt.Errorf("--%w", err), "pass a file path (or file://PATH) or dynamodb://TABLE?region=R")
+	}
+	if spec.IsDynamo() {
+		// A shared table is guarded by IAM, not by file ownership.
+		led, err := ledger.Open(ctx, o.LedgerPath, ledger.Options{ReadOnly: readOnly})
+		if err != nil {
+			return nil, fault.New(fault.ClassOf(err), fmt.Errorf("--%w", err), fault.HintOf(err))
+		}
+		return led, nil
+	}
+	path := spec.Path
+	if err := checkLedgerTrusted(path); err != nil {
 		return nil, err
 	}
 	if readOnly {
-		if _, err := os.Lstat(o.LedgerPath); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
 			return ledger.Empty(), nil
 		}
 	}
-	led, err := ledger.OpenFile(o.LedgerPath, ledger.Options{ReadOnly: readOnly})
+	led, err := ledger.OpenFile(path, ledger.Options{ReadOnly: readOnly})
 	if readOnly && errors.Is(err, fs.ErrNotExist) {
 		return ledger.Empty(), nil // created but never written: nothing to read
 	}
@@ -593,7 +608,7 @@ func rotateAbortRun(ctx context.Context, o *RotateOptions) error {
 }
 
 func rotateUnlockRun(ctx context.Context, o *RotateOptions) error {
-	led, err := o.openLedger(false)
+	led, err := o.openLedger(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -634,7 +649,7 @@ func rotateFinishRun(ctx context.Context, o *RotateOptions) error {
 }
 
 func rotateStatusRun(ctx context.Context, o *RotateOptions) error {
-	led, err := o.openLedger(true)
+	led, err := o.openLedger(ctx, true)
 	if err != nil {
 		return err
 	}

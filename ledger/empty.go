@@ -12,6 +12,9 @@ func Empty() Ledger { return empty{} }
 
 type empty struct{}
 
+func (empty) Admit(context.Context, AdmitRequest) (Rotation, error) {
+	return Rotation{}, ErrReadOnly
+}
 func (empty) Start(context.Context, Rotation) (Rotation, error) { return Rotation{}, ErrReadOnly }
 func (empty) Update(context.Context, string, func(*Rotation) error) (Rotation, error) {
 	return Rotation{}, ErrReadOnly

@@ -25,7 +25,7 @@ import (
 // has the ledger file open.
 const DefaultTimeout = 5 * time.Second
 
-// Options configure OpenFile.
+// Options configure OpenFile, OpenDynamo and Open.
 type Options struct {
 	// Timeout bounds the wait for the file lock; DefaultTimeout when zero.
 	Timeout time.Duration
@@ -36,6 +36,10 @@ type Options struct {
 	// method fails with ErrReadOnly. A missing file is an error that
 	// satisfies errors.Is(err, fs.ErrNotExist).
 	ReadOnly bool
+	// Endpoint overrides the DynamoDB endpoint of a dynamodb:// ledger
+	// (--endpoint-url); "" leaves it to the SDK (AWS_ENDPOINT_URL_DYNAMODB,
+	// AWS_ENDPOINT_URL, the profile's endpoint_url, then AWS).
+	Endpoint string
 }
 
 // Buckets of the file ledger. Rotations are keyed by an 8-byte big-endian
@@ -304,34 +308,98 @@ func (f *File) Start(ctx context.Context, r Rotation) (Rotation, error) {
 	if err := r.validate(); err != nil {
 		return Rotation{}, err
 	}
+	err := f.update(ctx, func(tx *bolt.Tx) error { return startTx(tx, &r) })
+	if err != nil {
+		return Rotation{}, err
+	}
+	return r, nil
+}
+
+// Admit decides and starts in one bbolt transaction: the file's lock
+// serialises every process's admissions.
+func (f *File) Admit(ctx context.Context, req AdmitRequest) (Rotation, error) {
+	if err := req.validate(); err != nil {
+		return Rotation{}, err
+	}
+	r := req.Rotation
+	if r.Outcome == "" {
+		r.Outcome = InProgress
+	}
+	if err := r.validate(); err != nil {
+		return Rotation{}, err
+	}
 	err := f.update(ctx, func(tx *bolt.Tx) error {
-		rots := tx.Bucket(bucketRotations)
-		c := tx.Bucket(bucketOpen).Cursor()
-		for k, _ := c.First(); k != nil; k, _ = c.Next() {
-			o, err := getRotation(rots, k)
-			if err != nil {
-				return err
+		now := f.now().UTC()
+		r.Started = now
+		prefix := domainPrefix(r.Cluster, r.Role)
+		c := tx.Bucket(bucketDomain).Cursor()
+		var last time.Time
+		// The domain's keys end in the start time: the last key is the
+		// latest rotation.
+		k, _ := c.Seek(append(bytes.Clone(prefix), bytes.Repeat([]byte{0xff}, 17)...))
+		if k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		if k != nil && bytes.HasPrefix(k, prefix) {
+			last = domainStart(k, prefix)
+		}
+		var window []time.Time
+		if req.Limit > 0 {
+			for k, _ := c.Seek(windowFrom(prefix, now.Add(-req.Window))); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				if s := domainStart(k, prefix); inWindow(s, now, req.Window) {
+					window = append(window, s)
+				}
 			}
-			if o != nil && o.Principal == r.Principal {
-				return fmt.Errorf("%w: principal %s already has open rotation %s (%s, started %s by %s); resume or finish it first",
-					ErrConflict, r.Principal, o.ID, o.Outcome, o.Started.Format(time.RFC3339), o.Operator)
-			}
 		}
-		seq, err := rots.NextSequence()
-		if err != nil {
-			return err
+		if refused := admission(req, now, window, last); refused != nil {
+			return refused
 		}
-		key := seqKey(seq)
-		r.ID = strconv.FormatUint(seq, 10)
-		if err := putRotation(tx, key, &r); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketDomain).Put(domainKey(&r, key), nil)
+		return startTx(tx, &r)
 	})
 	if err != nil {
 		return Rotation{}, err
 	}
 	return r, nil
+}
+
+func domainStart(k, prefix []byte) time.Time {
+	return time.Unix(0, int64(binary.BigEndian.Uint64(k[len(prefix):]))).UTC()
+}
+
+func windowFrom(prefix []byte, since time.Time) []byte {
+	from := bytes.Clone(prefix)
+	if since.After(time.Unix(0, 0)) { // UnixNano is undefined far from 1970
+		from = binary.BigEndian.AppendUint64(from, uint64(since.UnixNano()))
+	}
+	return from
+}
+
+// startTx records r (validated, Started set) unless its principal has an
+// open rotation.
+func startTx(tx *bolt.Tx, r *Rotation) error {
+	rots := tx.Bucket(bucketRotations)
+	c := tx.Bucket(bucketOpen).Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		o, err := getRotation(rots, k)
+		if err != nil {
+			return err
+		}
+		if o != nil && o.Principal == r.Principal {
+			return openConflict(r.Principal, o)
+		}
+	}
+	seq, err := rots.NextSequence()
+	if err != nil {
+		return err
+	}
+	key := seqKey(seq)
+	r.ID = strconv.FormatUint(seq, 10)
+	if err := putRotation(tx, key, r); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketDomain).Put(domainKey(r, key), nil)
 }
 
 func (f *File) Update(ctx context.Context, id string, fn func(*Rotation) error) (Rotation, error) {
@@ -429,10 +497,7 @@ func (f *File) Pending(ctx context.Context) ([]Rotation, error) {
 func (f *File) CountSince(ctx context.Context, cluster, role string, since time.Time) (int, error) {
 	n := 0
 	prefix := domainPrefix(cluster, role)
-	from := bytes.Clone(prefix)
-	if since.After(time.Unix(0, 0)) { // UnixNano is undefined far from 1970
-		from = binary.BigEndian.AppendUint64(from, uint64(since.UnixNano()))
-	}
+	from := windowFrom(prefix, since)
 	err := f.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketDomain).Cursor()
 		for k, _ := c.Seek(from); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {

@@ -2,24 +2,29 @@
 // which cluster and role, from which kvno to which, and how it ended. The
 // rotate command reads it back for its pre-checks and its status:
 //
-//   - rate limits: [Ledger.CountSince] counts rotations per (cluster, role)
-//     fault domain in a window;
+//   - rate limits: [Ledger.Admit] decides a (cluster, role) fault domain's
+//     sliding window and minimum gap and records the rotation in one
+//     atomic step; [Ledger.CountSince] counts a window for an early look;
 //   - one rotation per principal: [Ledger.Lock] / [Ledger.Unlock], and
 //     [Ledger.Start] refuses a principal whose last rotation is still open;
 //   - rotate status: [Ledger.Pending] lists rotations in progress and
 //     server rotations waiting for phase 2;
-//   - audit: [Ledger.List].
+//   - audit: [Ledger.List], [Ledger.Events].
 //
-// Start with [OpenFile], the embedded default: one bbolt file (0600) on the
-// operator's machine. A damaged file is a [DamagedError], never a crash;
-// callers that only read open it with Options.ReadOnly. The [Ledger] interface is what callers hold, so a
-// shared store (a DynamoDB table for several operators) can replace it.
+// Start with [Open], which picks the backend from --ledger: [OpenFile], the
+// embedded default, one bbolt file (0600) on the operator's machine (a
+// damaged file is a [DamagedError], never a crash; callers that only read
+// open it with Options.ReadOnly), or [OpenDynamo], one DynamoDB table that
+// every operator shares (docs/ledger.md: item layout, why single-item
+// conditional writes, what a crash between two writes leaves). [Init]
+// creates that table.
 package ledger
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -169,6 +174,13 @@ type Ledger interface {
 	// after since, whatever their outcome: a failed rotation may have
 	// changed a key too, so it spends the window's budget.
 	CountSince(ctx context.Context, cluster, role string, since time.Time) (int, error)
+	// Admit is Start behind the rate limits of req.Rotation's (cluster,
+	// role), decided and recorded in one atomic step: of any number of
+	// processes admitting at once, at most req.Limit get in per window.
+	// A refusal is an *AdmitError (errors.Is ErrNotAdmitted) saying until
+	// when; a second open rotation of the principal is ErrConflict, as
+	// with Start. The rotation's Started is the ledger's clock.
+	Admit(ctx context.Context, req AdmitRequest) (Rotation, error)
 	// Lock reserves principal for holder until ttl from now. Locking again
 	// with the same holder extends it (a resumed rotation keeps its lock).
 	// A lock of another holder, stale or not, is a *LockedError.
@@ -208,6 +220,100 @@ var (
 	// ErrClosed: the ledger was closed.
 	ErrClosed = errors.New("ledger: closed")
 )
+
+// ErrNotAdmitted: Admit refused the rotation (see AdmitError).
+var ErrNotAdmitted = errors.New("ledger: rotation not admitted")
+
+// AdmitRequest is a rotation to start and the limits of its (cluster,
+// role) fault domain.
+//
+// The window is sliding: a rotation started at s counts against every
+// admission in [s, s+Window). Every rotation started in the domain counts,
+// whatever its outcome or how it was started. A fixed window (a counter
+// per clock hour) would be one conditional counter, but lets 2×Limit
+// through around each boundary; the blast-radius bound is what the limit
+// is for, so it is exact instead.
+type AdmitRequest struct {
+	Rotation Rotation
+	// Limit is the most rotations per Window; 0 for no limit.
+	Limit  int
+	Window time.Duration
+	// MinGap is the least time between two rotations started in the
+	// domain (control-plane roles); 0 for none.
+	MinGap time.Duration
+}
+
+func (q AdmitRequest) validate() error {
+	switch {
+	case q.Limit < 0 || q.MinGap < 0:
+		return fmt.Errorf("ledger: admission limit %d and minimum gap %s may not be negative", q.Limit, q.MinGap)
+	case q.Limit > 0 && q.Window <= 0:
+		return fmt.Errorf("ledger: a limit of %d rotations needs a positive window (got %s)", q.Limit, q.Window)
+	}
+	return nil
+}
+
+// AdmitReason is why Admit refused.
+type AdmitReason string
+
+// Refusals.
+const (
+	WindowFull AdmitReason = "window-full"
+	MinGapWait AdmitReason = "min-gap"
+)
+
+// AdmitError is a refused admission. Until is the earliest time the same
+// request can be admitted, as far as this domain's rotations so far go.
+type AdmitError struct {
+	Reason        AdmitReason
+	Cluster, Role string
+	Count, Limit  int // rotations in the window, and its limit
+	Window        time.Duration
+	MinGap        time.Duration
+	Last          time.Time // the domain's latest rotation start
+	Until         time.Time
+}
+
+func (e *AdmitError) Error() string {
+	if e.Reason == MinGapWait {
+		return fmt.Sprintf("ledger: (%s, %s) rotated last at %s; min gap %s until %s", e.Cluster, e.Role,
+			e.Last.UTC().Format(time.RFC3339), e.MinGap, e.Until.UTC().Format(time.RFC3339))
+	}
+	return fmt.Sprintf("ledger: (%s, %s) has %d of %d rotations in its %s window; window full until %s", e.Cluster, e.Role,
+		e.Count, e.Limit, e.Window, e.Until.UTC().Format(time.RFC3339))
+}
+
+// Is makes errors.Is(err, ErrNotAdmitted) true.
+func (e *AdmitError) Is(target error) bool { return target == ErrNotAdmitted }
+
+// admission decides req at now from the start times of the domain's
+// rotations in the window (any order) and the domain's latest start: nil
+// admits. When both the gap and the window refuse, the refusal is the one
+// that lasts longer, so Until is when the same request can get in. Both
+// backends decide with it, inside their atomic step.
+func admission(req AdmitRequest, now time.Time, inWindow []time.Time, last time.Time) *AdmitError {
+	r := req.Rotation
+	e := &AdmitError{Cluster: r.Cluster, Role: r.Role, Count: len(inWindow), Limit: req.Limit,
+		Window: req.Window, MinGap: req.MinGap, Last: last}
+	if req.Limit > 0 && len(inWindow) >= req.Limit {
+		ts := slices.SortedFunc(slices.Values(inWindow), time.Time.Compare)
+		// The window opens when all but Limit-1 of them have left it.
+		e.Reason, e.Until = WindowFull, ts[len(ts)-req.Limit].Add(req.Window)
+	}
+	if req.MinGap > 0 && !last.IsZero() && now.Sub(last) < req.MinGap {
+		if until := last.Add(req.MinGap); until.After(e.Until) {
+			e.Reason, e.Until = MinGapWait, until
+		}
+	}
+	if e.Reason == "" {
+		return nil
+	}
+	return e
+}
+
+// inWindow reports whether a rotation started at s counts against an
+// admission at now.
+func inWindow(s, now time.Time, window time.Duration) bool { return s.After(now.Add(-window)) }
 
 // LockedError is a refused Lock, Unlock or BreakLock: it tells who holds
 // the principal and whether that lock is stale.
@@ -250,6 +356,11 @@ func (r *Rotation) validate() error {
 		return fmt.Errorf("ledger: unknown phase %q", r.Phase)
 	}
 	return nil
+}
+
+func openConflict(principal string, o *Rotation) error {
+	return fmt.Errorf("%w: principal %s already has open rotation %s (%s, started %s by %s); resume or finish it first",
+		ErrConflict, principal, o.ID, o.Outcome, o.Started.Format(time.RFC3339), o.Operator)
 }
 
 // checkUpdate enforces Update's rules on before → after and stamps times.

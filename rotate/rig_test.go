@@ -48,6 +48,10 @@ type rig struct {
 	// afterStep, when set, runs after each step of every run (before a
 	// crash): a test's way to change the KDC at an exact point.
 	afterStep func(id string)
+	// limit and minGap, when set, replace the rotation's rate limit of
+	// 100 an hour and its minimum gap of none.
+	limit  int
+	minGap time.Duration
 }
 
 func newRig(t *testing.T, role Role, backend string) *rig {
@@ -137,7 +141,7 @@ func (g *rig) openStore() secretstore.Store {
 // rotation is what commands/rotate.go builds from flags, with the fake KDC
 // and its clock probe in place of the network.
 func (g *rig) rotation(st secretstore.Store, led ledger.Ledger) *Rotation {
-	return &Rotation{
+	r := &Rotation{
 		Config: g.cfg, KDCs: []kdcops.KDC{{Entry: "kdc.krbops.test", Host: "kdc.krbops.test", Port: 88}},
 		Realm: rigRealm, Principal: g.principal, Role: g.role, Backend: g.backend, Cluster: "c1", Tier: "standard",
 		Keytab: g.keytab, Secret: g.principal, Store: st, Ledger: led,
@@ -146,7 +150,12 @@ func (g *rig) rotation(st secretstore.Store, led ledger.Ledger) *Rotation {
 		AdminPrincipal: rigAdmin, AdminKeytab: g.adminKeytab,
 		Operator: "tester@host", CorrelationID: "corr-test", Timeout: time.Second, WarnSkew: time.Minute,
 		KDC: g.kdc, ClockProbe: g.kdc.ProbeClock,
+		MinGap: g.minGap,
 	}
+	if g.limit > 0 {
+		r.MaxPerWindow = g.limit
+	}
+	return r
 }
 
 // outcome is one krbops process: its report, or why there was nothing to

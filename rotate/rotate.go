@@ -113,10 +113,14 @@ type Rotation struct {
 	Store     secretstore.Store
 	Ledger    ledger.Ledger
 
-	JournalDir      string
-	Allowlist       string
-	MaxPerWindow    int
-	Window          time.Duration
+	JournalDir   string
+	Allowlist    string
+	MaxPerWindow int
+	Window       time.Duration
+	// MinGap is the least time between two rotations of (Cluster, Role)
+	// (control-plane tiers); 0 for none. Enforced with MaxPerWindow by
+	// the ledger's Admit at preflight.lock.
+	MinGap          time.Duration
 	MinTGTRemaining time.Duration
 	TicketLifetime  time.Duration // max TGT and service-ticket lifetime of the realm
 
@@ -152,10 +156,6 @@ type Rotation struct {
 	// KDCLogs are the KDC logs the last-login check reads (MIT krb5kdc
 	// format; rotated and .gz files too).
 	KDCLogs []string
-	// MinGap is the least time between two rotations of the tier in the
-	// (cluster, role), from the policy or --min-gap. The ledger's
-	// admission enforces it; nothing in this package does yet.
-	MinGap time.Duration
 	// PolicyAllowlist, when set, decides preflight.allowlist in place of
 	// the Allowlist file: a policy file's clusters section.
 	PolicyAllowlist *AllowlistDecision
@@ -510,6 +510,9 @@ func (r *Rotation) stepLock(ctx context.Context, _ *runbook.State) runbook.Resul
 			return runbook.Failf("%s already has an open rotation in the ledger", r.Principal).
 				WithHint("finish it first: krbops rotate status, then rotate finish (servers) or rotate --resume")
 		}
+		if res, refused := notAdmitted(err); refused {
+			return res
+		}
 		return ledgerResult(err, "ledger: %s", err)
 	}
 	j.LedgerID = rot.ID
@@ -593,6 +596,9 @@ func (r *Rotation) relock(ctx context.Context) runbook.Result {
 		}
 		if len(open) == 0 {
 			rot, err := r.startLedger(ctx, j)
+			if res, refused := notAdmitted(err); refused {
+				return res
+			}
 			if err != nil {
 				return ledgerResult(err, "ledger: %s", err)
 			}
@@ -674,12 +680,34 @@ func (r *Rotation) command(sub string) string {
 	return "krbops " + sub + " --principal " + shellQuote(r.Principal)
 }
 
+// startLedger records the rotation through the ledger's admission: the
+// rate limit is decided and the rotation recorded in one atomic step, so
+// operators racing past preflight.rate-limit together (on several hosts,
+// with a shared ledger) never exceed it.
 func (r *Rotation) startLedger(ctx context.Context, j *Journal) (ledger.Rotation, error) {
-	return r.Ledger.Start(ctx, ledger.Rotation{
+	return r.Ledger.Admit(ctx, ledger.AdmitRequest{Rotation: ledger.Rotation{
 		Principal: r.Principal, Cluster: j.Cluster, Role: string(j.Role), Tier: j.Tier, Operator: r.Operator,
 		CorrelationID: r.CorrelationID, OldKVNO: j.OldKVNO, NewKVNO: j.NewKVNO, Phase: phaseOf(j.Role, ledger.Phase1),
 		JournalID: j.ID, Phase2Wait: j.Phase2Wait,
-	})
+	}, Limit: r.MaxPerWindow, Window: r.Window, MinGap: r.MinGap})
+}
+
+// notAdmitted is the lock step's result for an admission the ledger
+// refused: nothing was changed, and the refusal says until when.
+func notAdmitted(err error) (runbook.Result, bool) {
+	var ae *ledger.AdmitError
+	if !errors.As(err, &ae) {
+		return runbook.Result{}, false
+	}
+	until := ae.Until.UTC().Format(time.RFC3339)
+	ev := runbook.Evidence{"count": ae.Count, "max": ae.Limit, "window": ae.Window.String(), "until": until}
+	if ae.Reason == ledger.MinGapWait {
+		ev["min_gap"] = ae.MinGap.String()
+		return runbook.Failf("(%s, %s) rotated last at %s: min gap %s until %s", ae.Cluster, ae.Role, ae.Last.UTC().Format(time.RFC3339), ae.MinGap, until).
+			With(ev).WithHint("run again after %s; nothing was changed", until), true
+	}
+	return runbook.Failf("%d of %d rotations of (%s, %s) in the last %s: window full until %s", ae.Count, ae.Limit, ae.Cluster, ae.Role, ae.Window, until).
+		With(ev).WithHint("run again after %s (another operator may have used the window meanwhile); nothing was changed", until), true
 }
 
 func phaseOf(role Role, p ledger.Phase) ledger.Phase {

@@ -89,7 +89,7 @@ func (q *queryLab) setup(env *testscript.Env) error {
 	} {
 		env.Setenv(k, v)
 	}
-	if !strings.Contains(filepath.Base(env.WorkDir), "resume_query") {
+	if base := filepath.Base(env.WorkDir); !strings.Contains(base, "resume_query") && !strings.Contains(base, "ledger_dynamodb") {
 		return nil
 	}
 	if err := dynalab.Missing(); err != nil {
