@@ -162,6 +162,11 @@ type Rotation struct {
 	// Policy is the effective policy with the source of every value; the
 	// dry-run plan reports it (step plan.policy).
 	Policy []PolicySetting
+	// AdmissionDecides makes preflight.rate-limit advisory only (a warning
+	// when the window looks full): a batch leaves the decision to the
+	// ledger's admission at preflight.lock, whose refusal says until when,
+	// so the target can be deferred until then.
+	AdmissionDecides bool
 
 	// run state
 	runStart  time.Time
@@ -406,6 +411,9 @@ func (r *Rotation) stepRate(ctx context.Context, _ *runbook.State) runbook.Resul
 		return ledgerResult(err, "ledger: %s", err).WithHint("check the ledger file")
 	}
 	ev := runbook.Evidence{"count": n, "max": r.MaxPerWindow, "window": r.Window.String()}
+	if n >= r.MaxPerWindow && r.AdmissionDecides {
+		return runbook.Warnf("%d rotations of (%s, %s) in the last %s reach the limit of %d: the admission at %s decides", n, r.Cluster, r.Role, r.Window, r.MaxPerWindow, StepLock).With(ev)
+	}
 	if n >= r.MaxPerWindow {
 		return runbook.Failf("%d rotations of (%s, %s) in the last %s: the window's limit of %d is reached", n, r.Cluster, r.Role, r.Window, r.MaxPerWindow).
 			With(ev).WithHint("wait for the window to move on; the blast radius per fault domain is bounded on purpose")
