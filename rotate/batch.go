@@ -26,6 +26,7 @@ const (
 	OutcomeFailed   = "failed"
 	OutcomeSkipped  = "skipped" // its cluster's breaker is open
 	OutcomeStopped  = "cancelled"
+	OutcomeWaiting  = "waiting" // rotate finish: phase 2 not yet due
 )
 
 // BatchTarget is one line of a --targets file.
@@ -154,6 +155,20 @@ type targetRun struct {
 // cancelled ctx no further target starts; running ones stop at a safe
 // point as a single rotation does.
 func (b *Batch) Run(ctx context.Context, opts runbook.Options) *runbook.Report {
+	dom := &domains{until: map[string]time.Time{}}
+	return b.each(ctx, opts, "rotate --targets", func(i int) targetRun { return b.runTarget(ctx, i, opts, dom) })
+}
+
+// Finish runs phase 2 (rotate finish) for every server target whose wait
+// has passed; the others are reported waiting until then, clients as
+// having no phase 2.
+func (b *Batch) Finish(ctx context.Context, opts runbook.Options, force bool) *runbook.Report {
+	return b.each(ctx, opts, "rotate finish --targets", func(i int) targetRun { return b.finishTarget(ctx, i, opts, force) })
+}
+
+// each runs one target at a time per worker under the breaker and merges
+// the targets' groups in file order.
+func (b *Batch) each(ctx context.Context, opts runbook.Options, command string, run func(i int) targetRun) *runbook.Report {
 	n := len(b.Targets)
 	runs := make([]targetRun, n)
 	s := &scheduler{running: map[string]int{}, failures: map[string]int{}, max: max(b.MaxFailures, 1)}
@@ -195,7 +210,6 @@ func (b *Batch) Run(ctx context.Context, opts runbook.Options) *runbook.Report {
 		ended(i, targetRun{outcome: OutcomeSkipped, verdict: res}) // under the scheduler's lock; ended never takes it
 	}
 
-	dom := &domains{until: map[string]time.Time{}}
 	var wg sync.WaitGroup
 	for range min(max(b.Concurrency, 1), max(n, 1)) {
 		wg.Go(func() {
@@ -204,7 +218,7 @@ func (b *Batch) Run(ctx context.Context, opts runbook.Options) *runbook.Report {
 				if i < 0 {
 					return
 				}
-				tr := b.runTarget(ctx, i, opts, dom)
+				tr := run(i)
 				s.done(b.Targets[i].Cluster, tr.outcome == OutcomeFailed)
 				ended(i, tr)
 			}
@@ -221,7 +235,7 @@ func (b *Batch) Run(ctx context.Context, opts runbook.Options) *runbook.Report {
 		}
 		reps = append(reps, b.targetReport(i, tr, opts))
 	}
-	rep := runbook.Merge("rotate --targets", opts, reps...)
+	rep := runbook.Merge(command, opts, reps...)
 	if ctx.Err() != nil {
 		rep.Cancelled = true
 		rep.Status, rep.Class = "cancelled", fault.Cancelled
@@ -394,4 +408,31 @@ func (b *Batch) doneEarlier(ctx context.Context, principal string) (ledger.Rotat
 	rot := last[0]
 	ok := rot.CorrelationID == b.ID && (rot.Outcome == ledger.Succeeded || rot.Outcome == ledger.AwaitingPhase2)
 	return rot, ok
+}
+
+// finishTarget is phase 2 of target i when it serves: waiting (not a
+// failure) until the ticket lifetime has passed.
+func (b *Batch) finishTarget(ctx context.Context, i int, opts runbook.Options, force bool) targetRun {
+	r, closeFn, err := b.Rotation(ctx, i)
+	if err != nil {
+		return targetRun{outcome: OutcomeFailed, verdict: runbook.Failf("%s", err).WithHint("%s", fault.HintOf(err))}
+	}
+	defer closeFn()
+	if !r.Role.Serves() {
+		return targetRun{outcome: OutcomeDone, verdict: runbook.Passf("role %s: no phase 2", r.Role)}
+	}
+	r.Role = Server
+	sub := opts
+	sub.OnStep = nil
+	rep := runbook.Run(ctx, r.Finish(force), sub)
+	if sr, ok := stepOf(rep, StepPhase2Wait); ok && sr.Status == runbook.Fail {
+		if at, _ := sr.Evidence["ready_at"].(string); at != "" {
+			return targetRun{rep: rep, outcome: OutcomeWaiting, verdict: runbook.Warnf("waiting until %s: tickets under the old kvno may still be in use", at).
+				With(runbook.Evidence{"until": at}).WithHint("run rotate finish --targets again after %s", at)}
+		}
+		if done, err := b.Ledger.List(ctx, ledger.Filter{Principal: r.Principal, Limit: 1}); err == nil && len(done) == 1 && done[0].Outcome == ledger.Succeeded {
+			return targetRun{rep: rep, outcome: OutcomeDone, verdict: runbook.Passf("phase 2 already done: rotation %s", done[0].ID)}
+		}
+	}
+	return finished(rep, "phase 2 published: kvno")
 }
