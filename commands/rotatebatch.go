@@ -88,7 +88,7 @@ func (o *RotateOptions) validateBatch(fl *pflag.FlagSet) error {
 		if err := to.checkNew(fl); err != nil {
 			return fault.New(fault.ClassOf(err), fmt.Errorf("--targets %s:%d (%s): %w", o.Targets, t.Line, safetext.Line(t.Principal), err), fault.HintOf(err))
 		}
-		if to.LedgerPath != o.batchLedger() {
+		if len(o.batch) > 0 && to.LedgerPath != o.batchLedger() {
 			return usageError(fmt.Errorf("--targets %s:%d: %s resolves to ledger %s, the batch uses %s", o.Targets, t.Line, safetext.Line(t.Principal), to.LedgerPath, o.batchLedger()),
 				"one batch writes one ledger: pass --ledger")
 		}

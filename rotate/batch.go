@@ -343,7 +343,9 @@ func (b *Batch) tryTarget(ctx context.Context, i int, opts runbook.Options, dom 
 	// An interrupted rotation: the journal, not the file, says what it is.
 	r.Role, r.Backend, r.Cluster, r.Tier, r.Keytab, r.Secret = j.Role, j.Backend, j.Cluster, j.Tier, j.Keytab, j.Secret
 	rep := runbook.Run(ctx, r.Runbook(true, j), sub)
-	return finished(rep, "resumed from its journal: kvno"), time.Time{}
+	tr := finished(rep, "resumed from its journal: kvno")
+	tr.verdict = tr.verdict.With(runbook.Evidence{"resumed": true})
+	return tr, time.Time{}
 }
 
 func deferred(rep *runbook.Report, until time.Time) targetRun {
