@@ -20,6 +20,18 @@ import (
 	"github.com/krbops/krbops/rotate"
 )
 
+// setDynaliteEnv points this process and the krbops it starts at
+// dynalite, with static credentials and no other AWS configuration.
+func setDynaliteEnv(t *testing.T, endpoint string) {
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID": dynalab.AccessKeyID, "AWS_SECRET_ACCESS_KEY": dynalab.SecretAccessKey, "AWS_SESSION_TOKEN": "",
+		"AWS_PROFILE": "", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
+		"AWS_EC2_METADATA_DISABLED": "true", "AWS_ENDPOINT_URL_DYNAMODB": endpoint,
+	} {
+		t.Setenv(k, v)
+	}
+}
+
 // batchTarget is one principal of a batch test: its keytab and cluster.
 type batchTarget struct{ name, keytab, cluster string }
 
@@ -164,9 +176,7 @@ func TestBatchSharedWindowAcrossOperators(t *testing.T) {
 	if _, err := ledger.Init(context.Background(), srv.Client, "batch-ledger"); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"AWS_ACCESS_KEY_ID=" + dynalab.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + dynalab.SecretAccessKey, "AWS_SESSION_TOKEN=",
-		"AWS_PROFILE=", "AWS_CONFIG_FILE=" + os.DevNull, "AWS_SHARED_CREDENTIALS_FILE=" + os.DevNull,
-		"AWS_EC2_METADATA_DISABLED=true", "AWS_ENDPOINT_URL_DYNAMODB=" + srv.Endpoint}
+	setDynaliteEnv(t, srv.Endpoint)
 	spec := "dynamodb://batch-ledger?region=" + dynalab.Region
 	ts := l.bulkPrincipals(t, "win", 80, func(int) string { return "c1" })
 	runs := make([]batchRun, 2)
@@ -175,7 +185,7 @@ func TestBatchSharedWindowAcrossOperators(t *testing.T) {
 		file := l.writeTargets(t, fmt.Sprintf("op%d.csv", op), ts[op*40:(op+1)*40])
 		a := l.batchArgs(file, "--ledger", spec, "--max-per-window", "10", "--window", "1h", "--concurrency", "4",
 			"--journal-dir", filepath.Join(l.dir, fmt.Sprintf("journal-op%d", op)))
-		wg.Go(func() { runs[op] = l.runBatch(t, env, a...) })
+		wg.Go(func() { runs[op] = l.runBatch(t, nil, a...) })
 	}
 	wg.Wait()
 	rotated, deferred := 0, 0
