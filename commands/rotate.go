@@ -186,15 +186,37 @@ unlock --force --reason TEXT" breaks the lock of a krbops that is gone.
 Without --yes, rotate asks on a terminal and refuses (exit 2) when stdin is
 not one. --dry-run runs every read-only check for real and writes nothing.
 
+Batch (--targets FILE): rotate every principal of a CSV file with a header
+(principal,keytab,role,cluster[,secret][,backend]) or of JSON lines with
+those fields, each through the runbook above, --concurrency at a time. The
+file must be yours (or root's) and writable by no one else; every line is
+checked first (exit 2 naming FILE:LINE and the field, nothing started).
+The ledger's admission decides windows and min gaps across operators: a
+full one reports the target "deferred until T" (--wait: waits until T).
+--max-failures-per-cluster N stops a cluster after N failed targets
+("skipped: cluster c stopped after N failures"); at most N of a cluster's
+rotations run at once. The report has one group per target, ending in
+step batch.target (outcome rotated, done, deferred, failed, skipped,
+cancelled). Run the same command again after a crash or Ctrl-C: targets
+this batch rotated are skipped, interrupted ones resume from their
+journals. "rotate finish --targets FILE" runs phase 2 of every server
+target whose wait has passed ("waiting until T" for the others).
+
 See docs/rotate.md for the t0..t7 timeline and what to do when a step fails.` + exitStatusHelp + `
   With rotate: 1 also when a pre-check refuses (allowlist, rate limit, last
-  login, lock) or rotate finish comes before the ticket lifetime.`,
+  login, lock) or rotate finish comes before the ticket lifetime.
+  With --targets: 0 when every target rotated, was done or deferred
+  (deferred is a warning: 1 with --strict); 1 when a target failed or
+  was skipped by the breaker.`,
 		Example: `  krbops rotate --principal svc-batch --role client --keytab /etc/batch.keytab \
     --cluster eu1 --allowlist clusters.txt --secret-store file:///var/lib/krbops/keytabs \
     --kdc-log /var/log/krb5kdc.log --yes
   krbops rotate --resume --principal svc-batch@EXAMPLE.COM --secret-store file:///var/lib/krbops/keytabs --yes
   krbops rotate --policy /etc/krbops/policy.yaml --principal kdc/core1 --role server \
     --keytab /etc/krb5.keytab --cluster eu1 --dry-run
+  krbops rotate --targets fleet.csv --policy /etc/krbops/policy.yaml --concurrency 8 \
+    --max-failures-per-cluster 3 --kdc-log /var/log/krb5kdc.log --yes
+  krbops rotate finish --targets fleet.csv --secret-store file:///var/lib/krbops/keytabs --yes
   krbops rotate status`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -248,6 +270,10 @@ is done, in the secret store (a new current version) and in --keytab
 Refuses (exit 1) until --ticket-lifetime has passed since phase 1: a
 service ticket issued under the old kvno just before the key change is
 valid that long. --force publishes anyway.
+
+With --targets FILE (the batch's file): every server and both target whose
+wait has passed; the others are reported "waiting until T" (a warning, exit
+0), clients have no phase 2.
 
 Steps: phase2.ticket-lifetime, phase2.store, phase2.keytab, phase2.ledger.` + exitStatusHelp,
 		Args: cobra.NoArgs,
