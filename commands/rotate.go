@@ -466,7 +466,7 @@ func (o *RotateOptions) checkNew(fl *pflag.FlagSet) error {
 		return usageError(errors.New("--allowlist is required when no policy file lists the clusters"), "the allowlist names the clusters cleared for rotation; a policy's clusters section replaces it (docs/policy.md)")
 	case rotate.Role(o.Role).LogsIn() && len(o.KDCLogs) == 0:
 		return usageError(fmt.Errorf("--role %s needs --kdc-log", o.Role), "the last login decides whether the client's TGT outlives the key change; a policy gives them as last-login.kdc-logs")
-	case o.NoLoginRecordOK && fl.Changed("no-login-record-ok") && !rotate.Role(o.Role).LogsIn():
+	case o.NoLoginRecordOK && fl.Changed("no-login-record-ok") && o.Targets == "" && !rotate.Role(o.Role).LogsIn(): // a batch applies it to the targets that log in
 		return usageError(fmt.Errorf("--no-login-record-ok applies to --role client or both, not %s", o.Role), "")
 	}
 	return nil

@@ -307,27 +307,15 @@ func TestBatchKilledAndRunAgain(t *testing.T) {
 	args := l.batchArgs(l.writeTargets(t, "fleet.csv", ts), "--concurrency", "4")
 	home := t.TempDir()
 	cmd, wait := l.startBatch(t, home, nil, args...)
-	published := func() int {
-		m, _ := filepath.Glob(filepath.Join(l.dir, "kil*.keytab.kvno2.bak"))
-		return len(m)
-	}
 	res := make(chan batchRun, 1)
 	go func() { res <- wait() }()
-	var first batchRun
-poll:
-	for {
-		select {
-		case first = <-res:
-			break poll
-		case <-time.After(20 * time.Millisecond): // polling a condition, not timing the run
-			if published() >= 20 {
-				if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-					t.Fatal(err)
-				}
-				first = <-res
-				break poll
-			}
+	first := l.waitPublished("kil", 20, res)
+	if first == nil {
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
 		}
+		r := <-res
+		first = &r
 	}
 	if !first.killed {
 		t.Fatalf("the batch ended before the kill (exit %d): the test needs it mid-way\n%s%s", first.code, first.stderr, first.stdout[:min(len(first.stdout), 3000)])
@@ -349,5 +337,91 @@ poll:
 	third := l.runBatch(t, nil, args...)
 	if n := third.outcomes(); third.code != 0 || n[rotate.OutcomeDone] != 60 {
 		t.Errorf("third run: exit %d, outcomes %v; want all 60 done", third.code, n)
+	}
+}
+
+// waitPublished blocks until n targets published their keytab (the
+// backup file appears) or the process ends first; it returns the run when
+// it ended by itself, nil otherwise.
+func (l *rotLab) waitPublished(prefix string, n int, res <-chan batchRun) *batchRun {
+	for {
+		select {
+		case r := <-res:
+			return &r
+		case <-time.After(20 * time.Millisecond): // polling a condition, not timing the run
+			if m, _ := filepath.Glob(filepath.Join(l.dir, prefix+"*.keytab.kvno2.bak")); len(m) >= n {
+				return nil
+			}
+		}
+	}
+}
+
+// SIGINT starts no further target and lets the running ones reach a safe
+// point: exit 130, the unstarted targets reported cancelled; the same
+// command run again completes with every kvno raised by exactly one.
+func TestBatchInterruptedExits130AndCompletes(t *testing.T) {
+	l := newRotLab(t)
+	ts := l.bulkPrincipals(t, "int", 30, func(int) string { return "c1" })
+	args := l.batchArgs(l.writeTargets(t, "fleet.csv", ts), "--concurrency", "2")
+	cmd, wait := l.startBatch(t, t.TempDir(), nil, args...)
+	res := make(chan batchRun, 1)
+	go func() { res <- wait() }()
+	if early := l.waitPublished("int", 4, res); early != nil {
+		t.Fatalf("the batch ended before the interrupt (exit %d)", early.code)
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	first := <-res
+	if n := first.outcomes(); first.code != 130 || first.rep.ExitCode != 130 || n[rotate.OutcomeStopped] == 0 || n[rotate.OutcomeFailed] != 0 {
+		t.Errorf("interrupted: exit %d (report %d), outcomes %v; want 130, some cancelled, none failed\n%s", first.code, first.rep.ExitCode, first.outcomes(), first.stderr)
+	}
+	second := l.runBatch(t, nil, args...)
+	if n := second.outcomes(); second.code != 0 || n[rotate.OutcomeDone]+n[rotate.OutcomeRotated] != 30 {
+		t.Errorf("run again: exit %d, outcomes %v\n%s", second.code, n, second.stderr)
+	}
+	l.checkKVNOs(t, ts, func(batchTarget) uint32 { return 3 })
+}
+
+// rotate finish --targets: servers whose ticket lifetime has not passed
+// are "waiting until T" (exit 0), clients have no phase 2; with --force
+// every server's keytab is published with the new kvno only.
+func TestBatchFinishServers(t *testing.T) {
+	l := newRotLab(t)
+	ts := l.bulkPrincipals(t, "fin", 3, func(int) string { return "c1" })
+	var b strings.Builder
+	b.WriteString("principal,keytab,role,cluster\n")
+	for i, x := range ts {
+		role := "server"
+		if i == 2 {
+			role = "client"
+		}
+		fmt.Fprintf(&b, "%s,%s,%s,c1\n", x.name, x.keytab, role)
+	}
+	file := filepath.Join(l.dir, "fin.csv")
+	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := l.runBatch(t, nil, l.batchArgs(file)...); r.code != 0 || r.outcomes()[rotate.OutcomeRotated] != 3 {
+		t.Fatalf("phase 1: exit %d, %v\n%s", r.code, r.outcomes(), r.stderr)
+	}
+	finish := []string{"rotate", "finish", "--targets", file, "--secret-store", l.store, "--ledger", l.ledger, "--yes", "-o", "json"}
+	r := l.runBatch(t, nil, finish...)
+	if n := r.outcomes(); r.code != 0 || n[rotate.OutcomeWaiting] != 2 || n[rotate.OutcomeDone] != 1 {
+		t.Fatalf("finish: exit %d, %v; want 2 waiting, 1 done\n%s", r.code, n, r.stderr)
+	}
+	for _, s := range r.rep.Steps {
+		if s.ID == rotate.StepTarget && s.Evidence["outcome"] == rotate.OutcomeWaiting && !strings.HasPrefix(s.Message, "waiting until ") {
+			t.Errorf("%s: %q", s.Group, s.Message)
+		}
+	}
+	r = l.runBatch(t, nil, append(finish, "--force")...)
+	if n := r.outcomes(); r.code != 0 || n[rotate.OutcomeRotated] != 2 {
+		t.Fatalf("finish --force: exit %d, %v\n%s", r.code, n, r.stderr)
+	}
+	for _, x := range ts[:2] {
+		if got := fmt.Sprint(kvnosOfFile(t, x.keytab)); got != "[3]" {
+			t.Errorf("%s: keytab kvnos %s after phase 2, want [3]", x.name, got)
+		}
 	}
 }
