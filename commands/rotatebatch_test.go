@@ -11,7 +11,7 @@ import (
 func TestBatchProgressLine(t *testing.T) {
 	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	p := rotate.BatchProgress{Total: 10, Started: start, Clusters: map[string]map[string]int{
-		"eu1": {rotate.OutcomeRotated: 3, rotate.OutcomeDeferred: 1},
+		"eu1":      {rotate.OutcomeRotated: 3, rotate.OutcomeDeferred: 1},
 		"c\x1b[2J": {rotate.OutcomeFailed: 1},
 	}}
 	var b bytes.Buffer
