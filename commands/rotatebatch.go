@@ -152,12 +152,16 @@ func (o *RotateOptions) newBatch(ctx context.Context) (*rotate.Batch, func(), er
 	for _, to := range o.batch {
 		b.Targets = append(b.Targets, rotate.BatchTarget{Principal: to.Principal, Cluster: to.Cluster})
 	}
+	logins := loginIndexes(time.Now())
 	b.Rotation = func(ctx context.Context, i int) (*rotate.Rotation, func(), error) {
 		to := *o.batch[i]
 		to.sharedLedger = led
 		r, closeFn, err := to.rotation(ctx)
 		if err != nil {
 			return nil, nil, err
+		}
+		if r.Role.LogsIn() {
+			r.Logins = logins(to.KDCLogs)
 		}
 		// The ledger records carry the batch's id: what a run again
 		// recognises as done.
@@ -266,4 +270,26 @@ func writeBatchProgress(w io.Writer, p rotate.BatchProgress, now time.Time) {
 		b.WriteString("\n")
 	}
 	io.WriteString(w, b.String())
+}
+
+// loginIndexes reads each set of KDC logs once, as of the batch's start,
+// for every target that uses it; nil (each rotation reads the logs and
+// reports the problem itself) when they cannot be read.
+func loginIndexes(start time.Time) func([]string) *rotate.Logins {
+	var mu sync.Mutex
+	idx := map[string]*rotate.Logins{}
+	return func(paths []string) *rotate.Logins {
+		key := strings.Join(paths, "\x00")
+		mu.Lock()
+		defer mu.Unlock()
+		if l, ok := idx[key]; ok {
+			return l
+		}
+		l, err := rotate.IndexLogins(paths, start)
+		if err != nil {
+			l = nil
+		}
+		idx[key] = l
+		return l
+	}
 }

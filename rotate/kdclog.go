@@ -47,17 +47,59 @@ func LastLogin(paths []string, principal string, before time.Time) (t time.Time,
 }
 
 func lastLoginIn(path, principal string, cut time.Time) (t time.Time, found bool, err error) {
-	fi, err := os.Stat(path)
+	err = scanLogins(path, cut, func(p string, at time.Time) {
+		if p == principal && (!found || at.After(t)) {
+			t, found = at, true
+		}
+	})
 	if err != nil {
 		return time.Time{}, false, err
+	}
+	return t, found, nil
+}
+
+// Logins is the last login of every principal in a set of KDC logs, read
+// once: a batch asks it for each target instead of reading every log again
+// per target (the logs grow with every rotation of the batch).
+type Logins struct{ last map[string]time.Time }
+
+// IndexLogins reads paths as LastLogin does, keeping every principal's
+// newest login before before.
+func IndexLogins(paths []string, before time.Time) (*Logins, error) {
+	l := &Logins{last: map[string]time.Time{}}
+	cut := before.Truncate(time.Second)
+	for _, path := range paths {
+		err := scanLogins(path, cut, func(p string, at time.Time) {
+			if t, ok := l.last[p]; !ok || at.After(t) {
+				l.last[p] = at
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// Last is principal's newest login in the index.
+func (l *Logins) Last(principal string) (time.Time, bool) {
+	t, ok := l.last[principal]
+	return t, ok
+}
+
+// scanLogins calls fn for every TGT issued before cut in one KDC log.
+func scanLogins(path string, cut time.Time, fn func(principal string, at time.Time)) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
 	}
 	if !fi.Mode().IsRegular() {
 		// A FIFO would block the read for ever; a device has no end.
-		return time.Time{}, false, fmt.Errorf("%s is not a regular file", path)
+		return fmt.Errorf("%s is not a regular file", path)
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return time.Time{}, false, err
+		return err
 	}
 	defer f.Close()
 	br := bufio.NewReader(f)
@@ -65,7 +107,7 @@ func lastLoginIn(path, principal string, cut time.Time) (t time.Time, found bool
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
-			return time.Time{}, false, fmt.Errorf("%s: %w", path, err)
+			return fmt.Errorf("%s: %w", path, err)
 		}
 		defer zr.Close()
 		r = zr
@@ -78,26 +120,22 @@ func lastLoginIn(path, principal string, cut time.Time) (t time.Time, found bool
 			continue
 		}
 		m := asReqIssue.FindSubmatch(line)
-		if m == nil || string(m[2]) != principal {
+		if m == nil {
 			continue
 		}
 		sec, err := strconv.ParseInt(string(m[1]), 10, 64)
 		if err != nil {
 			continue
 		}
-		at := time.Unix(sec, 0)
-		if !at.Before(cut) {
-			continue
-		}
-		if !found || at.After(t) {
-			t, found = at, true
+		if at := time.Unix(sec, 0); at.Before(cut) {
+			fn(string(m[2]), at)
 		}
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return time.Time{}, false, fmt.Errorf("%s has a line longer than %d bytes: not a KDC log", path, maxLogLine)
+			return fmt.Errorf("%s has a line longer than %d bytes: not a KDC log", path, maxLogLine)
 		}
-		return time.Time{}, false, fmt.Errorf("read %s: %w", path, err)
+		return fmt.Errorf("read %s: %w", path, err)
 	}
-	return t, found, nil
+	return nil
 }

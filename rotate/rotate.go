@@ -167,6 +167,10 @@ type Rotation struct {
 	// ledger's admission at preflight.lock, whose refusal says until when,
 	// so the target can be deferred until then.
 	AdmissionDecides bool
+	// Logins, when set, answers preflight.last-login in place of reading
+	// KDCLogs: a batch indexes the logs once, as of its start (an earlier
+	// cut than the rotation's own start, so never a later login).
+	Logins *Logins
 
 	// run state
 	runStart  time.Time
@@ -421,13 +425,21 @@ func (r *Rotation) stepRate(ctx context.Context, _ *runbook.State) runbook.Resul
 	return runbook.Passf("%d of %d rotations of (%s, %s) in the last %s", n, r.MaxPerWindow, r.Cluster, r.Role, r.Window).With(ev)
 }
 
+func (r *Rotation) lastLogin(logs []string) (time.Time, bool, error) {
+	if r.Logins != nil {
+		at, ok := r.Logins.Last(r.Principal)
+		return at, ok, nil
+	}
+	return LastLogin(logs, r.Principal, r.runStart)
+}
+
 func (r *Rotation) stepLastLogin(context.Context, *runbook.State) runbook.Result {
 	logs := r.KDCLogs
 	if len(logs) == 0 {
 		return runbook.Usagef("no --kdc-log to read %s's last login from", r.Principal).
 			WithHint("pass --kdc-log (repeatable: every KDC's log, rotated and .gz files too)")
 	}
-	at, found, err := LastLogin(logs, r.Principal, r.runStart)
+	at, found, err := r.lastLogin(logs)
 	if err != nil {
 		return runbook.Usagef("--kdc-log: %s", describe(err)).WithHint("pass the KDC logs (MIT krb5kdc format) that record the principal's logins")
 	}
