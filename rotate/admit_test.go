@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/krbops/krbops/internal/awserr"
+	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/ledger"
 )
 
@@ -70,5 +72,15 @@ func TestAdmissionClosesCountThenLockRace(t *testing.T) {
 				t.Error("a refused admission left a journal")
 			}
 		})
+	}
+}
+
+// A shared ledger's failure keeps its class (exit 3) and its hint (the
+// IAM action that was denied) in the step's result.
+func TestLedgerResultKeepsTheLedgersHint(t *testing.T) {
+	err := &ledger.ServiceError{Op: "PutItem", Table: "krbops-ledger", Classified: awserr.Classified{Class: awserr.Permission, Code: "AccessDeniedException"}}
+	res := ledgerResult(err, "ledger: %s", err)
+	if res.Class != fault.Unreachable || !strings.Contains(res.Hint, "dynamodb:PutItem on table krbops-ledger") {
+		t.Fatalf("ledgerResult = class %s, hint %q", res.Class, res.Hint)
 	}
 }

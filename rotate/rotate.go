@@ -412,7 +412,11 @@ func (r *Rotation) stepRate(ctx context.Context, _ *runbook.State) runbook.Resul
 	since := r.now().Add(-r.Window)
 	n, err := r.Ledger.CountSince(ctx, r.Cluster, string(r.Role), since)
 	if err != nil {
-		return ledgerResult(err, "ledger: %s", err).WithHint("check the ledger file")
+		res := ledgerResult(err, "ledger: %s", err)
+		if res.Hint == "" {
+			res = res.WithHint("check --ledger")
+		}
+		return res
 	}
 	ev := runbook.Evidence{"count": n, "max": r.MaxPerWindow, "window": r.Window.String()}
 	if n >= r.MaxPerWindow && r.AdmissionDecides {
@@ -1266,6 +1270,11 @@ func ledgerResult(err error, format string, a ...any) runbook.Result {
 	r := runbook.Usagef(format, a...)
 	if c := fault.ClassOf(err); c == fault.Unreachable || c == fault.CheckFailed {
 		r.Class = c
+	}
+	// A shared ledger's errors say what to do (refresh credentials, the
+	// IAM action denied, ledger init).
+	if h := fault.HintOf(err); h != "" {
+		r = r.WithHint("%s", h)
 	}
 	return r
 }
