@@ -174,11 +174,32 @@ func overlap(a, b []string) []string {
 }
 
 func ruleTable() string {
+	return ruleRows(kdcops.Rules, func(r kdcops.Rule) (string, string, string) { return r.ID, string(r.Severity), r.Title })
+}
+
+// ruleRows lays out a rule catalogue for --help: id, severity, title.
+func ruleRows[R any](rules []R, row func(R) (id, severity, title string)) string {
 	var b strings.Builder
-	for _, r := range kdcops.Rules {
-		fmt.Fprintf(&b, "  %s  %-4s  %s\n", r.ID, r.Severity, r.Title)
+	for _, r := range rules {
+		id, sev, title := row(r)
+		fmt.Fprintf(&b, "  %s  %-4s  %s\n", id, sev, title)
 	}
 	return b.String()
+}
+
+// checkDirs refuses a --dir that is missing or not a directory, before
+// anything is read; notDir is the hint for a file given as --dir.
+func checkDirs(dirs []string, notDir string) error {
+	for _, d := range dirs {
+		fi, err := os.Stat(d)
+		switch {
+		case err != nil:
+			return usageError(fmt.Errorf("--dir %s: %s", d, describeFileError(err)), "pass an existing directory")
+		case !fi.IsDir():
+			return usageError(fmt.Errorf("--dir %s: not a directory", d), notDir)
+		}
+	}
+	return nil
 }
 
 func klistLintRun(ctx context.Context, opts *KlistLintOptions) error {
@@ -236,14 +257,8 @@ func klistLintRun(ctx context.Context, opts *KlistLintOptions) error {
 		}
 	}
 	dirs := dedupe(opts.Dirs)
-	for _, d := range dirs {
-		fi, err := os.Stat(d)
-		switch {
-		case err != nil:
-			return usageError(fmt.Errorf("--dir %s: %s", d, describeFileError(err)), "pass an existing directory")
-		case !fi.IsDir():
-			return usageError(fmt.Errorf("--dir %s: not a directory", d), "pass a single keytab with --keytab")
-		}
+	if err := checkDirs(dirs, "pass a single keytab with --keytab"); err != nil {
+		return err
 	}
 
 	lint := klistlint.Check{

@@ -134,7 +134,7 @@ tickets are "not yet valid".` + exitStatusHelp,
 	pf.BoolVarP(&g.Quiet, "quiet", "q", false, "no progress lines; table/plain/markdown show only steps that did not pass")
 	pf.BoolVarP(&g.Verbose, "verbose", "v", false, "also write the forensic log, as text, to stderr")
 
-	root.AddCommand(NewCmdVersion(g), NewCmdClockCheck(g, nil), NewCmdVerify(g, nil), NewCmdKlistLint(g, nil), NewCmdResumeQuery(g, nil), NewCmdRotate(g, nil), NewCmdKeytab(g), NewCmdLedger(g, nil))
+	root.AddCommand(NewCmdVersion(g), NewCmdClockCheck(g, nil), NewCmdVerify(g, nil), NewCmdKlistLint(g, nil), NewCmdResumeQuery(g, nil), NewCmdRotate(g, nil), NewCmdKeytab(g), NewCmdLedger(g, nil), NewCmdAudit(g, nil))
 	for _, c := range root.Commands() {
 		wrapArgsErrors(c)
 	}

@@ -115,7 +115,9 @@ a local journal (0600) before the KDC changes anything, so a crash at any
 point leaves a keytab that authenticates, and "rotate --resume" continues
 from the journal. Whenever the outcome of a key change is unknown (a crash,
 a lost or reset reply, a timeout) krbops asks the KDC which key it holds
-before anything else, so a key change is never sent twice.
+before anything else, so a key change is never sent twice blindly: a
+kpasswd request that got no reply is resent over the other transport
+only once the KDC shows the new password does not work yet.
 
 Steps, in order (ids as in the report):
   preflight.clock         one clock probe of the realm's KDC
@@ -123,7 +125,8 @@ Steps, in order (ids as in the report):
                           mode krbops can keep; it authenticates; the KDC's
                           kvno and salts; the ticket lifetimes the KDC issues
                           (server, both: a service ticket under the old kvno)
-  preflight.kpasswd       the kpasswd (or kadmin) server answers
+  preflight.kpasswd       the kpasswd server answers over TCP or UDP (or
+                          kadmind over TCP)
   preflight.secret-store  the secret can be written
   preflight.allowlist     --cluster is cleared: allowlisted in the policy's
                           clusters, or (without one) listed in --allowlist

@@ -76,7 +76,10 @@ const (
 // second behind. Only two facts hold for every reply: stime+susec is not
 // after the true time, and the true time is before stime+1s. ProbeClock
 // intersects these bounds over probes sent to straddle a second boundary
-// of the KDC, and reports the middle of what is left.
+// of the KDC, and reports the middle of what is left. Heimdal's KDC and
+// Samba's (Active Directory) report real microseconds: two replies in one
+// KDC second show it, and from then on each reply bounds the offset to its
+// round trip.
 func ProbeClock(ctx context.Context, cfg *Config, k KDC, realm, principal string, opts ProbeOptions) (*ClockSample, error) {
 	log := opts.Log
 	if log == nil {
@@ -138,6 +141,11 @@ type bounds struct {
 	minRTT time.Duration
 	n      int
 	last   reading
+	// exact is set once two replies in one KDC second showed a susec that
+	// moves with the clock: Heimdal and Samba AD report real microseconds,
+	// where MIT adds one to the previous reply's. Every reply then pins
+	// the KDC's clock to within a microsecond.
+	exact bool
 }
 
 func newBounds(r reading) bounds {
@@ -147,12 +155,34 @@ func newBounds(r reading) bounds {
 }
 
 // add narrows the interval with one reading: the KDC's true time when it
-// answered lies in [stime+susec, stime+1s), and that moment lies in
-// [sent, sent+rtt] locally.
+// answered lies in [stime+susec, stime+1s) — [stime+susec, +1µs) on a
+// KDC whose susec is exact — and that moment lies in [sent, sent+rtt]
+// locally.
 func (b *bounds) add(r reading) {
+	if b.n > 0 && !b.exact && r.stime.Equal(b.last.stime) {
+		// MIT's susec moves by a microsecond per reply; a real clock moves
+		// it by the time between the requests, give or take the round trips.
+		moved, elapsed := r.kdcTime.Sub(b.last.kdcTime), r.sent.Sub(b.last.sent)
+		if moved > time.Millisecond && (moved-elapsed).Abs() <= b.last.rtt+r.rtt+time.Millisecond {
+			b.exact = true
+			b.narrow(b.last)
+		}
+	}
+	b.narrow(r)
+	if r.rtt < b.minRTT {
+		b.minRTT = r.rtt
+	}
+	b.n++
+	b.last = r
+}
+
+func (b *bounds) narrow(r reading) {
 	recv := r.sent.Add(r.rtt)
 	lo := r.kdcTime.Sub(recv)
 	hi := r.stime.Add(time.Second).Sub(r.sent)
+	if b.exact {
+		hi = r.kdcTime.Add(time.Microsecond).Sub(r.sent)
+	}
 	if lo > b.lo {
 		b.lo = lo
 	}
@@ -164,11 +194,6 @@ func (b *bounds) add(r reading) {
 		// does not follow these semantics. Keep the newest reading alone.
 		b.lo, b.hi = lo, hi
 	}
-	if r.rtt < b.minRTT {
-		b.minRTT = r.rtt
-	}
-	b.n++
-	b.last = r
 }
 
 func (b bounds) width() time.Duration { return b.hi - b.lo }

@@ -535,3 +535,58 @@ func TestErrorName(t *testing.T) {
 		}
 	}
 }
+
+// mitClock answers like MIT's KDC: the first reply in a KDC second has
+// the exact susec, every later one in that second the previous plus one.
+type mitClock struct {
+	off       time.Duration
+	mu        sync.Mutex
+	sec       time.Time
+	lastSusec int
+}
+
+func (c *mitClock) answer(t *testing.T, code int32) func(int, kdcops.Transport, []byte) []byte {
+	return func(int, kdcops.Transport, []byte) []byte {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		now := time.Now().Add(c.off)
+		sec, us := now.Truncate(time.Second), now.Nanosecond()/1000
+		if sec.Equal(c.sec) {
+			c.lastSusec++
+			us = c.lastSusec
+		}
+		c.sec, c.lastSusec = sec, us
+		return krbErrorAt(t, code, sec, us)
+	}
+}
+
+// A KDC whose susec is exact (Heimdal, Samba AD; the fake's krbError) is
+// recognised by two replies in one of its seconds, and the offset is then
+// known to the round trip; an MIT-style KDC's unique susec is not taken
+// for exact, and its interval still holds the truth.
+func TestProbeClockExactSusec(t *testing.T) {
+	t.Parallel()
+	exact := startFakeKDC(t, true, true, answer(t, errorcode.KDC_ERR_PREAUTH_REQUIRED, 420*time.Second))
+	s, err := probe(t, context.Background(), exact.KDC(t, ""), kdcops.ProbeOptions{Refine: 8, Target: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bounded by the round trips of the two readings that proved it, not
+	// by a second boundary.
+	if s.Uncertainty > 2*s.RTT+5*time.Millisecond && s.Uncertainty > 50*time.Millisecond {
+		t.Errorf("exact susec: Uncertainty %v (RTT %v, %d probes), want about the round trip", s.Uncertainty, s.RTT, s.Probes)
+	}
+	if d := (s.Offset - 420*time.Second).Abs(); d > s.Uncertainty+time.Millisecond {
+		t.Errorf("exact susec: Offset %v ± %v does not cover 420s", s.Offset, s.Uncertainty)
+	}
+
+	mit := &mitClock{off: -90 * time.Second}
+	f := startFakeKDC(t, true, true, mit.answer(t, errorcode.KDC_ERR_PREAUTH_REQUIRED))
+	s, err = probe(t, context.Background(), f.KDC(t, ""), kdcops.ProbeOptions{Refine: 8, Target: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := (s.Offset - mit.off).Abs(); d > s.Uncertainty+time.Millisecond {
+		t.Errorf("MIT-style susec: Offset %v ± %v does not cover %v", s.Offset, s.Uncertainty, mit.off)
+	}
+}

@@ -188,9 +188,14 @@ func (f *fakeKDC) KDC(t *testing.T, prefix string) kdcops.KDC {
 // krbError is a marshalled KRB-ERROR with the KDC's clock offset from ours.
 func krbError(t *testing.T, code int32, offset time.Duration) []byte {
 	now := time.Now().Add(offset)
+	return krbErrorAt(t, code, now.Truncate(time.Second), now.Nanosecond()/1000)
+}
+
+// krbErrorAt is a KRB-ERROR with stime sec and susec us.
+func krbErrorAt(t *testing.T, code int32, sec time.Time, us int) []byte {
 	e := messages.NewKRBError(types.NewPrincipalName(nametype.KRB_NT_SRV_INST, "krbtgt/TEST.REALM"), "TEST.REALM", code, "")
-	e.STime = now.Truncate(time.Second).UTC()
-	e.Susec = now.Nanosecond() / 1000
+	e.STime = sec.UTC()
+	e.Susec = us
 	b, err := e.Marshal()
 	if err != nil {
 		t.Errorf("marshal KRB-ERROR: %v", err)

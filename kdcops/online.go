@@ -72,6 +72,9 @@ type KeyCheck struct {
 	Enctype int32
 	OK      bool
 	Error   string // the KDC's error name when not OK, e.g. KDC_ERR_PREAUTH_FAILED
+	// ReplyKVNO is the kvno the AS-REP's encrypted part names: the KDC's
+	// kvno of the key it answered with; 0 when the KDC leaves it out.
+	ReplyKVNO uint32
 }
 
 // OnlineResult is what the KDC said about one principal.
@@ -229,6 +232,21 @@ func isKDCError(err error) bool {
 	return errors.As(err, &ke)
 }
 
+func kdcCode(err error) int32 {
+	var ke *KDCError
+	if errors.As(err, &ke) {
+		return ke.Code
+	}
+	return 0
+}
+
+// IsNoService reports whether err is the KDC's refusal to issue a ticket
+// to a principal that is no service: unknown as a server (an Active
+// Directory account without an SPN) or user-to-user only.
+func IsNoService(err error) bool {
+	return IsKDCCode(err, errorcode.KDC_ERR_S_PRINCIPAL_UNKNOWN) || IsKDCCode(err, errorcode.KDC_ERR_MUST_USE_USER2USER)
+}
+
 // kvnoFromKeytab logs in with the keytab, newest kvno first, and asks for
 // a ticket to the principal itself with the TGT that worked.
 func (c *OnlineClient) kvnoFromKeytab(ctx context.Context, res *OnlineResult, cname types.PrincipalName, entries []KeytabEntry, kvnos []uint32) error {
@@ -251,6 +269,18 @@ func (c *OnlineClient) kvnoFromKeytab(ctx context.Context, res *OnlineResult, cn
 		switch {
 		case err == nil:
 			res.KDCKVNO, res.KVNOKnown, res.KVNOSource = kvno, true, fmt.Sprintf("keytab kvno %d", kc.KVNO)
+		case IsNoService(err):
+			// A pure client (an Active Directory user account without an
+			// SPN): the KDC issues it no tickets, so the kvno comes from
+			// the login itself. Only the KDC's current key decrypts an
+			// AS-REP, and the reply names that key's kvno when the KDC
+			// fills it in.
+			res.KDCKVNO, res.KVNOKnown = kc.KVNO, true
+			res.KVNOSource = fmt.Sprintf("login with keytab kvno %d (%s: no service tickets)", kc.KVNO, ErrorName(kdcCode(err)))
+			if kc.ReplyKVNO > 0 {
+				res.KDCKVNO = kc.ReplyKVNO
+				res.KVNOSource = fmt.Sprintf("AS-REP of keytab kvno %d (%s: no service tickets)", kc.KVNO, ErrorName(kdcCode(err)))
+			}
 		case isKDCError(err):
 			res.KVNONote = fmt.Sprintf("the key at kvno %d works, but the ticket request for the principal failed: %s", kc.KVNO, err)
 		default:
@@ -413,13 +443,19 @@ func (c *OnlineClient) login(ctx context.Context, realm string, cname types.Prin
 // flags) when the KDC accepts it. A rejected key is a KeyCheck with OK
 // false, not an error.
 func (c *OnlineClient) loginPart(ctx context.Context, realm string, cname types.PrincipalName, e KeytabEntry) (KeyCheck, messages.Ticket, messages.EncKDCRepPart, error) {
+	req, err := messages.NewASReqForTGT(realm, c.Config.Config, cname)
+	if err != nil {
+		return KeyCheck{KVNO: e.KVNO, Enctype: e.Enctype}, messages.Ticket{}, messages.EncKDCRepPart{}, fmt.Errorf("build AS-REQ: %w", err)
+	}
+	return c.loginWith(ctx, realm, cname, e, req)
+}
+
+// loginWith is loginPart for an AS-REQ of the caller's (another service
+// than krbtgt, e.g. kadmin/changepw).
+func (c *OnlineClient) loginWith(ctx context.Context, realm string, cname types.PrincipalName, e KeytabEntry, req messages.ASReq) (KeyCheck, messages.Ticket, messages.EncKDCRepPart, error) {
 	var none messages.EncKDCRepPart
 	kc := KeyCheck{KVNO: e.KVNO, Enctype: e.Enctype}
 	key := types.EncryptionKey{KeyType: e.Enctype, KeyValue: e.key}
-	req, err := messages.NewASReqForTGT(realm, c.Config.Config, cname)
-	if err != nil {
-		return kc, messages.Ticket{}, none, fmt.Errorf("build AS-REQ: %w", err)
-	}
 	req.ReqBody.EType = []int32{e.Enctype}
 	ts, err := types.GetPAEncTSEncAsnMarshalled()
 	if err != nil {
@@ -440,7 +476,7 @@ func (c *OnlineClient) loginPart(ctx context.Context, realm string, cname types.
 		return kc, messages.Ticket{}, none, fmt.Errorf("marshal AS-REQ: %w", err)
 	}
 	reply, err := c.send(ctx, realm, raw, "AS-REQ", principalString(cname, realm),
-		fmt.Sprintf("key check kvno %d %s", e.KVNO, EnctypeName(e.Enctype)))
+		fmt.Sprintf("key check kvno %d %s for %s", e.KVNO, EnctypeName(e.Enctype), strings.Join(req.ReqBody.SName.NameString, "/")))
 	if err != nil {
 		return kc, messages.Ticket{}, none, err
 	}
@@ -476,6 +512,9 @@ func (c *OnlineClient) loginPart(ctx context.Context, realm string, cname types.
 			return kc, messages.Ticket{}, none, &BadReplyError{KDC: realm, Msg: "AS-REP nonce does not match the request"}
 		}
 		kc.OK = true
+		if rep.EncPart.KVNO > 0 {
+			kc.ReplyKVNO = uint32(rep.EncPart.KVNO)
+		}
 		return kc, rep.Ticket, part, nil
 	}
 	return kc, messages.Ticket{}, none, &BadReplyError{KDC: realm, Msg: fmt.Sprintf("unexpected reply to AS-REQ (first byte 0x%02x)", reply[0])}

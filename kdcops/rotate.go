@@ -1,22 +1,17 @@
 package kdcops
 
 // Kerberos primitives of a key rotation (the rotate package drives them):
-// deriving a new keytab from a password with the salts the KDC reports,
-// and changing a key over the kpasswd protocol (RFC 3244).
+// deriving a new keytab from a password with the salts the KDC reports.
+// Changing a key over the kpasswd protocol (RFC 3244) is kpasswd.go.
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"strings"
 	"time"
 
-	"github.com/jcmturner/gokrb5/v8/client"
 	"github.com/jcmturner/gokrb5/v8/crypto"
 	"github.com/jcmturner/gokrb5/v8/iana/nametype"
-	"github.com/jcmturner/gokrb5/v8/kadmin"
-	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/types"
 )
 
@@ -75,169 +70,6 @@ func KVNOs(entries []KeytabEntry) []uint32 {
 		seen[e.KVNO] = true
 	}
 	return sortedKVNOs(seen)
-}
-
-// KpasswdError is a refusal by the kpasswd server: its result code and
-// text (RFC 3244 section 2), or the KRB-ERROR it answered with.
-type KpasswdError struct {
-	Code   int
-	Name   string
-	Result string
-}
-
-func (e *KpasswdError) Error() string {
-	if e.Result != "" {
-		return fmt.Sprintf("kpasswd refused: %s (%d): %s", e.Name, e.Code, truncate(e.Result, 200))
-	}
-	return fmt.Sprintf("kpasswd refused: %s (%d)", e.Name, e.Code)
-}
-
-var kpasswdCodes = map[int]string{
-	1: "KRB5_KPASSWD_MALFORMED", 2: "KRB5_KPASSWD_HARDERROR", 3: "KRB5_KPASSWD_AUTHERROR",
-	4: "KRB5_KPASSWD_SOFTERROR", 5: "KRB5_KPASSWD_ACCESSDENIED", 6: "KRB5_KPASSWD_BAD_VERSION",
-	7: "KRB5_KPASSWD_INITIAL_FLAG_NEEDED",
-}
-
-// KpasswdSet sets target's password over RFC 3244 (version 0xff80) as the
-// principal whose keys are auth: the target itself (a change of its own
-// key) or an administrator allowed to set other principals' passwords
-// (MIT: the "c" privilege in kadm5.acl; Active Directory: Reset Password).
-//
-// auth must hold one kvno only: gokrb5 picks keys by timestamp, and
-// would fail on old and new kvno written in the same second (DESIGN.md).
-// gokrb5's Client.ChangePasswd cannot name a target, so the request is
-// built here on kadmin.ChangePasswdData and sent to the realm's
-// kpasswd_server over TCP (the reply to a set-password is short, but a
-// request with a long principal can outgrow a UDP datagram limit).
-//
-// The password appears in no error and no log line.
-func (c *OnlineClient) KpasswdSet(ctx context.Context, auth []KeytabEntry, targetRealm string, target []string, password string) error {
-	if len(auth) == 0 {
-		return errors.New("no keys to authenticate to kpasswd with")
-	}
-	if len(KVNOs(auth)) != 1 {
-		return errors.New("kpasswd needs the keys of exactly one kvno to log in with")
-	}
-	a := auth[0]
-	kt, err := GokrbKeytab(auth)
-	if err != nil {
-		return err
-	}
-	gcfg, err := c.Config.Clone()
-	if err != nil {
-		return err
-	}
-	user := strings.Join(a.Components, "/")
-	cl := client.NewWithKeytab(user, a.Realm, kt, gcfg, client.DisablePAFXFAST(true))
-	defer cl.Destroy()
-	asReq, err := messages.NewASReqForChgPasswd(a.Realm, gcfg, cl.Credentials.CName())
-	if err != nil {
-		return fmt.Errorf("build the AS-REQ for kadmin/changepw: %w", err)
-	}
-	c.log().InfoContext(ctx, "kdc request", "msg_type", "AS-REQ", "principal", a.Principal, "purpose", "kadmin/changepw ticket")
-	asRep, err := cl.ASExchange(a.Realm, asReq, 0)
-	if err != nil {
-		return fmt.Errorf("initial ticket for kadmin/changepw as %s: %s", a.Principal, firstLine(err.Error()))
-	}
-	tname := types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: target}
-	req, subkey, err := setPasswdMsg(cl.Credentials.CName(), a.Realm, tname, targetRealm, password, asRep.Ticket, asRep.DecryptedEncPart.Key)
-	if err != nil {
-		return err
-	}
-	msg, err := req.Marshal()
-	if err != nil {
-		return fmt.Errorf("marshal the kpasswd request: %w", err)
-	}
-	_, servers, err := gcfg.GetKpasswdServers(a.Realm, true)
-	if err != nil || len(servers) == 0 {
-		return fmt.Errorf("no kpasswd_server or admin_server for realm %s in krb5.conf", a.Realm)
-	}
-	order := make([]int, 0, len(servers))
-	for i := range servers {
-		order = append(order, i)
-	}
-	sort.Ints(order)
-	var last error
-	for _, i := range order {
-		k, err := ParseKDC(servers[i], TCP)
-		if err != nil {
-			last = err
-			continue
-		}
-		if k.Port == 88 && !strings.Contains(servers[i], ":") {
-			k.Port = 464
-		}
-		c.log().InfoContext(ctx, "kpasswd request", "server", servers[i], "principal", a.Principal,
-			"target", unparsePrincipal(target, targetRealm))
-		ex, err := SendRecv(ctx, k, TCP, msg, c.Timeout)
-		if err != nil {
-			if errors.Is(err, context.Canceled) {
-				return err
-			}
-			last = err
-			continue
-		}
-		return kpasswdReply(ex.Reply, subkey)
-	}
-	return last
-}
-
-func kpasswdReply(raw []byte, subkey types.EncryptionKey) error {
-	var r kadmin.Reply
-	if err := r.Unmarshal(raw); err != nil {
-		return fmt.Errorf("cannot decode the kpasswd reply: %s", firstLine(err.Error()))
-	}
-	if r.IsKRBError {
-		return &KpasswdError{Code: int(r.KRBError.ErrorCode), Name: ErrorName(r.KRBError.ErrorCode), Result: r.KRBError.EText}
-	}
-	if err := r.Decrypt(subkey); err != nil {
-		return errors.New("cannot decrypt the kpasswd reply with the request's subkey")
-	}
-	if r.ResultCode != 0 {
-		name := kpasswdCodes[int(r.ResultCode)]
-		if name == "" {
-			name = "KRB5_KPASSWD_UNKNOWN"
-		}
-		return &KpasswdError{Code: int(r.ResultCode), Name: name, Result: r.Result}
-	}
-	return nil
-}
-
-// setPasswdMsg is kadmin.ChangePasswdMsg with a target other than the
-// caller (RFC 3244 targname/targrealm).
-func setPasswdMsg(cname types.PrincipalName, realm string, target types.PrincipalName, targetRealm, password string, tkt messages.Ticket, sessionKey types.EncryptionKey) (kadmin.Request, types.EncryptionKey, error) {
-	data := kadmin.ChangePasswdData{NewPasswd: []byte(password), TargName: target, TargRealm: targetRealm}
-	b, err := data.Marshal()
-	if err != nil {
-		return kadmin.Request{}, types.EncryptionKey{}, errors.New("marshal the change-password data failed")
-	}
-	auth, err := types.NewAuthenticator(realm, cname)
-	if err != nil {
-		return kadmin.Request{}, types.EncryptionKey{}, fmt.Errorf("build the authenticator: %w", err)
-	}
-	et, err := crypto.GetEtype(sessionKey.KeyType)
-	if err != nil {
-		return kadmin.Request{}, types.EncryptionKey{}, fmt.Errorf("session key enctype %d: %w", sessionKey.KeyType, err)
-	}
-	if err := auth.GenerateSeqNumberAndSubKey(et.GetETypeID(), et.GetKeyByteSize()); err != nil {
-		return kadmin.Request{}, types.EncryptionKey{}, fmt.Errorf("generate the subkey: %w", err)
-	}
-	ap, err := messages.NewAPReq(tkt, sessionKey, auth)
-	if err != nil {
-		return kadmin.Request{}, types.EncryptionKey{}, fmt.Errorf("build the AP-REQ: %w", err)
-	}
-	priv := messages.NewKRBPriv(messages.EncKrbPrivPart{
-		UserData: b, Timestamp: auth.CTime, Usec: auth.Cusec, SequenceNumber: auth.SeqNumber,
-	})
-	if err := priv.EncryptEncPart(auth.SubKey); err != nil {
-		return kadmin.Request{}, types.EncryptionKey{}, errors.New("encrypting the change-password data failed")
-	}
-	return kadmin.Request{APREQ: ap, KRBPriv: priv}, auth.SubKey, nil
-}
-
-func firstLine(s string) string {
-	s, _, _ = strings.Cut(s, "\n")
-	return truncate(s, 300)
 }
 
 // keyEnctypes are the enctypes a key change can give a principal that

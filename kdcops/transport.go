@@ -34,9 +34,29 @@ type UnreachableError struct {
 	// one to the other; the last one's error is Err.
 	Tried []Transport
 	Err   error
+	// Service names the server in the message ("kpasswd server"); empty
+	// is "kdc".
+	Service string
+	// TriedErrs, when set, holds the error of each transport in Tried, so
+	// the message gives every reason and not just the last.
+	TriedErrs []error
+	// Sent is true when the connection was made, so the request may have
+	// reached the server (UDP: always, unless the port refused it).
+	Sent bool
 }
 
 func (e *UnreachableError) Error() string {
+	service := e.Service
+	if service == "" {
+		service = "kdc"
+	}
+	if len(e.TriedErrs) == len(e.Tried) && len(e.Tried) > 1 {
+		var why []string
+		for i, t := range e.Tried {
+			why = append(why, fmt.Sprintf("%s: %s", t, describeNetError(e.TriedErrs[i])))
+		}
+		return fmt.Sprintf("%s %s unreachable over %s", service, e.KDC, strings.Join(why, "; "))
+	}
 	tried := []string{string(e.Transport)}
 	if len(e.Tried) > 0 {
 		tried = tried[:0]
@@ -44,11 +64,15 @@ func (e *UnreachableError) Error() string {
 			tried = append(tried, string(t))
 		}
 	}
-	return fmt.Sprintf("kdc %s unreachable over %s: %s", e.KDC, strings.Join(tried, " and "), describeNetError(e.Err))
+	return fmt.Sprintf("%s %s unreachable over %s: %s", service, e.KDC, strings.Join(tried, " and "), describeNetError(e.Err))
 }
 func (e *UnreachableError) Unwrap() error { return e.Err }
 
 func describeNetError(err error) string {
+	var ue *UnreachableError
+	if errors.As(err, &ue) && ue.Err != nil {
+		err = ue.Err
+	}
 	var ne net.Error
 	var dnsErr *net.DNSError
 	switch {
@@ -74,11 +98,23 @@ type Exchange struct {
 	Reply []byte
 	Sent  time.Time
 	RTT   time.Duration
+	// Stray counts UDP datagrams SendRecvMatch read and refused.
+	Stray int
 }
 
 // SendRecv performs one request/reply over the given transport. timeout
 // bounds this call; ctx cancels it (SIGINT).
 func SendRecv(ctx context.Context, k KDC, t Transport, req []byte, timeout time.Duration) (*Exchange, error) {
+	return SendRecvMatch(ctx, k, t, req, timeout, nil)
+}
+
+// SendRecvMatch is SendRecv for a client that can tell its own reply from
+// any other datagram: over UDP, a datagram that match refuses (a late
+// reply to an earlier request, a stray packet) is counted in
+// Exchange.Stray and the read goes on until the timeout. Over TCP the one
+// reply on the connection is returned as is. A nil match takes the first
+// datagram.
+func SendRecvMatch(ctx context.Context, k KDC, t Transport, req []byte, timeout time.Duration, match func([]byte) bool) (*Exchange, error) {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
@@ -105,7 +141,7 @@ func SendRecv(ctx context.Context, k KDC, t Transport, req []byte, timeout time.
 	if t == TCP {
 		ex.Reply, err = tcpRoundTrip(conn, req)
 	} else {
-		ex.Reply, err = udpRoundTrip(conn, req)
+		ex.Reply, ex.Stray, err = udpRoundTrip(conn, req, match)
 	}
 	ex.RTT = time.Since(ex.Sent)
 	if err != nil {
@@ -117,21 +153,27 @@ func SendRecv(ctx context.Context, k KDC, t Transport, req []byte, timeout time.
 			bad.KDC = k.Entry
 			return nil, bad
 		}
-		return nil, &UnreachableError{KDC: k.Entry, Transport: t, Err: err}
+		return nil, &UnreachableError{KDC: k.Entry, Transport: t, Err: err, Sent: true}
 	}
 	return &ex, nil
 }
 
-func udpRoundTrip(conn net.Conn, req []byte) ([]byte, error) {
+func udpRoundTrip(conn net.Conn, req []byte, match func([]byte) bool) ([]byte, int, error) {
 	if _, err := conn.Write(req); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	buf := make([]byte, 65535)
-	n, err := conn.Read(buf)
-	if err != nil {
-		return nil, err
+	stray := 0
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			return nil, stray, err
+		}
+		if match == nil || match(buf[:n]) {
+			return buf[:n], stray, nil
+		}
+		stray++
 	}
-	return buf[:n], nil
 }
 
 func tcpRoundTrip(conn net.Conn, req []byte) ([]byte, error) {

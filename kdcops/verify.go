@@ -23,6 +23,7 @@ type Session struct {
 	Realm     string
 	Client    types.PrincipalName
 	KVNO      uint32 // the keytab kvno the KDC accepted
+	ReplyKVNO uint32 // the kvno the AS-REP names (0: not given); see KeyCheck
 	Enctype   int32
 	TGT       messages.Ticket
 	Key       types.EncryptionKey // session key: never logged
@@ -127,7 +128,7 @@ func (c *OnlineClient) loginSession(ctx context.Context, realm string, cname typ
 		return kc, nil, err
 	}
 	s := &Session{
-		Realm: realm, Client: cname, KVNO: e.KVNO, Enctype: e.Enctype,
+		Realm: realm, Client: cname, KVNO: e.KVNO, ReplyKVNO: kc.ReplyKVNO, Enctype: e.Enctype,
 		TGT: tkt, Key: part.Key,
 		AuthTime: part.AuthTime, StartTime: part.StartTime, EndTime: part.EndTime,
 		Renewable: types.IsFlagSet(&part.Flags, flags.Renewable),

@@ -37,7 +37,8 @@ type KDC interface {
 	// ServiceTicket asks for a ticket to sname with a session's TGT.
 	ServiceTicket(ctx context.Context, s *kdcops.Session, sname types.PrincipalName) (messages.Ticket, error)
 	// ChangeServer reports which server of backend (kpasswd or kadmind)
-	// answers, and changes nothing.
+	// answers, and changes nothing. A kpasswd server answers over TCP or
+	// UDP.
 	ChangeServer(ctx context.Context, backend string) (string, error)
 	// Kpasswd sets the password of target in realm over RFC 3244, as the
 	// principal whose keys (one kvno) are auth: the target or an admin.
@@ -116,15 +117,16 @@ func (k *onlineKDC) ChangeServer(ctx context.Context, backend string) (string, e
 			return "", &setupError{fmt.Sprintf("the MIT kadmin client %q is not installed", k.kadmin), "install krb5-user or pass --kadmin PATH"}
 		}
 	default:
-		port = "464"
-		if _, servers, err := k.config.GetKpasswdServers(k.realm, true); err == nil {
-			for _, s := range servers {
-				addrs = append(addrs, s)
-			}
+		// Over TCP or UDP: Heimdal's kpasswdd listens on UDP only.
+		server, _, err := k.client.KpasswdReachable(ctx, k.realm)
+		var ue *kdcops.UnreachableError
+		if err != nil && !errors.As(err, &ue) && !errors.Is(err, context.Canceled) {
+			return "", &setupError{err.Error(), "set kpasswd_server (or admin_server) under [realms]"}
 		}
+		return server, err
 	}
 	if len(addrs) == 0 {
-		return "", &setupError{fmt.Sprintf("krb5.conf names no %s server for %s", backend, k.realm), "set admin_server (and kpasswd_server) under [realms]"}
+		return "", &setupError{fmt.Sprintf("krb5.conf names no admin_server for %s: the kadmin backend needs MIT's kadmind", k.realm), kadminOnlyMIT}
 	}
 	var d net.Dialer
 	var last error
@@ -141,8 +143,13 @@ func (k *onlineKDC) ChangeServer(ctx context.Context, backend string) (string, e
 		}
 		last = err
 	}
-	return "", fmt.Errorf("no %s server answers: %s", backend, last)
+	return "", fmt.Errorf("no %s server answers: %s (the kadmin backend needs MIT's kadmind)", backend, last)
 }
+
+// kadminOnlyMIT is the hint when the kadmin backend has no MIT kadmind to
+// talk to: it speaks MIT's kadmin protocol (RPCSEC_GSS), which Heimdal's
+// kadmind and Active Directory do not.
+const kadminOnlyMIT = "the kadmin backend speaks MIT's kadmin protocol only: on Heimdal or Active Directory use --backend kpasswd (a self change) or kpasswd-admin (set-password as --admin-principal); on MIT set admin_server under [realms]"
 
 // KadminCPW runs MIT kadmin with the admin keytab. The password goes to
 // kadmin's two prompts on stdin: argv is visible to every local user.

@@ -1,77 +1,65 @@
 package rotate
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"errors"
-	"fmt"
 	"io"
-	"os"
-	"regexp"
-	"strconv"
 	"time"
+
+	"github.com/krbops/krbops/kdcops/kdclog"
 )
 
-// asReqIssue matches an MIT krb5kdc line for a TGT issued to a client:
-//
-//	... AS_REQ (2 etypes {...}) 127.0.0.1: ISSUE: authtime 1763900000, etypes {...}, alice@R for krbtgt/R@R
-var asReqIssue = regexp.MustCompile(`AS_REQ .*ISSUE: authtime (\d+), .*\}, (\S+) for krbtgt/`)
-
-// asReq is the cheap test before the regexp: most lines of a KDC log are
-// TGS_REQ.
-var asReq = []byte("AS_REQ")
-
-// maxLogLine bounds one log line; a longer one is not a KDC's and is
-// passed over, not buffered without end.
-const maxLogLine = 1 << 20
-
-// LastLogin returns the authtime of principal's last TGT in MIT KDC logs
-// issued before before. Each path may be a live log, a rotated one
-// (kdc.log.1) or a gzipped one (kdc.log.2.gz, recognised by its magic
-// bytes, not its name); the newest login over all of them counts. Logins
-// at or after before are krbops' own checks of this run, which give the
-// service no ticket. found is false when no log has one.
+// LastLogin returns the time of principal's last TGT issued before before,
+// from KDC logs in any format kdclog reads (MIT krb5kdc, Heimdal kdc, an
+// AD 4768 export). Each path may be a live log, a rotated one (kdc.log.1)
+// or a gzipped one (kdc.log.2.gz, recognised by its magic bytes, not its
+// name); the newest login over all of them counts. Logins at or after
+// before are krbops' own checks of this run, which give the service no
+// ticket. found is false when no log has one: the caller fails closed.
 func LastLogin(paths []string, principal string, before time.Time) (t time.Time, found bool, err error) {
-	cut := before.Truncate(time.Second)
+	cut := before.Truncate(time.Second).Unix()
+	var last int64
 	for _, path := range paths {
-		at, ok, err := lastLoginIn(path, principal, cut)
+		at, err := lastLoginIn(path, principal, cut)
 		if err != nil {
 			return time.Time{}, false, err
 		}
-		if ok && (!found || at.After(t)) {
-			t, found = at, true
-		}
+		last = max(last, at)
 	}
-	return t, found, nil
+	if last == 0 {
+		return time.Time{}, false, nil
+	}
+	return time.Unix(last, 0), true, nil
 }
 
-func lastLoginIn(path, principal string, cut time.Time) (t time.Time, found bool, err error) {
-	err = scanLogins(path, cut, func(p string, at time.Time) {
-		if p == principal && (!found || at.After(t)) {
-			t, found = at, true
+var krbtgtPrefix = []byte("krbtgt/")
+
+// lastLoginIn returns the Unix time of principal's last login in one log
+// before cut, 0 when none.
+func lastLoginIn(path, principal string, cut int64) (int64, error) {
+	var last int64
+	err := scanLogins(path, cut, func(client []byte, at int64) {
+		if at > last && string(client) == principal {
+			last = at
 		}
 	})
-	if err != nil {
-		return time.Time{}, false, err
-	}
-	return t, found, nil
+	return last, err
 }
 
 // Logins is the last login of every principal in a set of KDC logs, read
 // once: a batch asks it for each target instead of reading every log again
 // per target (the logs grow with every rotation of the batch).
-type Logins struct{ last map[string]time.Time }
+type Logins struct{ last map[string]int64 }
 
 // IndexLogins reads paths as LastLogin does, keeping every principal's
 // newest login before before.
 func IndexLogins(paths []string, before time.Time) (*Logins, error) {
-	l := &Logins{last: map[string]time.Time{}}
-	cut := before.Truncate(time.Second)
+	l := &Logins{last: map[string]int64{}}
+	cut := before.Truncate(time.Second).Unix()
 	for _, path := range paths {
-		err := scanLogins(path, cut, func(p string, at time.Time) {
-			if t, ok := l.last[p]; !ok || at.After(t) {
-				l.last[p] = at
+		err := scanLogins(path, cut, func(client []byte, at int64) {
+			if at > l.last[string(client)] {
+				l.last[string(client)] = at
 			}
 		})
 		if err != nil {
@@ -83,59 +71,32 @@ func IndexLogins(paths []string, before time.Time) (*Logins, error) {
 
 // Last is principal's newest login in the index.
 func (l *Logins) Last(principal string) (time.Time, bool) {
-	t, ok := l.last[principal]
-	return t, ok
+	at, ok := l.last[principal]
+	if !ok {
+		return time.Time{}, false
+	}
+	return time.Unix(at, 0), true
 }
 
-// scanLogins calls fn for every TGT issued before cut in one KDC log.
-func scanLogins(path string, cut time.Time, fn func(principal string, at time.Time)) error {
-	fi, err := os.Stat(path)
+// scanLogins calls fn for every TGT one log records as issued before cut.
+func scanLogins(path string, cut int64, fn func(client []byte, at int64)) error {
+	r, err := kdclog.Open(path)
 	if err != nil {
 		return err
 	}
-	if !fi.Mode().IsRegular() {
-		// A FIFO would block the read for ever; a device has no end.
-		return fmt.Errorf("%s is not a regular file", path)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	br := bufio.NewReader(f)
-	var r io.Reader = br
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
+	defer r.Close()
+	for {
+		ev, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
+			return err
 		}
-		defer zr.Close()
-		r = zr
-	}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), maxLogLine)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if !bytes.Contains(line, asReq) {
-			continue
-		}
-		m := asReqIssue.FindSubmatch(line)
-		if m == nil {
-			continue
-		}
-		sec, err := strconv.ParseInt(string(m[1]), 10, 64)
-		if err != nil {
-			continue
-		}
-		if at := time.Unix(sec, 0); at.Before(cut) {
-			fn(string(m[2]), at)
+		// Only a TGT counts: kpasswd's AS ticket for kadmin/changepw
+		// lets the client change its password, not log in to services.
+		if ev.Kind == kdclog.AS && ev.OK() && ev.Time < cut && bytes.HasPrefix(ev.Service, krbtgtPrefix) {
+			fn(ev.Client, ev.Time)
 		}
 	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return fmt.Errorf("%s has a line longer than %d bytes: not a KDC log", path, maxLogLine)
-		}
-		return fmt.Errorf("read %s: %w", path, err)
-	}
-	return nil
 }

@@ -118,8 +118,8 @@ type Rotation struct {
 	MaxPerWindow int
 	Window       time.Duration
 	// MinGap is the least time between two rotations of (Cluster, Role)
-	// (control-plane tiers); 0 for none. Enforced with MaxPerWindow by
-	// the ledger's Admit at preflight.lock.
+	// (control-plane tiers; from the policy or --min-gap); 0 for none.
+	// Enforced with MaxPerWindow by the ledger's Admit at preflight.lock.
 	MinGap          time.Duration
 	MinTGTRemaining time.Duration
 	TicketLifetime  time.Duration // max TGT and service-ticket lifetime of the realm
@@ -375,14 +375,22 @@ func (r *Rotation) stepKpasswd(ctx context.Context, _ *runbook.State) runbook.Re
 	case errors.As(err, &se):
 		return runbook.Usagef("%s", se.msg).WithHint("%s", se.hint)
 	case err != nil:
-		return runbook.Errorf("%s", err).WithHint("check kadmind is running and reachable; nothing was changed")
+		what := "the kpasswd server (MIT: kadmind; Heimdal: kpasswdd, UDP only) is running and reachable over TCP or UDP"
+		if r.Backend == BackendKadmin {
+			what = "MIT's kadmind is running and reachable over TCP (" + kadminOnlyMIT + ")"
+		}
+		return runbook.Errorf("%s", err).WithHint("check %s; nothing was changed", what)
 	}
 	return runbook.Passf("%s server %s answers", r.Backend, server).With(runbook.Evidence{"server": server})
 }
 
 func (r *Rotation) stepStore(ctx context.Context, _ *runbook.State) runbook.Result {
 	if err := r.Store.Check(ctx, r.Secret); err != nil {
-		return storeResult(err, "%s", err).WithHint("fix the secret store's access before rotating; nothing was changed")
+		hint := "fix the secret store's access before rotating; nothing was changed"
+		if h := fault.HintOf(err); h != "" {
+			hint = h + "; nothing was changed"
+		}
+		return storeResult(err, "%s", err).WithHint("%s", hint)
 	}
 	return runbook.Passf("secret %s can be written", r.Secret)
 }
@@ -445,7 +453,7 @@ func (r *Rotation) stepLastLogin(context.Context, *runbook.State) runbook.Result
 	}
 	at, found, err := r.lastLogin(logs)
 	if err != nil {
-		return runbook.Usagef("--kdc-log: %s", describe(err)).WithHint("pass the KDC logs (MIT krb5kdc format) that record the principal's logins")
+		return runbook.Usagef("--kdc-log: %s", describe(err)).WithHint("pass the KDC logs (MIT krb5kdc, Heimdal kdc or an AD 4768 export) that record the principal's logins")
 	}
 	ev := runbook.Evidence{"kdc_logs": logs}
 	if !found {
@@ -741,9 +749,53 @@ func phaseOf(role Role, p ledger.Phase) ledger.Phase {
 	return ledger.NoPhase
 }
 
-// NewPassword returns 256 random bits as text a kadmin prompt and a
-// password policy accept (letters and digits, no newline).
-func NewPassword() string { return rand.Text() + rand.Text() }
+// Password alphabet. The symbols are ones no KDC's prompt or request path
+// mangles and no shell or krb5.conf reading treats specially: no quote,
+// backslash, '#', '$', '!', '@', '%' or space.
+const (
+	passwordLetters = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	passwordOthers  = "0123456789-_.+=:,"
+	passwordLength  = 64
+)
+
+// NewPassword returns a random password of 64 characters (over 300 bits)
+// that Active Directory's complexity rule accepts: upper and lower case
+// letters, a digit and a symbol, and never three letters in a row (every
+// third character is a digit or symbol), so it cannot contain an account
+// name or a display-name token, which that rule also refuses. A kadmin
+// prompt takes it as typed (no whitespace, no newline).
+func NewPassword() string {
+	for {
+		b := make([]byte, passwordLength)
+		for i := range b {
+			set := passwordLetters
+			if i%3 == 2 {
+				set = passwordOthers
+			}
+			b[i] = set[randIndex(len(set))]
+		}
+		pw := string(b)
+		if strings.ContainsAny(pw, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") && strings.ContainsAny(pw, "abcdefghijklmnopqrstuvwxyz") &&
+			strings.ContainsAny(pw, "0123456789") && strings.ContainsAny(pw, "-_.+=:,") {
+			return pw
+		}
+	}
+}
+
+// randIndex is a uniform random index below n (n <= 256), by rejection
+// so no index is likelier than another.
+func randIndex(n int) int {
+	limit := 256 - 256%n
+	var one [1]byte
+	for {
+		if _, err := rand.Read(one[:]); err != nil {
+			panic("crypto/rand: " + err.Error()) // crypto/rand.Read never fails on Linux
+		}
+		if int(one[0]) < limit {
+			return int(one[0]) % n
+		}
+	}
+}
 
 func (r *Rotation) saveJournal(s State) error {
 	if s > r.journal.State {
@@ -915,8 +967,14 @@ func (r *Rotation) stepSet(ctx context.Context, _ *runbook.State) runbook.Result
 		return runbook.Passf("the KDC applied the key change although %s answered: %s; not repeated", r.Backend, err).
 			With(runbook.Evidence{"reply_error": err.Error()})
 	}
+	hint := "fix the cause"
+	// A kpasswd refusal says what its result code means for the operator.
+	var h fault.Hinter
+	if errors.As(err, &h) && h.Hint() != "" {
+		hint = h.Hint()
+	}
 	return runbook.Errorf("key change with %s failed: %s; the KDC still holds kvno %d, nothing changed", r.Backend, err, j.OldKVNO).
-		WithHint("fix the cause, then %s: it tests the KDC first and repeats the change only if it did not happen", r.command("rotate --resume"))
+		WithHint("%s; then %s: it tests the KDC first and repeats the change only if it did not happen", hint, r.command("rotate --resume"))
 }
 
 func (r *Rotation) sendChange(ctx context.Context) error {
@@ -1022,6 +1080,17 @@ func (r *Rotation) stepTest(ctx context.Context, _ *runbook.State) runbook.Resul
 	}
 	ents, _ := r.pendingEntries()
 	tkt, err := r.kdc().ServiceTicket(ctx, sess, types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: r.components()})
+	if err != nil && !r.Role.Serves() && kdcops.IsNoService(err) {
+		// A pure client (an AD user account without an SPN) gets no
+		// tickets: the login with the new kvno's key is the proof, and
+		// the AS-REP names the kvno when the KDC fills it in.
+		ev := runbook.Evidence{"login_kvno": sess.KVNO, "reply_kvno": sess.ReplyKVNO}
+		if sess.ReplyKVNO != 0 && sess.ReplyKVNO != j.NewKVNO {
+			return runbook.Failf("the KDC answers the pending keytab's login under kvno %d, not %d", sess.ReplyKVNO, j.NewKVNO).With(ev).
+				WithHint("the KDC's kvno is not the expected %d: inspect the principal at the KDC before anything else", j.NewKVNO)
+		}
+		return r.pendingTested(rekeyed, ev, fmt.Sprintf("login with the pending keytab's kvno %d works (%s is no service: the login is the proof)", j.NewKVNO, r.Principal))
+	}
 	if err != nil {
 		return runbook.Errorf("service ticket for %s: %s", r.Principal, err)
 	}
@@ -1032,10 +1101,6 @@ func (r *Rotation) stepTest(ctx context.Context, _ *runbook.State) runbook.Resul
 			WithHint("the KDC's kvno is not the expected %d: inspect with kadmin getprinc before anything else", j.NewKVNO)
 	}
 	msg := fmt.Sprintf("login and a kvno %d ticket work with the pending keytab", j.NewKVNO)
-	if rekeyed != nil {
-		msg = fmt.Sprintf("the KDC gave kvno %d the keys %s, not the old ones: pending keytab derived again; ", j.NewKVNO, strings.Join(rekeyed, ", ")) + msg
-		ev["rekeyed"], ev["enctypes"] = true, rekeyed
-	}
 	if r.preTicket != nil {
 		old := kdcops.DecryptTicket(*r.preTicket, ents)
 		ev["old_ticket_decrypts"] = old.Decrypted
@@ -1043,6 +1108,17 @@ func (r *Rotation) stepTest(ctx context.Context, _ *runbook.State) runbook.Resul
 			return runbook.Failf("a ticket issued under kvno %d does not decrypt with the pending keytab", old.TicketKVNO).With(ev)
 		}
 		msg += fmt.Sprintf("; a kvno %d ticket from before still decrypts", old.TicketKVNO)
+	}
+	return r.pendingTested(rekeyed, ev, msg)
+}
+
+// pendingTested records that the pending keytab works: the journal drops
+// the password and moves to StateTested.
+func (r *Rotation) pendingTested(rekeyed []string, ev runbook.Evidence, msg string) runbook.Result {
+	j := r.journal
+	if rekeyed != nil {
+		msg = fmt.Sprintf("the KDC gave kvno %d the keys %s, not the old ones: pending keytab derived again; ", j.NewKVNO, strings.Join(rekeyed, ", ")) + msg
+		ev["rekeyed"], ev["enctypes"] = true, rekeyed
 	}
 	j.Password = "" // no longer needed: the change is confirmed
 	if err := r.saveJournal(StateTested); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/krbops/krbops/kdcops"
+	"github.com/krbops/krbops/runbook"
 )
 
 const kdcLog = `Nov 23 12:36:09 vm krb5kdc[1](info): AS_REQ (1 etypes {aes256-cts-hmac-sha1-96(18)}) 127.0.0.1: NEEDED_PREAUTH: alice@R for krbtgt/R@R, Additional pre-authentication required
@@ -139,7 +140,47 @@ func TestNewPasswordIsStrongAndPromptSafe(t *testing.T) {
 	if a == b || len(a) < 50 || strings.ContainsAny(a, "\r\n \t") {
 		t.Errorf("passwords %q %q: want distinct, >= 50 characters, no whitespace", a, b)
 	}
+	// AD's complexity rule (upper, lower, digit, symbol; length >= 24)
+	// and its account-name rule (no run of three letters can spell one),
+	// on many draws; and only characters every KDC's path keeps as typed.
+	seen := map[byte]bool{}
+	for range 2000 {
+		pw := NewPassword()
+		if len(pw) < 24 {
+			t.Fatalf("password of %d characters", len(pw))
+		}
+		var upper, lower, digit, symbol bool
+		for i := 0; i < len(pw); i++ {
+			c := pw[i]
+			seen[c] = true
+			switch {
+			case c >= 'A' && c <= 'Z':
+				upper = true
+			case c >= 'a' && c <= 'z':
+				lower = true
+			case c >= '0' && c <= '9':
+				digit = true
+			case strings.IndexByte("-_.+=:,", c) >= 0:
+				symbol = true
+			default:
+				t.Fatalf("password holds %q, outside the safe alphabet", c)
+			}
+			if i >= 2 && isLetter(pw[i-2]) && isLetter(pw[i-1]) && isLetter(c) {
+				t.Fatalf("three letters in a row at %d", i-2)
+			}
+		}
+		if !upper || !lower || !digit || !symbol {
+			t.Fatalf("a password lacks a character class: upper %v lower %v digit %v symbol %v", upper, lower, digit, symbol)
+		}
+	}
+	// Every character of the alphabet turns up: the draw is not stuck on
+	// part of it.
+	if len(seen) != len(passwordLetters)+len(passwordOthers) {
+		t.Errorf("%d distinct characters in 2000 passwords, want %d", len(seen), len(passwordLetters)+len(passwordOthers))
+	}
 }
+
+func isLetter(c byte) bool { return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' }
 
 func writeConf(t *testing.T) string {
 	p := filepath.Join(t.TempDir(), "krb5.conf")
@@ -176,5 +217,39 @@ func TestDenied(t *testing.T) {
 	}
 	if err := ValidDenyPattern("svc-[a"); err == nil {
 		t.Error("a malformed pattern was accepted")
+	}
+}
+
+// Issue 14: the pre-check reads Heimdal's KDC log too (a recorded one):
+// the last TGT, not kpasswd's later kadmin/changepw ticket.
+func TestLastLoginHeimdal(t *testing.T) {
+	path := filepath.Join("..", "kdcops", "kdclog", "testdata", "heimdal-kdc.log")
+	at, found, err := LastLogin([]string{path}, "alice@H.TEST", time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	want := time.Date(2026, 12, 2, 6, 43, 52, 0, time.Local)
+	if err != nil || !found || !at.Equal(want) {
+		t.Fatalf("LastLogin = %v %v %v, want %v", at, found, err, want)
+	}
+	if _, found, _ := LastLogin([]string{path}, "nobody@H.TEST", time.Now()); found {
+		t.Error("a refused login (UNKNOWN) counted as a login")
+	}
+}
+
+// A kpasswd refusal's own hint reaches the operator in set.kdc, ahead of
+// the resume advice.
+func TestSetKDCCarriesTheKpasswdHint(t *testing.T) {
+	g := newRig(t, Client, BackendKpasswd)
+	refusal := &kdcops.KpasswdError{Server: "kdc1:464", Code: 4, Name: "KRB5_KPASSWD_SOFTERROR", Self: true,
+		Result: "Password is too young to change"}
+	g.kdc.FailNextChange(refusal)
+	rep := g.run(false, "").rep
+	wantSteps(t, rep, StepSet, runbook.Error)
+	for _, s := range rep.Steps {
+		if s.ID != StepSet {
+			continue
+		}
+		if !strings.Contains(s.Message, "Password is too young to change") || !strings.HasPrefix(s.Hint, refusal.Hint()) ||
+			!strings.Contains(s.Hint, "rotate --resume") {
+			t.Errorf("set.kdc message %q, hint %q: want the refusal and its hint, then the resume advice", s.Message, s.Hint)
+		}
 	}
 }

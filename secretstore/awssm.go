@@ -85,7 +85,7 @@ func openAWSSM(ctx context.Context, rawURL string, opts Options) (*awsStore, err
 		s.url += "?" + u.RawQuery
 	}
 	if s.prefix != "" {
-		if err := ValidName(s.prefix); err != nil {
+		if err := ValidAWSName(s.prefix); err != nil {
 			return nil, fmt.Errorf("secretstore: %s: bad name prefix: %w", s.url, err)
 		}
 	}
@@ -173,7 +173,7 @@ func (s *awsStore) begin(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := ValidName(name); err != nil {
+	if err := ValidAWSName(name); err != nil {
 		return err
 	}
 	if len(s.id(name)) > maxNameLen {

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/krbops/krbops/internal/fault"
 )
 
 // Stage is the role a version plays for its secret. A stage is on at most
@@ -213,9 +214,11 @@ func Open(ctx context.Context, rawURL string, opts Options) (Store, error) {
 // maxNameLen is Secrets Manager's limit on a secret name.
 const maxNameLen = 512
 
-// ValidName reports whether name can name a secret in every backend: 1 to
-// 512 characters from Secrets Manager's set (letters, digits and /_+=.@-),
-// and not "." or "..". Kerberos principals fit.
+// ValidName reports whether name can name a secret: 1 to 512 characters
+// from Secrets Manager's set (letters, digits and /_+=.@-) plus '$', and
+// not "." or "..". Kerberos principals fit, Active Directory computer
+// accounts ("HOST1$@AD.EXAMPLE.COM") included; the awssm backend refuses
+// '$' itself (ValidAWSName), since Secrets Manager does.
 func ValidName(name string) error {
 	if name == "" || len(name) > maxNameLen {
 		return fmt.Errorf("secretstore: secret name must be 1 to %d characters, got %d", maxNameLen, len(name))
@@ -224,12 +227,37 @@ func ValidName(name string) error {
 		return fmt.Errorf("secretstore: secret name %q is reserved", name)
 	}
 	for _, r := range name {
-		if !nameRune(r) {
-			return fmt.Errorf("secretstore: secret name %q has %q (allowed: letters, digits and /_+=.@-)", name, r)
+		if !nameRune(r) && r != '$' {
+			return fmt.Errorf("secretstore: secret name %q has %q (allowed: letters, digits and /_+=.@-$)", name, r)
 		}
 	}
 	return nil
 }
+
+// ValidAWSName is ValidName for Secrets Manager, whose names cannot hold
+// '$'. The error says how to name such a principal's secret.
+func ValidAWSName(name string) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	if strings.ContainsRune(name, '$') {
+		return &NameError{Name: name, Msg: "Secrets Manager names cannot hold '$' (allowed: letters, digits and /_+=.@-)",
+			HintText: "name the secret with --secret, e.g. " + strings.ReplaceAll(name, "$", "-computer")}
+	}
+	return nil
+}
+
+// NameError is a secret name a backend cannot store; Hint says what to
+// pass instead.
+type NameError struct {
+	Name, Msg, HintText string
+}
+
+func (e *NameError) Error() string {
+	return fmt.Sprintf("secretstore: secret name %q: %s", e.Name, e.Msg)
+}
+func (e *NameError) Hint() string            { return e.HintText }
+func (e *NameError) FaultClass() fault.Class { return fault.Usage }
 
 func nameRune(r rune) bool {
 	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/_+=.@-", r)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/krbops/krbops/internal/fault"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 )
 
@@ -85,7 +87,7 @@ func TestOpenURLs(t *testing.T) {
 }
 
 func TestValidNameAndToken(t *testing.T) {
-	for _, ok := range []string{"alice@EXAMPLE.COM", "HTTP/web01.example.com@EXAMPLE.COM", "krbtgt/A.B@A.B", "x+y=z_1-2"} {
+	for _, ok := range []string{"alice@EXAMPLE.COM", "HTTP/web01.example.com@EXAMPLE.COM", "krbtgt/A.B@A.B", "x+y=z_1-2", "HOST1$@AD.TEST"} {
 		if err := ValidName(ok); err != nil {
 			t.Errorf("ValidName(%q) = %v", ok, err)
 		}
@@ -94,6 +96,12 @@ func TestValidNameAndToken(t *testing.T) {
 		if err := ValidName(bad); err == nil {
 			t.Errorf("ValidName(%q) accepted", bad)
 		}
+	}
+	if err := ValidAWSName("HOST1$@AD.TEST"); err == nil || fault.ClassOf(err) != fault.Usage || fault.HintOf(err) == "" {
+		t.Errorf("ValidAWSName accepts '$' or gives no usage error with a hint: %v", err)
+	}
+	if err := ValidAWSName("alice@EXAMPLE.COM"); err != nil {
+		t.Errorf("ValidAWSName(alice@EXAMPLE.COM) = %v", err)
 	}
 	seen := map[string]bool{}
 	for range 100 {

@@ -64,7 +64,7 @@ func (r *Realm) krb5ConfWith(o Krb5ConfOptions) string {
 	for _, a := range kdcAddrs {
 		fmt.Fprintf(&kdcs, "\t\tkdc = %s\n", a)
 	}
-	// A Heimdal realm runs no admin server MIT's kadmin could talk to.
+	// A Heimdal or AD realm runs no admin server MIT's kadmin could talk to.
 	if admin != "" {
 		fmt.Fprintf(&kdcs, "\t\tadmin_server = %s\n", admin)
 	}

@@ -19,13 +19,17 @@ func ForTest(t testing.TB, opts Options) *Realm {
 	if miss := MissingFor(opts.Kind); len(miss) > 0 {
 		spawn.Require(t, "KDC", fmt.Errorf("lab: %s Kerberos lab needs %s; install with: sudo %s", kindTitle(opts.Kind), strings.Join(miss, ", "), InstallCommandFor(opts.Kind)), true)
 	}
+	timeout := 30 * time.Second
+	if opts.Kind == AD {
+		timeout = adStartTimeout
+	}
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir()
 	}
 	if opts.Logf == nil {
 		opts.Logf = t.Logf
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	r, err := Start(ctx, opts)
 	if err != nil {
@@ -48,37 +52,42 @@ func ForTest(t testing.TB, opts Options) *Realm {
 
 // MissingFor reports which programs a realm of kind k needs and lacks.
 // Every kind's tests drive the realm with MIT's client tools (kinit,
-// klist, kvno), so a Heimdal realm needs those besides Heimdal's own
-// programs. AD reports what it lacks when it starts.
+// klist, kvno), so a Heimdal or AD realm needs those besides its own
+// programs.
 func MissingFor(k Kind) []string {
+	var miss []string
 	switch k {
 	case Heimdal:
-		_, miss := findHeimdal()
-		for _, b := range clientBins {
-			if _, err := lookBin(b); err != nil {
-				miss = append(miss, b)
-			}
-		}
-		return miss
+		_, miss = findHeimdal()
 	case AD:
-		return nil
+		miss = MissingAD()
+	default:
+		return Missing()
 	}
-	return Missing()
+	for _, b := range clientBins {
+		if _, err := lookBin(b); err != nil {
+			miss = append(miss, b)
+		}
+	}
+	return miss
 }
 
 // InstallCommandFor is the command (to run as root) that installs what
-// MissingFor(k) reports; for Heimdal without MIT's client tools it is
-// `make deps`, which installs both.
+// MissingFor(k) reports; for Heimdal or AD without MIT's client tools it
+// is `make deps`, which installs both.
 func InstallCommandFor(k Kind) string {
-	if k == Heimdal {
-		for _, b := range clientBins {
-			if _, err := lookBin(b); err != nil {
-				return "make deps"
-			}
-		}
-		return HeimdalInstallCommand
+	if k != Heimdal && k != AD {
+		return InstallCommand
 	}
-	return InstallCommand
+	for _, b := range clientBins {
+		if _, err := lookBin(b); err != nil {
+			return "make deps"
+		}
+	}
+	if k == AD {
+		return ADInstallCommand
+	}
+	return HeimdalInstallCommand
 }
 
 // clientBins are the MIT client tools tests run against every kind.

@@ -15,7 +15,9 @@
 //
 // Options.Kind = Heimdal runs Heimdal's kdc and kpasswdd instead (see
 // heimdal.go): the same Realm fields, KDCs and StartKDC, with the binaries
-// `make deps-heimdal` unpacked into .cache/heimdal.
+// `make deps-heimdal` unpacked into .cache/heimdal. Options.Kind = AD runs
+// a Samba AD domain controller started from a once-provisioned template
+// (see ad.go and ad_template.go).
 //
 // Daemons run in their own process group with a parent-death signal
 // (Linux), so even a test binary that panics or is killed leaves no KDC
@@ -58,6 +60,9 @@ type Options struct {
 	Dir string
 	// Logf, when set, receives the harness's progress messages.
 	Logf func(format string, a ...any)
+	// ADComplexity keeps AD's password complexity rule (upper, lower,
+	// digit, symbol) on in an AD realm; by default the lab relaxes it.
+	ADComplexity bool
 }
 
 // KDCOptions configure one extra KDC.
@@ -75,15 +80,16 @@ type Realm struct {
 	Name       string // realm name, e.g. "KRBOPS.TEST"
 	Dir        string // everything lives here
 	Krb5Conf   string // krb5.conf listing the primary KDC (KDCs[0])
-	KDCProfile string // kdc.conf of the primary KDC, also used by kadmind and kadmin.local (Heimdal: its one configuration file)
+	KDCProfile string // kdc.conf of the primary KDC, also used by kadmind and kadmin.local (Heimdal: its one configuration file; AD: the DC's smb.conf)
 	CCache     string // "FILE:<Dir>/ccache", the default ccache of Env
 	KDCs       []*KDC // started KDCs, primary first; see Realm.KDCList for concurrent use
 
 	// AdminPrincipal ("admin/admin@REALM") may do anything over kadmind
 	// (kadm5.acl grants "*/admin@REALM *"); its keys are in AdminKeytab.
+	// On AD it is "Administrator@REALM" (password: AdminPassword).
 	AdminPrincipal string
 	AdminKeytab    string
-	KadminAddr     string // kadmind, TCP; empty on Heimdal (no MIT-protocol admin server)
+	KadminAddr     string // kadmind, TCP; empty on Heimdal and AD (no MIT-protocol admin server)
 	KpasswdAddr    string // kpasswd, UDP and TCP (Heimdal: UDP only)
 
 	logf      func(string, ...any)
@@ -95,6 +101,7 @@ type Realm struct {
 	closed    bool
 	closeOnce sync.Once
 	closeErr  error
+	ad        *adRealm // AD realms only
 }
 
 // KDC is one running krb5kdc of a Realm.
@@ -106,7 +113,8 @@ type KDC struct {
 	Profile  string        // its kdc.conf
 	Output   string        // its stdout/stderr
 
-	p *spawn.Process
+	p       *spawn.Process
+	kpasswd string // AD: the kpasswd address of this KDC's samba
 }
 
 // PID is the krb5kdc process id.
@@ -322,7 +330,8 @@ func (r *Realm) PIDs() []int {
 }
 
 // StartKDC starts one more krb5kdc for this realm's database on its own free
-// port and log file. With o.FakeTime its clock is shifted by libfaketime
+// port and log file (AD: one more KDC-only samba on the domain database,
+// with its own smb.conf, ports and pid directory). With o.FakeTime its clock is shifted by libfaketime
 // (LD_PRELOAD; the faketime wrapper does not daemonize cleanly) and the
 // shift is measured before StartKDC returns.
 func (r *Realm) StartKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
@@ -371,7 +380,7 @@ func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
 			return nil, err
 		}
 		k.Addr = loopback(port)
-		cmd, err := r.kdcCommand(k, port, fakeEnv)
+		cmd, err := r.kdcCommand(k, n, port, fakeEnv)
 		if err != nil {
 			return nil, err
 		}
@@ -383,6 +392,9 @@ func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
 		r.track(p)
 		k.p = p
 		err = r.waitKDC(ctx, k)
+		if err == nil && k.kpasswd != "" {
+			err = r.waitKpasswd(ctx, k)
+		}
 		if err == nil {
 			break
 		}
@@ -418,12 +430,15 @@ func (r *Realm) startKDC(ctx context.Context, o KDCOptions) (*KDC, error) {
 	return k, nil
 }
 
-// kdcCommand writes k.Profile for a KDC of this realm listening on port
-// and logging to k.Log, and returns the command that runs it in the
-// foreground with extraEnv (libfaketime).
-func (r *Realm) kdcCommand(k *KDC, port int, extraEnv []string) (spawn.Command, error) {
-	if r.Kind == Heimdal {
+// kdcCommand writes k.Profile for KDC number n (1: the primary) of this
+// realm listening on port and logging to k.Log, and returns the command
+// that runs it in the foreground with extraEnv (libfaketime).
+func (r *Realm) kdcCommand(k *KDC, n, port int, extraEnv []string) (spawn.Command, error) {
+	switch r.Kind {
+	case Heimdal:
 		return r.heimdalKDCCommand(k, port, extraEnv)
+	case AD:
+		return r.sambaKDCCommand(k, n, port, extraEnv)
 	}
 	bin, err := lookBin("krb5kdc")
 	if err != nil {
@@ -447,6 +462,11 @@ func (r *Realm) waitKDC(ctx context.Context, k *KDC) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	err := k.p.WaitReady(ctx, func(ctx context.Context) error {
+		if r.Kind == AD && sambaKDCFailed(k) {
+			// samba keeps running without its KDC task: stop waiting.
+			cancel()
+			return errors.New("samba's KDC task failed")
+		}
 		pctx, pcancel := context.WithTimeout(ctx, 250*time.Millisecond)
 		defer pcancel()
 		if _, err := Probe(pctx, "udp", k.Addr, r.Name, ""); err != nil {
@@ -525,7 +545,8 @@ func (r *Realm) waitTCP(ctx context.Context, p *spawn.Process, addrs ...string) 
 // addrInUse reports whether a daemon that failed to start says its port
 // was taken, in its output or its log.
 func addrInUse(p *spawn.Process, log string) bool {
-	return strings.Contains(p.Tail(2048)+spawn.Tail(log, 2048), "in use")
+	out := p.Tail(2048) + spawn.Tail(log, 2048)
+	return strings.Contains(out, "in use") || strings.Contains(out, "ADDRESS_ALREADY_ASSOCIATED")
 }
 
 func portOf(addr string) int {

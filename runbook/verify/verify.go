@@ -342,6 +342,19 @@ func (v *Check) ap(tg *target) runbook.Result {
 				WithHint("pass the keytab the service reads with --server-keytab")
 		}
 		server = entriesOf(kt.Entries, t.Service)
+		if len(server) == 0 && !strings.EqualFold(t.Service, t.Principal) {
+			// Active Directory: tickets for an SPN are encrypted with its
+			// account's key, and a keytab exported for the account names
+			// the account only. MIT's default acceptor tries every key;
+			// acceptors that look keys up by the ticket's service name do not.
+			if acct := entriesOf(kt.Entries, t.Principal); len(acct) > 0 {
+				if r := kdcops.DecryptTicket(tkt, acct); r.Decrypted {
+					return runbook.Warnf("ticket kvno %d for %s decrypts with %s's key, but %s has no entry named %s", r.TicketKVNO, t.Service, t.Principal, t.ServerKeytab, t.Service).
+						With(runbook.Evidence{"server_keytab": t.ServerKeytab, "service": t.Service, "account": t.Principal, "ticket_kvno": r.TicketKVNO, "decrypted": true}).
+						WithHint("MIT's acceptor accepts it; Java, gokrb5 and other acceptors that look the key up by service name refuse it: add entries named %s with the account's keys (msktutil --update, adcli update, or ktutil)", t.Service)
+				}
+			}
+		}
 	}
 	r := kdcops.DecryptTicket(tkt, server)
 	ev := runbook.Evidence{

@@ -19,12 +19,14 @@ import (
 )
 
 // proxiedConf writes a krb5.conf whose kpasswd_server is a fault proxy in
-// front of the lab's kadmind.
+// front of the lab's kadmind, over TCP only ("tcp/host:port"): each case
+// faults the one key-change exchange, and no transport fallback (whose
+// own safety is in kpasswd_test.go) adds a second.
 func (l *rotLab) proxiedConf(t *testing.T, name string) (*faultproxy.Proxy, string) {
 	t.Helper()
 	p := faultproxy.ForTest(t, faultproxy.Options{Upstream: l.r.KpasswdAddr, Logf: t.Logf})
 	conf := filepath.Join(l.dir, name+".krb5.conf")
-	if err := l.r.WriteKrb5ConfWith(conf, lab.Krb5ConfOptions{KDCs: []string{l.r.KDCs[0].Addr}, KpasswdServer: p.Addr()}); err != nil {
+	if err := l.r.WriteKrb5ConfWith(conf, lab.Krb5ConfOptions{KDCs: []string{l.r.KDCs[0].Addr}, KpasswdServer: "tcp/" + p.Addr()}); err != nil {
 		t.Fatal(err)
 	}
 	return p, conf
