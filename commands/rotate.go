@@ -75,6 +75,8 @@ type RotateOptions struct {
 	sharedLedger ledger.Ledger
 	// targetBackend is a target's backend column: it counts as --backend.
 	targetBackend string
+	// endProgress ends the batch's progress line before the report.
+	endProgress func()
 }
 
 // defaultMinTGTRemaining is --min-tgt-remaining's default.

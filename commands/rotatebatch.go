@@ -168,7 +168,7 @@ func (o *RotateOptions) newBatch(ctx context.Context) (*rotate.Batch, func(), er
 		r.CorrelationID, r.AdmissionDecides = o.batchID, true
 		return r, closeFn, nil
 	}
-	b.OnTarget = o.batchProgress()
+	b.OnTarget, o.endProgress = o.batchProgress()
 	return b, func() { led.Close() }, nil
 }
 
@@ -180,7 +180,9 @@ func rotateBatchRun(ctx context.Context, o *RotateOptions) error {
 	defer closeFn()
 	ropts := o.runOptions()
 	ropts.OnStep = nil // a batch's progress is the counter line
-	return o.renderReport(b.Run(ctx, ropts))
+	rep := b.Run(ctx, ropts)
+	o.endProgress()
+	return o.renderReport(rep)
 }
 
 func rotateFinishBatchRun(ctx context.Context, o *RotateOptions) error {
@@ -191,7 +193,9 @@ func rotateFinishBatchRun(ctx context.Context, o *RotateOptions) error {
 	defer closeFn()
 	ropts := o.runOptions()
 	ropts.OnStep = nil
-	return o.renderReport(b.Finish(ctx, ropts, o.Force))
+	rep := b.Finish(ctx, ropts, o.Force)
+	o.endProgress()
+	return o.renderReport(rep)
 }
 
 // validateFinishBatch reads the targets of rotate finish --targets: the
@@ -227,14 +231,16 @@ const progressEvery = 500 * time.Millisecond
 
 // batchProgress is the progress line on a terminal's stderr: done,
 // deferred, failed per cluster, rate and ETA; nil when stderr is not a
-// terminal, with --quiet, or with machine-readable output.
-func (o *RotateOptions) batchProgress() func(rotate.BatchProgress) {
+// terminal, with --quiet, or with machine-readable output. end ends a
+// line an interrupted batch left open.
+func (o *RotateOptions) batchProgress() (update func(rotate.BatchProgress), end func()) {
 	if !o.IO.ErrTTY || o.Quiet || o.machineReadable() {
-		return nil
+		return nil, func() {}
 	}
 	var mu sync.Mutex
 	var last time.Time
-	return func(p rotate.BatchProgress) {
+	open := false
+	update = func(p rotate.BatchProgress) {
 		mu.Lock()
 		defer mu.Unlock()
 		done := p.Done()
@@ -244,7 +250,16 @@ func (o *RotateOptions) batchProgress() func(rotate.BatchProgress) {
 		}
 		last = now
 		writeBatchProgress(o.IO.ErrOut, p, now)
+		open = done < p.Total
 	}
+	end = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if open {
+			fmt.Fprintln(o.IO.ErrOut)
+		}
+	}
+	return update, end
 }
 
 func writeBatchProgress(w io.Writer, p rotate.BatchProgress, now time.Time) {
