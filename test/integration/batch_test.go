@@ -425,3 +425,30 @@ func TestBatchFinishServers(t *testing.T) {
 		}
 	}
 }
+
+// A min gap is honoured within the batch too: of three targets of one
+// (cluster, role) with --min-gap 1h, one rotates and two are deferred
+// until an hour after it; exit 0 (deferred is a warning), 1 with --strict.
+func TestBatchMinGapDefers(t *testing.T) {
+	l := newRotLab(t)
+	ts := l.bulkPrincipals(t, "gap", 3, func(int) string { return "c1" })
+	file := l.writeTargets(t, "gap.csv", ts)
+	r := l.runBatch(t, nil, l.batchArgs(file, "--min-gap", "1h", "--concurrency", "1")...)
+	n := r.outcomes()
+	if r.code != 0 || n[rotate.OutcomeRotated] != 1 || n[rotate.OutcomeDeferred] != 2 {
+		t.Fatalf("exit %d, outcomes %v; want 1 rotated, 2 deferred, exit 0\n%s", r.code, n, r.stderr)
+	}
+	var until string
+	for _, s := range r.rep.Steps {
+		if s.ID == rotate.StepTarget && s.Evidence["outcome"] == rotate.OutcomeDeferred {
+			u, _ := s.Evidence["until"].(string)
+			if until != "" && u != until || u == "" {
+				t.Errorf("%s: until %q (others %q)", s.Group, u, until)
+			}
+			until = u
+		}
+	}
+	if r := l.runBatch(t, nil, l.batchArgs(file, "--min-gap", "1h", "--strict")...); r.code != 1 || r.outcomes()[rotate.OutcomeDone] != 1 {
+		t.Errorf("--strict: exit %d, outcomes %v; want 1 (deferred counts), the rotated one done", r.code, r.outcomes())
+	}
+}
