@@ -115,7 +115,12 @@ func clockCheckRun(ctx context.Context, opts *ClockCheckOptions) error {
 		return usageError(fmt.Errorf("--warn-skew %s must be below clockskew %s from %s", opts.WarnSkew, maxSkew, path), "pick a smaller --warn-skew")
 	}
 
+	tlsCfg, err := opts.TLS()
+	if err != nil {
+		return err
+	}
 	check := clock.Check{
+		TLS:         tlsCfg,
 		Config:      cfg,
 		Realm:       realm,
 		Principal:   principal,

@@ -218,7 +218,11 @@ func keytabPullRun(ctx context.Context, o *KeytabPullOptions) error {
 	if err != nil {
 		return err
 	}
-	st, err := secretstore.Open(ctx, o.SecretStore, secretstore.Options{Holder: operatorName()})
+	tlsCfg, err := o.TLS()
+	if err != nil {
+		return err
+	}
+	st, err := secretstore.Open(ctx, o.SecretStore, secretstore.Options{Holder: operatorName(), TLS: tlsCfg})
 	if err != nil {
 		return usageError(fmt.Errorf("--secret-store: %w", err), "file://DIR or awssm://PREFIX?region=R")
 	}

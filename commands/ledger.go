@@ -91,7 +91,11 @@ func ledgerInitRun(ctx context.Context, o *LedgerInitOptions) error {
 		return usageError(fmt.Errorf("--ledger %s is a file ledger: ledger init creates DynamoDB tables", o.Ledger),
 			"a file ledger is created on first use; for a shared one pass --ledger 'dynamodb://TABLE?region=R'")
 	}
-	db, _, err := ledger.DynamoClient(ctx, spec, o.EndpointURL)
+	tlsCfg, err := o.TLS()
+	if err != nil {
+		return err
+	}
+	db, _, err := ledger.DynamoClient(ctx, spec, o.EndpointURL, tlsCfg)
 	if err != nil {
 		return usageError(fmt.Errorf("--%w", err), "pass --ledger 'dynamodb://TABLE?region=R' and check ~/.aws/config")
 	}

@@ -49,6 +49,9 @@ type ResumeQueryOptions struct {
 	BrokerSPN    string
 	TicketMargin time.Duration
 
+	FallbackKeytab    string
+	FallbackPrincipal string
+
 	MaxRCU      float64
 	RetryBudget int
 
@@ -89,6 +92,17 @@ ticket cache), logs in again when its ticket has less than --ticket-margin
 left, and GETs AWS credentials from the broker with SPNEGO; the broker
 answers credential_process JSON with an Expiration.
 
+Surviving a rotation: every login reads --keytab again, so a rotation that
+replaces the keytab on disk mid-run is picked up at the next login (a
+changed kvno is logged as "keytab kvno changed"). A login that fails with a
+key error (pre-authentication failed, principal unknown, keytab unreadable
+or unusable) while the worker's ticket is still valid keeps that ticket
+("ticket kept") and logs in again at the next refresh. With
+--fallback-keytab and --fallback-principal, such a failure logs the worker
+in as the fallback principal instead ("ticket fallback" in the log; the
+segment's step warns) and the run goes on; the primary is tried again once
+its keytab file changes.
+
 Errors, by class:
   authentication  ExpiredToken, ExpiredTokenException, RequestExpired,
                   UnrecognizedClientException, InvalidSignatureException
@@ -109,9 +123,10 @@ Errors, by class:
                   a port that does not speak TLS: the run stops at once,
                   naming the host and the problem; never retried (exit 2
                   for --endpoint-url or the broker, 3 for AWS's own
-                  endpoint). Trust a private CA with the system trust
-                  store or SSL_CERT_FILE (AWS_CA_BUNDLE does not reach the
-                  query.aws-clock step).
+                  endpoint). Trust a private CA with --ca-bundle FILE (PEM):
+                  it reaches every HTTPS request of the run (DynamoDB, the
+                  broker, the query.aws-clock step); AWS_CA_BUNDLE reaches
+                  only the DynamoDB requests.
 Every ticket request, refresh and expiry and every AWS error goes to
 --log-file with the correlation id and the segment.
 
@@ -143,7 +158,11 @@ full; 130 interrupted (committed pages are kept: resume).` + exitStatusHelp,
       --values '{":c": {"S": "c-42"}}' --filter 'total > :min' --out c42.jsonl
   krbops resume-query --table orders --scan --segments 4 --out orders.jsonl \
       --keytab /etc/krb5.keytab --principal svc-export@EXAMPLE.COM \
-      --credential-broker https://broker.example.com/aws/credentials --log-file export.log`,
+      --credential-broker https://broker.example.com/aws/credentials --log-file export.log
+  krbops resume-query --table orders --scan --segments 4 --out orders.jsonl \
+      --keytab /etc/krb5.keytab --principal svc-export@EXAMPLE.COM \
+      --fallback-keytab /etc/standby.keytab --fallback-principal svc-export-standby@EXAMPLE.COM \
+      --credential-broker https://broker.corp.example/aws/credentials --ca-bundle /etc/pki/corp-ca.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if _, err := opts.config(); err != nil {
@@ -184,6 +203,8 @@ full; 130 interrupted (committed pages are kept: resume).` + exitStatusHelp,
 	f.StringVar(&opts.Principal, "principal", "", "principal in --keytab, name@REALM (the realm defaults to krb5.conf's default_realm)")
 	f.StringVar(&opts.Broker, "credential-broker", "", "URL that answers an SPNEGO GET with credential_process JSON")
 	f.StringVar(&opts.BrokerSPN, "broker-spn", "", "service principal of the broker (default HTTP/<host of --credential-broker>)")
+	f.StringVar(&opts.FallbackKeytab, "fallback-keytab", "", "keytab of a second principal a worker logs in as when --principal's key fails (needs --fallback-principal)")
+	f.StringVar(&opts.FallbackPrincipal, "fallback-principal", "", "principal in --fallback-keytab, name@REALM")
 	f.DurationVar(&opts.TicketMargin, "ticket-margin", 10*time.Minute, "log in again when a worker's ticket has less than this left")
 	f.Float64Var(&opts.MaxRCU, "max-rcu", 0, "read capacity units per second for the whole run, from ConsumedCapacity (0: no limit)")
 	f.IntVar(&opts.RetryBudget, "retry-budget", 50, "transient-error retries the run may take (one earned back per successful page)")
@@ -232,8 +253,13 @@ func (o *ResumeQueryOptions) config() (dynamo.Config, error) {
 		Timeout: o.Timeout, Log: o.Log,
 	}
 	if o.Keytab != "" || o.Principal != "" || o.Broker != "" {
-		cfg.Kerberos = &dynamo.KerberosConfig{Keytab: o.Keytab, Principal: o.Principal, Krb5Conf: kdcops.ConfigPath(o.Krb5Config, o.IO.Getenv)}
+		cfg.Kerberos = &dynamo.KerberosConfig{Keytab: o.Keytab, Principal: o.Principal, Krb5Conf: kdcops.ConfigPath(o.Krb5Config, o.IO.Getenv),
+			FallbackKeytab: o.FallbackKeytab, FallbackPrincipal: o.FallbackPrincipal}
+	} else if o.FallbackKeytab != "" || o.FallbackPrincipal != "" {
+		return usage(&dynamo.FieldError{Field: "Kerberos.FallbackKeytab", Msg: "{Kerberos.FallbackKeytab} and {Kerberos.FallbackPrincipal} are for Kerberos-backed credentials ({Kerberos.Keytab})",
+			Help: "pass {Kerberos.Keytab}, {Kerberos.Principal} and {Broker} too, or drop the fallback"})
 	}
+	cfg.CABundle = o.CABundle
 	if err := cfg.Validate(); err != nil {
 		return usage(err)
 	}
@@ -296,6 +322,7 @@ var queryFlags = map[string]string{
 	"Format": "--format", "Out": "--out", "Checkpoint": "--checkpoint", "Workers": "--workers",
 	"Region": "--region", "Endpoint": "--endpoint-url", "Profile": "--profile",
 	"Kerberos.Keytab": "--keytab", "Kerberos.Principal": "--principal", "Kerberos.Krb5Conf": "--krb5-config",
+	"Kerberos.FallbackKeytab": "--fallback-keytab", "Kerberos.FallbackPrincipal": "--fallback-principal", "CABundle": "--ca-bundle",
 	"Broker": "--credential-broker", "BrokerSPN": "--broker-spn", "TicketMargin": "--ticket-margin",
 	"MaxRCU": "--max-rcu", "RetryBudget": "--retry-budget",
 }
@@ -387,7 +414,9 @@ func queryHint(err error) string {
 		switch br.Class {
 		case dynamo.ClassAuth:
 			return "the broker did not accept the Kerberos ticket: check --broker-spn and that the broker's keytab is current"
-		case dynamo.ClassPermission, dynamo.ClassTLS:
+		case dynamo.ClassTLS:
+			return dynamo.Classified{Class: br.Class, TLSHost: br.TLSHost, TLSReason: br.TLSReason}.TLSHint("--ca-bundle")
+		case dynamo.ClassPermission:
 			return br.Hint()
 		}
 		return "check --credential-broker and that the broker is up, then resume with the same command"
@@ -409,14 +438,14 @@ func queryHint(err error) string {
 	return fault.HintOf(err)
 }
 
-// tlsTrustHint: the query.aws-clock step reads the endpoint with its own
-// HTTP client, which trusts the system store (and SSL_CERT_FILE) but not
-// AWS_CA_BUNDLE, so that is the setting that makes the whole run work.
+// tlsTrustHint: --ca-bundle reaches every HTTPS client of the run;
+// AWS_CA_BUNDLE only the SDK's, so the flag is what makes the whole run
+// work.
 func tlsTrustHint(c dynamo.Classified) string {
-	h := c.TLSHint("SSL_CERT_FILE")
+	h := c.TLSHint("--ca-bundle")
 	switch c.TLSReason {
 	case awserr.TLSUnknownAuthority, awserr.TLSNoRoots, awserr.TLSInvalid:
-		h += " (AWS_CA_BUNDLE reaches the DynamoDB requests but not the query.aws-clock step)"
+		h += " (AWS_CA_BUNDLE reaches the DynamoDB requests but not the broker or the query.aws-clock step)"
 	}
 	return h
 }

@@ -358,7 +358,7 @@ func TestPrepareErrorsAreWordedInFlags(t *testing.T) {
 		{&dynamo.RequestError{Operation: "DescribeTable", CustomEndpoint: true, Detail: dynamo.Classified{Class: dynamo.ClassTLS,
 			TLSHost: "127.0.0.1:4443", TLSReason: "unknown-authority", Message: "the server at 127.0.0.1:4443 presents a certificate signed by an unknown authority"}},
 			"dynamodb DescribeTable failed: the server at 127.0.0.1:4443 presents a certificate signed by an unknown authority",
-			"the server at 127.0.0.1:4443 presents a certificate signed by an unknown authority: point SSL_CERT_FILE at the CA's PEM file or add the CA to the system trust store (AWS_CA_BUNDLE reaches the DynamoDB requests but not the query.aws-clock step)"},
+			"the server at 127.0.0.1:4443 presents a certificate signed by an unknown authority: point --ca-bundle at the CA's PEM file or add the CA to the system trust store (AWS_CA_BUNDLE reaches the DynamoDB requests but not the broker or the query.aws-clock step)"},
 		{&dynamo.AuthError{Detail: dynamo.Classified{Code: "InvalidSignatureException", Message: "Signature expired: 20200101T000000Z is now earlier than ..."}},
 			"authentication failed again", "krbops clock-check --aws-endpoint"},
 	} {

@@ -10,6 +10,7 @@ package commands
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/krbops/krbops/internal/cabundle"
 	"github.com/krbops/krbops/internal/durable"
 	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/internal/safetext"
@@ -52,6 +54,11 @@ type Globals struct {
 	LogFile       string
 	Quiet         bool
 	Verbose       bool
+	CABundle      string
+
+	tlsOnce sync.Once
+	tlsCfg  *tls.Config
+	tlsErr  error
 
 	// Log is the forensic log: JSON lines to --log-file, text to stderr
 	// with -v, discarded otherwise. Every record carries the correlation id.
@@ -130,11 +137,12 @@ tickets are "not yet valid".` + exitStatusHelp,
 	pf.BoolVar(&g.Strict, "strict", false, "treat warnings as failures (exit 1)")
 	pf.DurationVar(&g.Timeout, "timeout", 5*time.Second, "timeout for each network call")
 	pf.StringVar(&g.CorrelationID, "correlation-id", "", "id stamped on the report and every log line (default: random)")
+	pf.StringVar(&g.CABundle, "ca-bundle", "", "PEM file of CA certificates every HTTPS request trusts on top of the system's (AWS, the credential broker, SPNEGO, clock probes)")
 	pf.StringVar(&g.LogFile, "log-file", "", "append a JSON-lines forensic log of every request, reply and error (mode 0600; never secrets)")
 	pf.BoolVarP(&g.Quiet, "quiet", "q", false, "no progress lines; table/plain/markdown show only steps that did not pass")
 	pf.BoolVarP(&g.Verbose, "verbose", "v", false, "also write the forensic log, as text, to stderr")
 
-	root.AddCommand(NewCmdVersion(g), NewCmdClockCheck(g, nil), NewCmdVerify(g, nil), NewCmdKlistLint(g, nil), NewCmdResumeQuery(g, nil), NewCmdRotate(g, nil), NewCmdKeytab(g), NewCmdLedger(g, nil), NewCmdAudit(g, nil))
+	root.AddCommand(NewCmdVersion(g), NewCmdClockCheck(g, nil), NewCmdVerify(g, nil), NewCmdKlistLint(g, nil), NewCmdResumeQuery(g, nil), NewCmdRotate(g, nil), NewCmdKeytab(g), NewCmdLedger(g, nil), NewCmdAudit(g, nil), NewCmdExec(g, nil))
 	for _, c := range root.Commands() {
 		wrapArgsErrors(c)
 	}
@@ -252,6 +260,18 @@ func (w *logWriter) close() error {
 
 // usageError is a usage or local-input error: exit 2, with a hint.
 func usageError(err error, hint string) error { return fault.New(fault.Usage, err, hint) }
+
+// TLS is the TLS configuration of every HTTPS client of the run:
+// --ca-bundle's CAs on top of the system's, or nil for the default trust.
+func (g *Globals) TLS() (*tls.Config, error) {
+	g.tlsOnce.Do(func() {
+		g.tlsCfg, g.tlsErr = cabundle.Load(g.CABundle)
+		if g.tlsErr != nil {
+			g.tlsErr = usageError(fmt.Errorf("--ca-bundle %s", strings.TrimPrefix(g.tlsErr.Error(), "ca bundle ")), "pass a PEM file of the CA certificates to trust")
+		}
+	})
+	return g.tlsCfg, g.tlsErr
+}
 
 func newCorrelationID() string {
 	var b [8]byte

@@ -535,7 +535,11 @@ func (o *RotateOptions) rotation(ctx context.Context) (*rotate.Rotation, func(),
 	if err != nil {
 		return nil, nil, usageError(err, "list the realm's KDCs under [realms] in krb5.conf")
 	}
-	st, err := secretstore.Open(ctx, o.SecretStore, secretstore.Options{Holder: operatorName()})
+	tlsCfg, err := o.TLS()
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := secretstore.Open(ctx, o.SecretStore, secretstore.Options{Holder: operatorName(), TLS: tlsCfg})
 	if err != nil {
 		return nil, nil, usageError(fmt.Errorf("--secret-store: %w", err), "file://DIR or awssm://PREFIX?region=R")
 	}
@@ -618,7 +622,11 @@ func (o *RotateOptions) openLedger(ctx context.Context, readOnly bool) (ledger.L
 	}
 	if spec.IsDynamo() {
 		// A shared table is guarded by IAM, not by file ownership.
-		led, err := ledger.Open(ctx, o.LedgerPath, ledger.Options{ReadOnly: readOnly})
+		tlsCfg, err := o.TLS()
+		if err != nil {
+			return nil, err
+		}
+		led, err := ledger.Open(ctx, o.LedgerPath, ledger.Options{ReadOnly: readOnly, TLS: tlsCfg})
 		if err != nil {
 			return nil, fault.New(fault.ClassOf(err), fmt.Errorf("--%w", err), fault.HintOf(err))
 		}

@@ -153,8 +153,12 @@ func verifyRun(ctx context.Context, opts *VerifyOptions) error {
 	if v.Lint.Rules, err = kdcops.NewRuleSet(nil, nil); err != nil {
 		return usageError(err, "")
 	}
+	tlsCfg, err := opts.TLS()
+	if err != nil {
+		return err
+	}
 	if opts.SecretStore != "" {
-		st, err := secretstore.Open(ctx, opts.SecretStore, secretstore.Options{})
+		st, err := secretstore.Open(ctx, opts.SecretStore, secretstore.Options{TLS: tlsCfg})
 		if err != nil {
 			return usageError(fmt.Errorf("--secret-store: %w", err), "file://DIR or awssm://PREFIX?region=R")
 		}
@@ -172,7 +176,7 @@ func verifyRun(ctx context.Context, opts *VerifyOptions) error {
 			if _, r := kdcops.SplitPrincipal(p); r == "" {
 				p += "@" + realm
 			}
-			return kdcops.SPNEGOGet(ctx, cfg, p, opts.SPNEGOURL, entries, opts.Timeout, log)
+			return kdcops.SPNEGOGet(ctx, cfg, p, opts.SPNEGOURL, entries, opts.Timeout, tlsCfg, log)
 		}
 	}
 

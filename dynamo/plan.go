@@ -2,6 +2,7 @@ package dynamo
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -21,8 +22,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go/logging"
 
+	"github.com/krbops/krbops/internal/cabundle"
 	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/internal/readcap"
+	"github.com/krbops/krbops/kdcops/keylogin"
 )
 
 // API is the part of the DynamoDB client a run uses; tests replace it.
@@ -38,6 +41,11 @@ type KerberosConfig struct {
 	Keytab    string
 	Principal string
 	Krb5Conf  string
+	// FallbackKeytab and FallbackPrincipal, when set, log a worker in
+	// when Principal fails with a key error (rotated, removed, keytab
+	// unusable): see keylogin.
+	FallbackKeytab    string
+	FallbackPrincipal string
 }
 
 // Config is everything Prepare needs. Its fields are what a FieldError
@@ -59,6 +67,10 @@ type Config struct {
 	Broker       string // URL
 	BrokerSPN    string // default HTTP/<broker host>
 	TicketMargin time.Duration
+	// CABundle is a PEM file whose CAs every HTTPS request of the run
+	// trusts (the SDK's, the broker's, the clock probe's) on top of the
+	// system's.
+	CABundle string
 
 	MaxRCU      float64 // 0: no limit
 	RetryBudget int
@@ -121,6 +133,10 @@ func (c Config) Validate() error {
 				"the keytab's ticket is what the broker exchanges for AWS credentials: pass all three, or none for the standard AWS chain")
 		}
 	}
+	if k != nil && (k.FallbackKeytab == "") != (k.FallbackPrincipal == "") {
+		return bad("Kerberos.FallbackKeytab", "{Kerberos.FallbackKeytab} and {Kerberos.FallbackPrincipal} go together",
+			"the fallback is a second principal and its own keytab: pass both, or neither")
+	}
 	if c.BrokerSPN != "" && c.Broker == "" {
 		return bad("BrokerSPN", "{BrokerSPN} needs {Broker}", "pass {Broker} URL")
 	}
@@ -179,6 +195,7 @@ type Plan struct {
 	region   string
 	// customEndpoint: the operator chose the endpoint (not AWS's default).
 	customEndpoint bool
+	tls            *tls.Config // --ca-bundle's; nil: default trust
 
 	cp       *Checkpoint // the run's working copy; guarded by commit.mu during Run
 	start    *Checkpoint // as loaded, for the report
@@ -368,6 +385,12 @@ func (p *Plan) buildWorkers(ctx context.Context) error {
 		p.endpoint, p.region, p.customEndpoint = cfg.Endpoint, cfg.Region, cfg.Endpoint != ""
 		return p.addKerberos()
 	}
+	tlsCfg, err := cabundle.Load(cfg.CABundle)
+	if err != nil {
+		return &FieldError{Field: "CABundle", Msg: fmt.Sprintf("{CABundle} %s", strings.TrimPrefix(err.Error(), "ca bundle ")), Err: err,
+			Help: "{CABundle} is a PEM file of the CA certificates to trust"}
+	}
+	p.tls = tlsCfg
 	opts := []func(*config.LoadOptions) error{
 		// krbops decides what is retried (DESIGN.md error classes) and
 		// logs every failure; the SDK's own retryer would hide both. (It
@@ -375,6 +398,9 @@ func (p *Plan) buildWorkers(ctx context.Context) error {
 		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
 		config.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
 			t.MaxIdleConnsPerHost = cfg.Workers + 2
+			if tlsCfg != nil {
+				t.TLSClientConfig = tlsCfg.Clone()
+			}
 		})),
 	}
 	if cfg.Region != "" {
@@ -405,7 +431,7 @@ func (p *Plan) buildWorkers(ctx context.Context) error {
 		}
 	}
 	shared, _ := awsCfg.Credentials.(*aws.CredentialsCache)
-	brokerHTTP := &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: cfg.Workers}}
+	brokerHTTP := &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: cfg.Workers, TLSClientConfig: tlsCfg}}
 	for i := range cfg.Workers {
 		w := &Worker{ID: i, Log: cfg.Log.With("worker", i), Creds: shared}
 		p.Workers = append(p.Workers, w)
@@ -452,9 +478,13 @@ func (p *Plan) addKerberos() error {
 		p.cfg.BrokerSPN = spn
 	}
 	for _, w := range p.Workers {
+		var fallback *keylogin.Identity
+		if kc := cfg.Kerberos; kc.FallbackKeytab != "" {
+			fallback = &keylogin.Identity{Principal: kc.FallbackPrincipal, Keytab: kc.FallbackKeytab}
+		}
 		k, err := NewKerberosLogin(KerberosOptions{
 			Principal: cfg.Kerberos.Principal, Keytab: cfg.Kerberos.Keytab, Krb5Conf: cfg.Kerberos.Krb5Conf,
-			Margin: cfg.TicketMargin, Worker: w.ID, Log: w.Log,
+			Fallback: fallback, Margin: cfg.TicketMargin, Worker: w.ID, Log: w.Log,
 		})
 		if err != nil {
 			return &FieldError{Field: "Kerberos", Err: err, Help: "check {Kerberos.Keytab}, {Kerberos.Principal} and {Kerberos.Krb5Conf}"}
@@ -475,6 +505,10 @@ func (p *Plan) Close() {
 		p.lock = nil
 	}
 }
+
+// TLSConfig is the TLS configuration of the run's HTTPS clients (nil:
+// the default trust), for the clock probe.
+func (p *Plan) TLSConfig() *tls.Config { return p.tls }
 
 // Endpoint is the DynamoDB endpoint requests go to (for the clock check).
 func (p *Plan) Endpoint() string { return p.endpoint }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -318,9 +319,14 @@ type committer struct {
 	mu     sync.Mutex
 	out    *os.File
 	outPth string
-	cpPth  string
-	cp     *Checkpoint
-	err    error // sticky: after a failed write nothing more is committed
+	// qmu guards the queue of pages waiting for the commit being
+	// written, and whether a caller is writing (leading).
+	qmu     sync.Mutex
+	queue   []*queued
+	leading bool
+	cpPth   string
+	cp      *Checkpoint
+	err     error // sticky: after a failed write nothing more is committed
 }
 
 func (c *committer) state(seg int) SegmentState {
@@ -341,38 +347,101 @@ func (c *committer) writeCheckpoint() error {
 	return nil
 }
 
+// queued is one page waiting in the committer's queue.
+type queued struct {
+	seg        int
+	items      []byte
+	n, scanned int64
+	cu         float64
+	lek        json.RawMessage
+	done       bool
+	err        error
+	ready      chan struct{}
+}
+
+// commit makes one page durable and returns when it is: its items are in
+// the output (fsynced) and a checkpoint that counts them has replaced the
+// old one. Pages that arrive while a commit is being written wait and are
+// then committed together — one output fsync and one checkpoint replace
+// for all of them (group commit) — so the workers do not queue behind
+// three fsyncs each. Each page is still a unit: a crash leaves every page
+// either wholly counted by the checkpoint or truncated away on resume.
 func (c *committer) commit(seg int, items []byte, n, scanned int64, cu float64, lek json.RawMessage, done bool) error {
+	pg := &queued{seg: seg, items: items, n: n, scanned: scanned, cu: cu, lek: lek, done: done, ready: make(chan struct{})}
+	c.qmu.Lock()
+	c.queue = append(c.queue, pg)
+	if c.leading {
+		c.qmu.Unlock()
+		<-pg.ready
+		return pg.err
+	}
+	// This caller writes batches until the queue is empty; pages arriving
+	// meanwhile join the next batch.
+	c.leading = true
+	for len(c.queue) > 0 {
+		batch := c.queue
+		c.queue = nil
+		c.qmu.Unlock()
+		c.commitBatch(batch)
+		c.qmu.Lock()
+	}
+	c.leading = false
+	c.qmu.Unlock()
+	<-pg.ready
+	return pg.err
+}
+
+func (c *committer) commitBatch(batch []*queued) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	err := c.writeBatch(batch)
+	for _, pg := range batch {
+		pg.err = err
+		close(pg.ready)
+	}
+}
+
+func (c *committer) writeBatch(batch []*queued) error {
 	if c.err != nil {
 		return c.err
 	}
 	off := c.cp.OutputBytes
-	if len(items) > 0 {
+	end := off
+	for _, pg := range batch {
+		if len(pg.items) == 0 {
+			continue
+		}
 		// WriteAt the committed length, not the file position: after a
 		// failed partial write the next page must not land behind it.
-		if _, err := c.out.WriteAt(items, off); err != nil {
+		if _, err := c.out.WriteAt(pg.items, end); err != nil {
 			c.err = &WriteError{Path: c.outPth, Err: err}
 			return c.err
 		}
+		end += int64(len(pg.items))
+	}
+	if end > off {
 		if err := c.out.Sync(); err != nil {
 			c.err = &WriteError{Path: c.outPth, Err: err}
 			return c.err
 		}
 	}
-	prev := c.cp.Segments[seg]
-	s := &c.cp.Segments[seg]
-	s.Items += n
-	s.Scanned += scanned
-	s.Pages++
-	s.Bytes += int64(len(items))
-	s.CapacityUnits += cu
-	s.LastEvaluatedKey, s.Done = lek, done
-	c.cp.OutputBytes = off + int64(len(items))
-	s.Offset = c.cp.OutputBytes
+	prev := slices.Clone(c.cp.Segments)
+	at := off
+	for _, pg := range batch {
+		s := &c.cp.Segments[pg.seg]
+		s.Items += pg.n
+		s.Scanned += pg.scanned
+		s.Pages++
+		s.Bytes += int64(len(pg.items))
+		s.CapacityUnits += pg.cu
+		s.LastEvaluatedKey, s.Done = pg.lek, pg.done
+		at += int64(len(pg.items))
+		s.Offset = at
+	}
+	c.cp.OutputBytes = end
 	if err := c.writeCheckpoint(); err != nil {
 		// Keep the in-memory state equal to the file on disk.
-		*s, c.cp.OutputBytes = prev, off
+		c.cp.Segments, c.cp.OutputBytes = prev, off
 		c.err = err
 		return err
 	}

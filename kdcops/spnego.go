@@ -2,6 +2,7 @@ package kdcops
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,7 +16,7 @@ import (
 // with entries (one kvno: see GokrbKeytab).
 // It returns the HTTP status. A fresh client and config per call: neither
 // is safe to share between goroutines (DESIGN.md).
-func SPNEGOGet(ctx context.Context, cfg *Config, principal, url string, entries []KeytabEntry, timeout time.Duration, log *slog.Logger) (int, error) {
+func SPNEGOGet(ctx context.Context, cfg *Config, principal, url string, entries []KeytabEntry, timeout time.Duration, tlsCfg *tls.Config, log *slog.Logger) (int, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -40,7 +41,7 @@ func SPNEGOGet(ctx context.Context, cfg *Config, principal, url string, entries 
 	if err != nil {
 		return 0, fmt.Errorf("url %s: %w", url, err)
 	}
-	hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, DisableKeepAlives: true}}
+	hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, DisableKeepAlives: true, TLSClientConfig: tlsCfg}}
 	log.LogAttrs(ctx, slog.LevelInfo, "spnego request", slog.String("url", url))
 	resp, err := spnego.NewClient(cl, hc, "").Do(req)
 	if err != nil {

@@ -2,6 +2,7 @@ package kdcops
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -77,6 +78,12 @@ func NTPOffset(ctx context.Context, host string, timeout time.Duration, log *slo
 // has one-second resolution, so the estimate adds half a second and the
 // uncertainty is RTT/2 + 0.5 s.
 func HTTPDateOffset(ctx context.Context, endpoint string, timeout time.Duration, log *slog.Logger) (*SourceSample, error) {
+	return HTTPDateOffsetTLS(ctx, endpoint, timeout, nil, log)
+}
+
+// HTTPDateOffsetTLS is HTTPDateOffset trusting what tlsCfg trusts (a
+// --ca-bundle); nil is the default trust.
+func HTTPDateOffsetTLS(ctx context.Context, endpoint string, timeout time.Duration, tlsCfg *tls.Config, log *slog.Logger) (*SourceSample, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -94,7 +101,7 @@ func HTTPDateOffset(ctx context.Context, endpoint string, timeout time.Duration,
 	}
 	// A fresh connection per probe: a reused keep-alive connection would
 	// make the RTT look shorter than a real request's.
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: http.ProxyFromEnvironment}}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: http.ProxyFromEnvironment, TLSClientConfig: tlsCfg}}
 	log.LogAttrs(ctx, slog.LevelInfo, "http date request", slog.String("endpoint", endpoint))
 	sent := time.Now()
 	resp, err := client.Do(req)

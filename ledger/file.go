@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,9 @@ type Options struct {
 	// (--endpoint-url); "" leaves it to the SDK (AWS_ENDPOINT_URL_DYNAMODB,
 	// AWS_ENDPOINT_URL, the profile's endpoint_url, then AWS).
 	Endpoint string
+	// TLS, when set, is the trust of a dynamodb:// ledger's HTTPS client
+	// (--ca-bundle).
+	TLS *tls.Config
 }
 
 // Buckets of the file ledger. Rotations are keyed by an 8-byte big-endian

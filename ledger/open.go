@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/krbops/krbops/internal/awserr"
+	"github.com/krbops/krbops/internal/cabundle"
 	"github.com/krbops/krbops/internal/fault"
 )
 
@@ -94,8 +96,8 @@ func ParseSpec(spec string) (Spec, error) {
 // DynamoClient builds the DynamoDB client of spec with the standard AWS
 // credential chain, and returns its credentials cache (nil if the chain
 // is not cached).
-func DynamoClient(ctx context.Context, spec Spec, endpoint string) (*dynamodb.Client, *aws.CredentialsCache, error) {
-	var opts []func(*config.LoadOptions) error
+func DynamoClient(ctx context.Context, spec Spec, endpoint string, tlsCfg *tls.Config) (*dynamodb.Client, *aws.CredentialsCache, error) {
+	opts := cabundle.AWSOptions(tlsCfg)
 	if spec.Region != "" {
 		opts = append(opts, config.WithRegion(spec.Region))
 	}
@@ -134,7 +136,7 @@ func Open(ctx context.Context, spec string, opts Options) (Ledger, error) {
 	if !s.IsDynamo() {
 		return OpenFile(s.Path, opts)
 	}
-	db, creds, err := DynamoClient(ctx, s, opts.Endpoint)
+	db, creds, err := DynamoClient(ctx, s, opts.Endpoint, opts.TLS)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager/types"
 
 	"github.com/krbops/krbops/internal/awserr"
+	"github.com/krbops/krbops/internal/cabundle"
 )
 
 // Secrets Manager's staging labels for the three stages.
@@ -99,7 +100,7 @@ func openAWSSM(ctx context.Context, rawURL string, opts Options) (*awsStore, err
 	if opts.AWS != nil {
 		cfg = opts.AWS.Copy()
 	} else {
-		cfg, err = config.LoadDefaultConfig(ctx)
+		cfg, err = config.LoadDefaultConfig(ctx, cabundle.AWSOptions(opts.TLS)...)
 		if err != nil {
 			return nil, fmt.Errorf("secretstore: %s: load AWS configuration: %w", s.url, err)
 		}

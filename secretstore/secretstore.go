@@ -25,6 +25,7 @@ package secretstore
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -163,6 +164,9 @@ type Options struct {
 	// shared config, instance role). The URL's region and endpoint
 	// override its Region and BaseEndpoint.
 	AWS *aws.Config
+	// TLS, when set, is the trust of the awssm backend's HTTPS client
+	// (--ca-bundle) where AWS is nil.
+	TLS *tls.Config
 	// LockTimeout bounds how long a file-store write waits while another
 	// process holds the secret's lock; DefaultLockTimeout when zero.
 	LockTimeout time.Duration

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"syscall"
@@ -29,6 +30,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/krbops/krbops/commands"
 	"github.com/krbops/krbops/dynamo"
 	"github.com/krbops/krbops/internal/dynalab"
 )
@@ -39,6 +41,7 @@ func main() {
 	segments := flag.Int("segments", 4, "scan segments (and workers)")
 	pageSize := flag.Int("page-size", 500, "items per page (Limit)")
 	rounds := flag.Int("rounds", 7, "alternating rounds of each contender")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "also run one krbops scan in this process and write its CPU profile here (go tool pprof)")
 	flag.Parse()
 	if err := run(*bin, *items, *segments, *pageSize, *rounds); err != nil {
 		fmt.Fprintln(os.Stderr, "querybench:", err)
@@ -91,6 +94,11 @@ func run(bin string, items, segments, pageSize, rounds int) error {
 	if _, err := b.raw(ctx, filepath.Join(dir, "warmup.jsonl")); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
+	if cpuProfile != "" {
+		if err := b.profile(ctx, cpuProfile); err != nil {
+			return fmt.Errorf("profile: %w", err)
+		}
+	}
 	var raw, krb []time.Duration
 	for i := range rounds {
 		d, err := b.raw(ctx, filepath.Join(dir, fmt.Sprintf("raw-%d.jsonl", i)))
@@ -116,8 +124,16 @@ func run(bin string, items, segments, pageSize, rounds int) error {
 	}
 	slices.Sort(ratios)
 	fmt.Printf("  median of the per-round ratios    %8.3f\n", ratios[len(ratios)/2])
+	rawCPU, krbCPU := median(b.rawCPU), median(b.krbCPU)
 	fmt.Printf("  client CPU per 1000 items         raw %.1f ms, krbops %.1f ms (median; dynalite's not included)\n",
-		median(b.rawCPU).Seconds()*1e6/float64(items), median(b.krbCPU).Seconds()*1e6/float64(items))
+		rawCPU.Seconds()*1e6/float64(items), krbCPU.Seconds()*1e6/float64(items))
+	cpuRatios := make([]float64, len(raw))
+	for i := range raw {
+		cpuRatios[i] = b.krbCPU[i].Seconds() / b.rawCPU[i].Seconds()
+	}
+	slices.Sort(cpuRatios)
+	fmt.Printf("  client CPU ratio krbops/raw       %8.3f         (goal ≤ 1.1; median of the per-round ratios %.3f)\n",
+		krbCPU.Seconds()/rawCPU.Seconds(), cpuRatios[len(cpuRatios)/2])
 
 	// Outputs are exact: every item once.
 	want, err := b.want(ctx)
@@ -202,6 +218,39 @@ func (b *bench) raw(ctx context.Context, out string) (time.Duration, error) {
 	default:
 	}
 	return d, nil
+}
+
+// cpuProfile is -cpuprofile.
+var cpuProfile string
+
+// profile runs one krbops scan inside this process (the same command
+// tree the binary runs) under the CPU profiler: where krbops' own client
+// time goes, next to the raw loop's.
+func (b *bench) profile(ctx context.Context, path string) error {
+	for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": dynalab.AccessKeyID, "AWS_SECRET_ACCESS_KEY": dynalab.SecretAccessKey,
+		"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_PROFILE": ""} {
+		os.Setenv(k, v)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var out, errOut bytes.Buffer
+	streams := &commands.IOStreams{In: bytes.NewReader(nil), Out: &out, ErrOut: &errOut, Getenv: os.Getenv}
+	app := commands.NewApp(streams, commands.BuildInfo{Version: "querybench"})
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return err
+	}
+	began := time.Now()
+	err = app.Execute(ctx, b.args(filepath.Join(b.dir, "profiled.jsonl"), b.srv.Endpoint))
+	pprof.StopCPUProfile()
+	app.Close(err, 0)
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, errOut.String())
+	}
+	fmt.Printf("  profiled krbops scan in this process: %s; profile in %s\n\n", time.Since(began).Round(time.Millisecond), path)
+	return nil
 }
 
 // selfCPU is this process's user+system CPU time so far.

@@ -54,9 +54,12 @@ func run(args []string, streams *commands.IOStreams) int {
 
 // exitCode is the one place a command's error becomes the process exit
 // status: the error's class (internal/fault), through fault.ExitCode's
-// table. An error nobody classified that a signal left behind is a
+// table, or an exact fault.Status (krbops exec's child's). An error nobody classified that a signal left behind is a
 // cancellation (130), not a usage error.
 func exitCode(ctx context.Context, err error) int {
+	if code, ok := fault.StatusOf(err); ok {
+		return code
+	}
 	class := fault.ClassOf(err)
 	if class == fault.Unclassified && ctx.Err() != nil {
 		class = fault.Cancelled

@@ -149,6 +149,9 @@ func HintOf(err error) string {
 // run's report already told the operator what happened.
 func Silent(err error) bool {
 	var e *Error
+	if _, ok := StatusOf(err); ok {
+		return true
+	}
 	return errors.As(err, &e) && e.Err == nil
 }
 
@@ -181,4 +184,20 @@ func ExitCode(c Class) int {
 		return ExitCancelled
 	}
 	return ExitUsage
+}
+
+// Status ends a run with an exact exit status instead of a class's:
+// krbops exec passes on its child's status (or 128+signal). It prints
+// nothing: the child has spoken for itself.
+type Status struct{ Code int }
+
+func (s *Status) Error() string { return fmt.Sprintf("exit status %d", s.Code) }
+
+// StatusOf returns the exit status of a [Status] in err's chain.
+func StatusOf(err error) (int, bool) {
+	var s *Status
+	if errors.As(err, &s) {
+		return s.Code, true
+	}
+	return 0, false
 }

@@ -6,6 +6,7 @@ package clock
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,10 +39,12 @@ type Check struct {
 	KDCs        []kdcops.KDC
 	NTPServer   string // optional
 	AWSEndpoint string // optional
-	WarnSkew    time.Duration
-	MaxSkew     time.Duration // krb5.conf clockskew
-	Timeout     time.Duration
-	Log         *slog.Logger
+	// TLS is the AWS endpoint probe's trust (--ca-bundle); nil: default.
+	TLS      *tls.Config
+	WarnSkew time.Duration
+	MaxSkew  time.Duration // krb5.conf clockskew
+	Timeout  time.Duration
+	Log      *slog.Logger
 	// Quick sends one AS-REQ per KDC instead of refining around a second
 	// boundary: ±1s is plenty for a verdict against a 300s clockskew, and
 	// a fleet check should not send nine probes per run.
@@ -73,7 +76,7 @@ func (c *Check) defaults() {
 	}
 	if c.ProbeHTTP == nil {
 		c.ProbeHTTP = func(ctx context.Context, endpoint string) (*kdcops.SourceSample, error) {
-			return kdcops.HTTPDateOffset(ctx, endpoint, c.Timeout, c.Log)
+			return kdcops.HTTPDateOffsetTLS(ctx, endpoint, c.Timeout, c.TLS, c.Log)
 		}
 	}
 	if c.MaxSkew <= 0 {

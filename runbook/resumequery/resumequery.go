@@ -42,7 +42,8 @@ type Query struct {
 	// Hint words the hint of an error that stopped the run for people
 	// (flag names); nil uses the error's own hint.
 	Hint func(err error) string
-	// ProbeHTTP defaults to kdcops.HTTPDateOffset; tests replace it.
+	// ProbeHTTP defaults to kdcops.HTTPDateOffsetTLS with the plan's
+	// --ca-bundle; tests replace it.
 	ProbeHTTP func(ctx context.Context, endpoint string) (*kdcops.SourceSample, error)
 }
 
@@ -54,7 +55,7 @@ type Query struct {
 func (q Query) Steps() []runbook.Step {
 	if q.ProbeHTTP == nil {
 		q.ProbeHTTP = func(ctx context.Context, endpoint string) (*kdcops.SourceSample, error) {
-			return kdcops.HTTPDateOffset(ctx, endpoint, q.Timeout, q.Log)
+			return kdcops.HTTPDateOffsetTLS(ctx, endpoint, q.Timeout, q.Plan.TLSConfig(), q.Log)
 		}
 	}
 	if q.WarnSkew <= 0 {
@@ -246,6 +247,14 @@ func (q Query) segment(ctx context.Context, rn *run, seg int) runbook.Result {
 	counts := fmt.Sprintf("%d items in %d pages (%d retries, %d refreshes)", r.Items, r.Pages, r.Retries, r.Refreshes)
 	switch r.Outcome {
 	case dynamo.OutcomeDone:
+		if fb := q.fallback(r.Worker); fb.Fallbacks > 0 {
+			// The run completed, but on the second principal: the
+			// primary's key is broken or being rotated.
+			ev["fallback_logins"], ev["fallback_principal"] = fb.Fallbacks, fb.FallbackPrincipal
+			return runbook.Warnf("done: %s; worker %d fell back to %s (%d logins): %s's key failed",
+				counts, r.Worker, fb.FallbackPrincipal, fb.Fallbacks, fb.Primary).
+				WithHint("fix the primary principal's keytab (see \"ticket fallback\" in --log-file); the next run tries it first again").With(ev)
+		}
 		if r.Resumed {
 			return runbook.Passf("done: %s, resumed from the checkpoint; %d items in all", counts, s.Items).With(ev)
 		}
@@ -260,6 +269,14 @@ func (q Query) segment(ctx context.Context, rn *run, seg int) runbook.Result {
 			Hint: "resume with the same command once the cause is fixed", Evidence: ev}.With(runbook.Evidence{"stopped_by": session.StoppedBy()})
 	}
 	return q.failedSegment(r.Err, counts).With(ev)
+}
+
+// fallback describes the ticket of the worker that read a segment.
+func (q Query) fallback(worker int) dynamo.TicketInfo {
+	if worker < 0 || worker >= len(q.Plan.Workers) || q.Plan.Workers[worker].Krb == nil {
+		return dynamo.TicketInfo{}
+	}
+	return q.Plan.Workers[worker].Krb.Info()
 }
 
 // failedSegment turns the error that stopped the run into the segment's

@@ -282,13 +282,20 @@ type brokerRig struct {
 // ExpiredTokenException tells the client).
 func newBrokerRig(t *testing.T, table string, items, pad, requestsPerKey int) *brokerRig {
 	t.Helper()
+	return newBrokerRigWith(t, table, items, pad, func(string, int) dynalab.KeyPolicy { return dynalab.KeyPolicy{MaxRequests: requestsPerKey} })
+}
+
+// newBrokerRigWith is newBrokerRig with the broker's key policy, which
+// the broker calls for every key it mints (the n-th from 1) before it
+// answers: a test can hold a mint there to act "mid-run".
+func newBrokerRigWith(t *testing.T, table string, items, pad int, policy func(principal string, n int) dynalab.KeyPolicy) *brokerRig {
+	t.Helper()
 	realm := lab.ForTest(t, lab.Options{})
 	rig := newScanRig(t, table, items, pad)
 	rig.proxy.RequireKnownKeys = true
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	b, err := dynalab.NewBroker(ctx, realm, dynalab.BrokerOptions{Proxy: rig.proxy,
-		Policy: func(string, int) dynalab.KeyPolicy { return dynalab.KeyPolicy{MaxRequests: requestsPerKey} }})
+	b, err := dynalab.NewBroker(ctx, realm, dynalab.BrokerOptions{Proxy: rig.proxy, Policy: policy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -661,4 +668,140 @@ func TestResumeQueryMotoAccessDeniedXML(t *testing.T) {
 // grep reports whether a line of text matches pattern.
 func grep(text, pattern string) bool {
 	return regexp.MustCompile("(?m)" + pattern).MatchString(text)
+}
+
+// holdMint returns a broker key policy (keys expire every perKey
+// requests) that, at the at-th key minted, hands the test a turn: it
+// sends on the returned channel and waits until the test closes the
+// channel it received. "Mid-run" is thereby a count of committed work
+// (every mint after the workers' first follows an expiry every perKey
+// pages), never a duration.
+func holdMint(at, perKey int) (func(string, int) dynalab.KeyPolicy, <-chan chan struct{}) {
+	turn := make(chan chan struct{}, 1)
+	return func(_ string, n int) dynalab.KeyPolicy {
+		if n == at {
+			done := make(chan struct{})
+			turn <- done
+			<-done
+		}
+		return dynalab.KeyPolicy{MaxRequests: perKey}
+	}, turn
+}
+
+// midRun runs krbops resume-query with args, calls act when the broker
+// hands the test its turn (holdMint), lets the run go on, and checks
+// that it completed with exactly the table's items.
+func midRun(t *testing.T, rig *brokerRig, turn <-chan chan struct{}, args []string, act func()) (*rqRun, dynalab.Diff) {
+	t.Helper()
+	result := make(chan *rqRun, 1)
+	go func() { result <- krbops(t, rig.env, args...) }()
+	select {
+	case done := <-turn:
+		act()
+		close(done)
+	case r := <-result:
+		t.Fatalf("the run ended before the test's turn: exit %d\n%s", r.code, r.stderr)
+	}
+	r := <-result
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%.3000s", r.code, r.stderr, r.stdout)
+	}
+	return r, rig.wantPlainScan(t)
+}
+
+// Must-show: the principal is rotated mid-run — its key changed at the
+// KDC and the keytab on disk replaced, as a rotation does — under short
+// tickets and credentials that expire every five pages. Every later
+// login reads the new keytab; the run completes with the exact item set
+// (0 duplicates, 0 missing) and the log shows the kvno change.
+func TestResumeQuerySurvivesARotationMidRun(t *testing.T) {
+	policy, turn := holdMint(7, 5)
+	rig := newBrokerRigWith(t, "rotated", 1500, 50, policy)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := rig.realm.Kadmin(ctx, `modprinc -maxlife "1 minute" svc-export`); err != nil {
+		t.Fatal(err)
+	}
+	before, err := rig.realm.KVNO(ctx, "svc-export")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, d := midRun(t, rig, turn, rig.args("--ticket-margin", "59s", "--correlation-id", "rot-1"), func() {
+		// The rotation: ktadd gives the principal a new random key and
+		// writes it to a new file, which then replaces the keytab in one
+		// rename.
+		next := filepath.Join(rig.dir, "svc-export.keytab.new")
+		if err := rig.realm.Keytab(ctx, "svc-export", next); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(next, rig.keytab); err != nil {
+			t.Fatal(err)
+		}
+	})
+	after, _ := rig.realm.KVNO(ctx, "svc-export")
+	log := rig.log(t)
+	if after == before {
+		t.Fatalf("kvno %d before and after: no rotation happened", after)
+	}
+	for _, want := range []string{
+		`"msg":"keytab kvno changed".*"old_kvno":` + strconv.Itoa(int(before)) + `,"new_kvno":` + strconv.Itoa(int(after)),
+		`"msg":"ticket granted".*"kvno":` + strconv.Itoa(int(after)),
+		`"msg":"credentials refreshed"`,
+	} {
+		if !grep(log, want) {
+			t.Errorf("forensic log has no line matching %s", want)
+		}
+	}
+	if grep(log, `"msg":"ticket fallback"`) {
+		t.Error("a fallback without a fallback principal")
+	}
+	t.Logf("rotated kvno %d -> %d mid-run; %d items exact, %d refreshes, %d kept tickets", before, after, d.Got,
+		r.sum("refreshes"), strings.Count(log, `"msg":"ticket kept"`))
+}
+
+// Must-show: the primary keytab is made unusable mid-run (overwritten
+// with garbage) and a fallback principal is given: workers that log in
+// again do so as the fallback, the log and the report say so, and the
+// run completes with the exact item set.
+func TestResumeQueryFallsBackWhenThePrimaryKeytabBreaks(t *testing.T) {
+	policy, turn := holdMint(7, 5)
+	rig := newBrokerRigWith(t, "fallback", 1500, 50, policy)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := rig.realm.AddPrincipal(ctx, "svc-standby", ""); err != nil {
+		t.Fatal(err)
+	}
+	standby := filepath.Join(rig.dir, "svc-standby.keytab")
+	if err := rig.realm.Keytab(ctx, "svc-standby", standby); err != nil {
+		t.Fatal(err)
+	}
+	args := rig.args("--fallback-keytab", standby, "--fallback-principal", "svc-standby", "--correlation-id", "fb-1")
+	r, d := midRun(t, rig, turn, args, func() {
+		if err := os.WriteFile(rig.keytab, []byte("\x05\x02garbage, not a keytab"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if n := rig.broker.Minted("svc-standby@" + rig.realm.Name); n == 0 {
+		t.Error("the broker never saw the fallback principal")
+	}
+	log := rig.log(t)
+	if !grep(log, `"msg":"ticket fallback".*"principal":"svc-standby@KRBOPS.TEST".*"primary":"svc-export@KRBOPS.TEST".*"primary_error":"keytab .*not a readable keytab`) {
+		t.Errorf("no ticket fallback record in the log:\n%s", log)
+	}
+	if r.report.Status != "warn" {
+		t.Errorf("report status %q, want warn: a fallback is worth the on-call's attention", r.report.Status)
+	}
+	fell := 0
+	for _, s := range r.report.Steps {
+		if v, _ := s.Evidence["fallback_logins"].(float64); v > 0 {
+			fell++
+			if s.Status != "warn" || !strings.Contains(s.Message, "fell back to svc-standby@KRBOPS.TEST") {
+				t.Errorf("step %s: %s %q", s.ID, s.Status, s.Message)
+			}
+		}
+	}
+	if fell == 0 {
+		t.Errorf("no segment step reports the fallback:\n%s", r.stdout)
+	}
+	t.Logf("%d items exact; %d segment steps on the fallback; %d keys minted to svc-standby", d.Got, fell, rig.broker.Minted("svc-standby@"+rig.realm.Name))
 }

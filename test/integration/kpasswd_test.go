@@ -298,28 +298,29 @@ func kpasswdClientCases(t *testing.T, k *kpw) {
 		}
 	})
 
-	t.Run("udp-blackholed-falls-back-to-tcp", func(t *testing.T) {
-		if !k.tcp {
-			t.Skipf("%s's kpasswd has no TCP to fall back to", k.r.Kind)
-		}
-		c := k.newCase(t, "kpw-udphole", false, false)
-		c.fault(c.udp, "udp", faultproxy.Fault{Kind: faultproxy.Blackhole})
-		before := c.kvno(t, c.name)
-		var log bytes.Buffer
-		if err := c.client(t, 0, kpGiveUp, &log).KpasswdSet(ctx(), c.entries, k.r.Name, []string{c.name}, newPassword(t)); err != nil {
-			t.Fatal(err)
-		}
-		if got := attempts(t, &log); strings.Join(got, ",") != "udp,tcp" {
-			t.Errorf("logged attempts %v, want udp then tcp", got)
-		}
-		c.wantRequests(t, kdcops.KpasswdVersionChange, "udp", "tcp")
-		if s := c.udp.Stats(); s.Forwarded != 0 {
-			t.Errorf("udp proxy forwarded %d requests through a blackhole", s.Forwarded)
-		}
-		if v := c.kvno(t, c.name); v != before+1 {
-			t.Errorf("kvno %d -> %d, want +1", before, v)
-		}
-	})
+	// Heimdal's kpasswdd has no TCP to fall back to: the case is for the
+	// kinds that listen on both.
+	if k.tcp {
+		t.Run("udp-blackholed-falls-back-to-tcp", func(t *testing.T) {
+			c := k.newCase(t, "kpw-udphole", false, false)
+			c.fault(c.udp, "udp", faultproxy.Fault{Kind: faultproxy.Blackhole})
+			before := c.kvno(t, c.name)
+			var log bytes.Buffer
+			if err := c.client(t, 0, kpGiveUp, &log).KpasswdSet(ctx(), c.entries, k.r.Name, []string{c.name}, newPassword(t)); err != nil {
+				t.Fatal(err)
+			}
+			if got := attempts(t, &log); strings.Join(got, ",") != "udp,tcp" {
+				t.Errorf("logged attempts %v, want udp then tcp", got)
+			}
+			c.wantRequests(t, kdcops.KpasswdVersionChange, "udp", "tcp")
+			if s := c.udp.Stats(); s.Forwarded != 0 {
+				t.Errorf("udp proxy forwarded %d requests through a blackhole", s.Forwarded)
+			}
+			if v := c.kvno(t, c.name); v != before+1 {
+				t.Errorf("kvno %d -> %d, want +1", before, v)
+			}
+		})
+	}
 
 	t.Run("neither-answers", func(t *testing.T) {
 		c := k.newCase(t, "kpw-silent", false, true)

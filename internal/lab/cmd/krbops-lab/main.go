@@ -204,13 +204,22 @@ func demo(ctx context.Context, args []string) int {
 			title: "A service keytab: verify proves keytab -> AS -> TGS -> AP",
 			conf:  healthy,
 			setup: func() error {
-				if err := newKeytab(ctx, r, n.svcAccount, svcKT); err != nil {
-					return err
-				}
-				if r.Kind == lab.AD {
-					if err := r.AddSPN(ctx, n.svcAccount, n.svcSPN); err != nil {
+				if r.Kind != lab.AD {
+					if err := newKeytab(ctx, r, n.svcAccount, svcKT); err != nil {
 						return err
 					}
+					return os.Chmod(svcKT, 0o600)
+				}
+				// An AD service keytab as adcli and msktutil write it: the
+				// account's keys under its own name and under the SPN.
+				if err := r.AddPrincipal(ctx, n.svcAccount, ""); err != nil {
+					return err
+				}
+				if err := r.AddSPN(ctx, n.svcAccount, n.svcSPN); err != nil {
+					return err
+				}
+				if err := r.ExportServiceKeytab(ctx, n.svcAccount, svcKT); err != nil {
+					return err
 				}
 				return os.Chmod(svcKT, 0o600)
 			},
