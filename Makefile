@@ -180,6 +180,13 @@ ledgerbench: deps-dynalite
 rotatebench: build
 	$(GO) run ./bench/rotatebench --krbops $(BIN)
 
+# batchbench: one krbops rotate --targets batch of 1,000 lab principals
+# (limits off, --concurrency 16) against a k5srvutil change loop over
+# 1,000 others, in the same run; prints rotations/s of both and the ratio.
+.PHONY: batchbench
+batchbench: build
+	$(GO) run ./bench/batchbench --krbops $(BIN)
+
 # man-check generates the man pages and completions the packages ship
 # (internal/gendocs) and checks them: a page per command naming every flag,
 # groff renders each without a warning, the bash completion loads; and the

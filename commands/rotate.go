@@ -61,8 +61,22 @@ type RotateOptions struct {
 	NoPolicy        bool
 	MinGap          time.Duration
 
+	Targets               string
+	Concurrency           int
+	Wait                  bool
+	MaxFailuresPerCluster int
+
 	policy    *policy.Policy    // nil: no policy file
 	effective *policy.Effective // set by validate for a new rotation
+	batch     []*RotateOptions  // --targets: one resolved copy per target
+	batchID   string
+	// sharedLedger is the ledger a batch opened once for all its targets;
+	// nil: rotation opens --ledger itself.
+	sharedLedger ledger.Ledger
+	// targetBackend is a target's backend column: it counts as --backend.
+	targetBackend string
+	// endProgress ends the batch's progress line before the report.
+	endProgress func()
 }
 
 // defaultMinTGTRemaining is --min-tgt-remaining's default.
@@ -75,6 +89,12 @@ func NewCmdRotate(g *Globals, runF func(context.Context, *RotateOptions, string)
 	run := func(cmd *cobra.Command, which string) error {
 		if runF != nil {
 			return runF(cmd.Context(), opts, which)
+		}
+		switch {
+		case which == "rotate" && opts.Targets != "":
+			return rotateBatchRun(cmd.Context(), opts)
+		case which == "finish" && opts.Targets != "":
+			return rotateFinishBatchRun(cmd.Context(), opts)
 		}
 		switch which {
 		case "finish":
@@ -171,15 +191,37 @@ unlock --force --reason TEXT" breaks the lock of a krbops that is gone.
 Without --yes, rotate asks on a terminal and refuses (exit 2) when stdin is
 not one. --dry-run runs every read-only check for real and writes nothing.
 
+Batch (--targets FILE): rotate every principal of a CSV file with a header
+(principal,keytab,role,cluster[,secret][,backend]) or of JSON lines with
+those fields, each through the runbook above, --concurrency at a time. The
+file must be yours (or root's) and writable by no one else; every line is
+checked first (exit 2 naming FILE:LINE and the field, nothing started).
+The ledger's admission decides windows and min gaps across operators: a
+full one reports the target "deferred until T" (--wait: waits until T).
+--max-failures-per-cluster N stops a cluster after N failed targets
+("skipped: cluster c stopped after N failures"); at most N of a cluster's
+rotations run at once. The report has one group per target, ending in
+step batch.target (outcome rotated, done, deferred, failed, skipped,
+cancelled). Run the same command again after a crash or Ctrl-C: targets
+this batch rotated are skipped, interrupted ones resume from their
+journals. "rotate finish --targets FILE" runs phase 2 of every server
+target whose wait has passed ("waiting until T" for the others).
+
 See docs/rotate.md for the t0..t7 timeline and what to do when a step fails.` + exitStatusHelp + `
   With rotate: 1 also when a pre-check refuses (allowlist, rate limit, last
-  login, lock) or rotate finish comes before the ticket lifetime.`,
+  login, lock) or rotate finish comes before the ticket lifetime.
+  With --targets: 0 when every target rotated, was done or deferred
+  (deferred is a warning: 1 with --strict); 1 when a target failed or
+  was skipped by the breaker.`,
 		Example: `  krbops rotate --principal svc-batch --role client --keytab /etc/batch.keytab \
     --cluster eu1 --allowlist clusters.txt --secret-store file:///var/lib/krbops/keytabs \
     --kdc-log /var/log/krb5kdc.log --yes
   krbops rotate --resume --principal svc-batch@EXAMPLE.COM --secret-store file:///var/lib/krbops/keytabs --yes
   krbops rotate --policy /etc/krbops/policy.yaml --principal kdc/core1 --role server \
     --keytab /etc/krb5.keytab --cluster eu1 --dry-run
+  krbops rotate --targets fleet.csv --policy /etc/krbops/policy.yaml --concurrency 8 \
+    --max-failures-per-cluster 3 --kdc-log /var/log/krb5kdc.log --yes
+  krbops rotate finish --targets fleet.csv --secret-store file:///var/lib/krbops/keytabs --yes
   krbops rotate status`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -221,6 +263,7 @@ See docs/rotate.md for the t0..t7 timeline and what to do when a step fails.` + 
 	lf.BoolVar(&opts.Resume, "resume", false, "continue the principal's rotation from its journal after a crash")
 	lf.BoolVar(&opts.DryRun, "dry-run", false, "print the plan; change nothing")
 	lf.DurationVar(&opts.WarnSkew, "warn-skew", 60*time.Second, "clock step: warn beyond this offset")
+	opts.batchFlags(f, lf)
 
 	finish := &cobra.Command{
 		Use:   "finish",
@@ -233,11 +276,21 @@ Refuses (exit 1) until --ticket-lifetime has passed since phase 1: a
 service ticket issued under the old kvno just before the key change is
 valid that long. --force publishes anyway.
 
+With --targets FILE (the batch's file): every server and both target whose
+wait has passed; the others are reported "waiting until T" (a warning, exit
+0), clients have no phase 2.
+
 Steps: phase2.ticket-lifetime, phase2.store, phase2.keytab, phase2.ledger.` + exitStatusHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := opts.subcommandPolicy(cmd.Flags()); err != nil {
 				return err
+			}
+			if opts.Targets != "" {
+				if err := opts.validateFinishBatch(cmd.Flags()); err != nil {
+					return err
+				}
+				return run(cmd, "finish")
 			}
 			switch {
 			case opts.Principal == "" || opts.Keytab == "" || opts.SecretStore == "":
@@ -347,6 +400,9 @@ func defaultStatePath(name string) string {
 }
 
 func (o *RotateOptions) validate(fl *pflag.FlagSet) error {
+	if o.Targets != "" {
+		return o.validateBatch(fl)
+	}
 	if o.Principal == "" {
 		return usageError(errors.New("--principal is required"), "for example --principal svc-batch@EXAMPLE.COM")
 	}
@@ -382,13 +438,21 @@ func (o *RotateOptions) validate(fl *pflag.FlagSet) error {
 		o.Deny = deny
 		return o.confirmUnlessDry("resume the rotation of " + o.Principal)
 	}
+	if err := o.checkNew(fl); err != nil {
+		return err
+	}
+	return o.confirmUnlessDry(fmt.Sprintf("rotate %s (%s, %s) in cluster %s", o.Principal, o.Role, o.Backend, o.Cluster))
+}
+
+// checkNew checks a new rotation's options and resolves its policy.
+func (o *RotateOptions) checkNew(fl *pflag.FlagSet) error {
 	if !rotate.Role(o.Role).Valid() {
 		return usageError(fmt.Errorf("--role must be client, server or both, not %q", o.Role), "client: logs in with the keytab; server: decrypts service tickets; both: does both")
 	}
 	if o.MaxPerWindow < 0 || o.Window < 0 || o.MinGap < 0 || o.MinTGTRemaining < 0 || o.TicketLifetime < 0 {
 		return usageError(errors.New("--max-per-window, --window, --min-gap, --min-tgt-remaining and --ticket-lifetime must not be negative"), "")
 	}
-	if pol == nil {
+	if o.policy == nil {
 		if _, ok := rotate.TierLimit(rotate.Tier(o.Tier)); !ok {
 			return usageError(fmt.Errorf("--tier must be standard or control-plane, not %q", o.Tier), "")
 		}
@@ -403,14 +467,14 @@ func (o *RotateOptions) validate(fl *pflag.FlagSet) error {
 		return usageError(fmt.Errorf("--backend %s needs --admin-principal and --admin-keytab", o.Backend), "")
 	case o.Keytab == "" || o.Cluster == "":
 		return usageError(errors.New("--keytab and --cluster are required"), "the cluster must be cleared for rotation by the policy or --allowlist")
-	case o.Allowlist == "" && !pol.HasClusters():
+	case o.Allowlist == "" && !o.policy.HasClusters():
 		return usageError(errors.New("--allowlist is required when no policy file lists the clusters"), "the allowlist names the clusters cleared for rotation; a policy's clusters section replaces it (docs/policy.md)")
 	case rotate.Role(o.Role).LogsIn() && len(o.KDCLogs) == 0:
 		return usageError(fmt.Errorf("--role %s needs --kdc-log", o.Role), "the last login decides whether the client's TGT outlives the key change; a policy gives them as last-login.kdc-logs")
-	case o.NoLoginRecordOK && fl.Changed("no-login-record-ok") && !rotate.Role(o.Role).LogsIn():
+	case o.NoLoginRecordOK && fl.Changed("no-login-record-ok") && o.Targets == "" && !rotate.Role(o.Role).LogsIn(): // a batch applies it to the targets that log in
 		return usageError(fmt.Errorf("--no-login-record-ok applies to --role client or both, not %s", o.Role), "")
 	}
-	return o.confirmUnlessDry(fmt.Sprintf("rotate %s (%s, %s) in cluster %s", o.Principal, o.Role, o.Backend, o.Cluster))
+	return nil
 }
 
 func (o *RotateOptions) confirmUnlessDry(what string) error {
@@ -479,9 +543,12 @@ func (o *RotateOptions) rotation(ctx context.Context) (*rotate.Rotation, func(),
 	if err != nil {
 		return nil, nil, usageError(fmt.Errorf("--secret-store: %w", err), "file://DIR or awssm://PREFIX?region=R")
 	}
-	led, err := o.openLedger(ctx, o.DryRun)
-	if err != nil {
-		return nil, nil, err
+	led, closeLedger := o.sharedLedger, func() {}
+	if led == nil {
+		if led, err = o.openLedger(ctx, o.DryRun); err != nil {
+			return nil, nil, err
+		}
+		closeLedger = func() { led.Close() }
 	}
 	life := o.TicketLifetime
 	if life == 0 {
@@ -505,7 +572,7 @@ func (o *RotateOptions) rotation(ctx context.Context) (*rotate.Rotation, func(),
 	}
 	o.applyPolicy(r, cfg)
 	r.AfterStep = crashHook(o.IO) // nil unless built with -tags krbops_testhooks
-	return r, func() { led.Close() }, nil
+	return r, closeLedger, nil
 }
 
 func rotateRun(ctx context.Context, o *RotateOptions) error {

@@ -88,6 +88,9 @@ func (o *RotateOptions) policyFlags(fl *pflag.FlagSet) policy.Flags {
 	}
 	f.Tier = str("tier", &o.Tier)
 	f.Backend = str("backend", &o.Backend)
+	if o.targetBackend != "" {
+		f.Backend = &o.targetBackend
+	}
 	f.Ledger = str("ledger", &o.LedgerPath)
 	f.SecretStore = str("secret-store", &o.SecretStore)
 	f.Allowlist = str("allowlist", &o.Allowlist)

@@ -228,15 +228,6 @@ func steps(rep *runbook.Report) string {
 	return b.String()
 }
 
-func stepOf(rep *runbook.Report, id string) (runbook.StepResult, bool) {
-	for _, s := range rep.Steps {
-		if s.ID == id {
-			return s, true
-		}
-	}
-	return runbook.StepResult{}, false
-}
-
 // wantSteps checks that every step before stop passed, stop has status
 // (when stop is not empty) and every later step was skipped.
 func wantSteps(t *testing.T, rep *runbook.Report, stop string, status runbook.Status) {

@@ -162,6 +162,15 @@ type Rotation struct {
 	// Policy is the effective policy with the source of every value; the
 	// dry-run plan reports it (step plan.policy).
 	Policy []PolicySetting
+	// AdmissionDecides makes preflight.rate-limit advisory only (a warning
+	// when the window looks full): a batch leaves the decision to the
+	// ledger's admission at preflight.lock, whose refusal says until when,
+	// so the target can be deferred until then.
+	AdmissionDecides bool
+	// Logins, when set, answers preflight.last-login in place of reading
+	// KDCLogs: a batch indexes the logs once, as of its start (an earlier
+	// cut than the rotation's own start, so never a later login).
+	Logins *Logins
 
 	// run state
 	runStart  time.Time
@@ -418,11 +427,22 @@ func (r *Rotation) stepRate(ctx context.Context, _ *runbook.State) runbook.Resul
 		return res
 	}
 	ev := runbook.Evidence{"count": n, "max": r.MaxPerWindow, "window": r.Window.String()}
+	if n >= r.MaxPerWindow && r.AdmissionDecides {
+		return runbook.Warnf("%d rotations of (%s, %s) in the last %s reach the limit of %d: the admission at %s decides", n, r.Cluster, r.Role, r.Window, r.MaxPerWindow, StepLock).With(ev)
+	}
 	if n >= r.MaxPerWindow {
 		return runbook.Failf("%d rotations of (%s, %s) in the last %s: the window's limit of %d is reached", n, r.Cluster, r.Role, r.Window, r.MaxPerWindow).
 			With(ev).WithHint("wait for the window to move on; the blast radius per fault domain is bounded on purpose")
 	}
 	return runbook.Passf("%d of %d rotations of (%s, %s) in the last %s", n, r.MaxPerWindow, r.Cluster, r.Role, r.Window).With(ev)
+}
+
+func (r *Rotation) lastLogin(logs []string) (time.Time, bool, error) {
+	if r.Logins != nil {
+		at, ok := r.Logins.Last(r.Principal)
+		return at, ok, nil
+	}
+	return LastLogin(logs, r.Principal, r.runStart)
 }
 
 func (r *Rotation) stepLastLogin(context.Context, *runbook.State) runbook.Result {
@@ -431,7 +451,7 @@ func (r *Rotation) stepLastLogin(context.Context, *runbook.State) runbook.Result
 		return runbook.Usagef("no --kdc-log to read %s's last login from", r.Principal).
 			WithHint("pass --kdc-log (repeatable: every KDC's log, rotated and .gz files too)")
 	}
-	at, found, err := LastLogin(logs, r.Principal, r.runStart)
+	at, found, err := r.lastLogin(logs)
 	if err != nil {
 		return runbook.Usagef("--kdc-log: %s", describe(err)).WithHint("pass the KDC logs (MIT krb5kdc, Heimdal kdc or an AD 4768 export) that record the principal's logins")
 	}

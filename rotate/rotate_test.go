@@ -43,6 +43,28 @@ func TestLastLogin(t *testing.T) {
 	}
 }
 
+// A batch's index answers as LastLogin does for every principal, from
+// one read of the logs.
+func TestIndexLoginsAgreesWithLastLogin(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kdc.log")
+	if err := os.WriteFile(path, []byte(kdcLog), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := IndexLogins([]string{path}, time.Unix(9000, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"alice@R", "alice2@R", "bob@R"} {
+		want, wantOK, _ := LastLogin([]string{path}, p, time.Unix(9000, 0))
+		if got, ok := idx.Last(p); ok != wantOK || !got.Equal(want) {
+			t.Errorf("%s: index %v %v, LastLogin %v %v", p, got.Unix(), ok, want.Unix(), wantOK)
+		}
+	}
+	if _, err := IndexLogins([]string{filepath.Join(t.TempDir(), "missing")}, time.Now()); err == nil {
+		t.Error("a missing log is not an error")
+	}
+}
+
 // Issue 10: the newest login over live, rotated and gzipped logs of
 // several KDCs counts; a FIFO is refused, not waited on.
 func TestLastLoginRotatedAndGzipped(t *testing.T) {

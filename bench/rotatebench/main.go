@@ -15,7 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/krbops/krbops/internal/lab"
+	"github.com/krbops/krbops/bench/internal/benchlab"
 )
 
 func main() {
@@ -29,67 +29,38 @@ func main() {
 }
 
 func run(bin string, n int) error {
-	if miss := lab.Missing(); len(miss) > 0 {
-		return fmt.Errorf("missing %v: %s", miss, lab.InstallCommand)
-	}
 	abs, err := filepath.Abs(bin)
 	if err != nil {
 		return err
 	}
 	ctx := context.Background()
-	r, err := lab.Start(ctx, lab.Options{})
+	l, err := benchlab.Start(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	dir := filepath.Join(r.Dir, "bench")
-	for _, d := range []string{dir, filepath.Join(dir, "store")} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return err
-		}
-	}
-	allow := filepath.Join(dir, "allow.txt")
-	if err := os.WriteFile(allow, []byte("bench\n"), 0o644); err != nil {
-		return err
-	}
-	// One kadmin.local process for all fixtures: one per principal would
-	// dominate the set-up time.
-	var q []string
-	kt := func(tool string, i int) string { return filepath.Join(dir, fmt.Sprintf("%s%d.keytab", tool, i)) }
-	for _, tool := range []string{"krbops", "k5srv"} {
-		for i := range n {
-			p := fmt.Sprintf("%s%d/bench.krbops.test", tool, i)
-			q = append(q, "addprinc -randkey "+p, "ktadd -k "+kt(tool, i)+" "+p)
-		}
-	}
-	if err := r.KadminBatch(ctx, q); err != nil {
+	defer l.Close()
+	if err := l.Create(ctx, n, "krbops", "k5srv"); err != nil {
 		return err
 	}
 
 	begin := time.Now()
 	for i := range n {
-		p := fmt.Sprintf("krbops%d/bench.krbops.test", i)
+		p := l.Principal("krbops", i)
 		c := exec.CommandContext(ctx, abs, "rotate", "--yes", "--principal", p, "--role", "client", "--backend", "kpasswd",
-			"--keytab", kt("krbops", i), "--cluster", "bench", "--allowlist", allow, "--max-per-window", "1000000",
-			"--secret-store", "file://"+filepath.Join(dir, "store"), "--ledger", filepath.Join(dir, "ledger.db"),
-			"--journal-dir", filepath.Join(dir, "journal"), "--kdc-log", r.KDCs[0].Log, "--no-login-record-ok", "-o", "plain")
-		c.Env = append(os.Environ(), r.Env()...)
+			"--keytab", l.Keytab("krbops", i), "--cluster", "bench", "--allowlist", l.Allow, "--max-per-window", "1000000",
+			"--secret-store", l.Store, "--ledger", l.Ledger,
+			"--journal-dir", l.Journal, "--kdc-log", l.R.KDCs[0].Log, "--no-login-record-ok", "-o", "plain")
+		c.Env = append(os.Environ(), l.R.Env()...)
 		if out, err := c.CombinedOutput(); err != nil {
 			return fmt.Errorf("krbops rotate %s: %v\n%s", p, err, out)
 		}
 	}
 	krbops := time.Since(begin)
 
-	begin = time.Now()
-	for i := range n {
-		// k5srvutil change: kadmin -k -t KEYTAB -p PRINC "ktadd -k KEYTAB PRINC",
-		// the principal changing its own key (MIT self-service).
-		c := r.Command(ctx, "k5srvutil", "-f", kt("k5srv", i), "change")
-		if out, err := c.CombinedOutput(); err != nil {
-			return fmt.Errorf("k5srvutil change %d: %v\n%s", i, err, out)
-		}
+	k5, err := l.K5srvutilLoop(ctx, "k5srv", n)
+	if err != nil {
+		return err
 	}
-	k5 := time.Since(begin)
 
 	kr, mr := float64(n)/krbops.Seconds(), float64(n)/k5.Seconds()
 	fmt.Printf("principals per tool       %d (sequential, one lab KDC)\n", n)

@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,13 +24,7 @@ func TestRotateSharedDynamoLedger(t *testing.T) {
 	if _, err := ledger.Init(context.Background(), srv.Client, "rotate-ledger"); err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range map[string]string{
-		"AWS_ACCESS_KEY_ID": dynalab.AccessKeyID, "AWS_SECRET_ACCESS_KEY": dynalab.SecretAccessKey, "AWS_SESSION_TOKEN": "",
-		"AWS_PROFILE": "", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
-		"AWS_EC2_METADATA_DISABLED": "true", "AWS_ENDPOINT_URL_DYNAMODB": srv.Endpoint,
-	} {
-		t.Setenv(k, v)
-	}
+	setDynaliteEnv(t, srv.Endpoint)
 	spec := "dynamodb://rotate-ledger?region=" + dynalab.Region
 	const n, limit = 3, 2
 	names, kts := make([]string, n), make([]string, n)
