@@ -13,7 +13,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.d
 PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 # Debian packages the lab (and so the integration tests and the demo) needs;
 # samba-vfs-modules because AD provisioning fails without acl_xattr.so.
-APT_PKGS  := krb5-kdc krb5-admin-server krb5-user faketime libfaketime bsdutils \
+APT_PKGS  := krb5-kdc krb5-admin-server krb5-user faketime libfaketime bsdutils groff-base \
 	samba samba-dsdb-modules samba-ad-provision samba-vfs-modules
 
 .PHONY: all build test vet unit integration e2e demo deps cross bench clean docs
@@ -28,7 +28,7 @@ build:
 # stand-ins.
 deps:
 	@missing=""; for b in /usr/sbin/krb5kdc /usr/sbin/kadmind /usr/sbin/kdb5_util /usr/bin/kinit /usr/bin/script \
-		/usr/sbin/samba /usr/bin/samba-tool; do \
+		/usr/sbin/samba /usr/bin/samba-tool /usr/bin/groff; do \
 		[ -x $$b ] || missing="$$missing $$b"; done; \
 	ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || missing="$$missing libfaketime"; \
 	[ -e /usr/share/samba/setup/provision.ldif ] || missing="$$missing samba-ad-provision"; \
