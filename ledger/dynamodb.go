@@ -393,6 +393,13 @@ func (d *Dynamo) Admit(ctx context.Context, req AdmitRequest) (Rotation, error) 
 // the window with no rotation behind it — the limit is never exceeded,
 // at worst undershot until the slot leaves the window. A principal that
 // turns out to have an open rotation gets its slot and record back.
+// compensating is the context of the writes that undo a half-done start:
+// they must run even when ctx was just cancelled (SIGINT), or a slot stays
+// spent and a rotation item stays without its open marker.
+func compensating(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}
+
 func (d *Dynamo) start(ctx context.Context, r Rotation, req *AdmitRequest) (Rotation, error) {
 	if err := d.usable(true); err != nil {
 		return Rotation{}, err
@@ -422,13 +429,17 @@ func (d *Dynamo) start(ctx context.Context, r Rotation, req *AdmitRequest) (Rota
 		return Rotation{}, err
 	}
 	if err := d.put(ctx, it, "attribute_not_exists(sk)", nil); err != nil {
-		d.releaseSlot(ctx, &r)
+		cctx, cancel := compensating(ctx)
+		defer cancel()
+		d.releaseSlot(cctx, &r)
 		return Rotation{}, err
 	}
 	if r.Outcome.Open() {
 		if err := d.claimOpen(ctx, &r); err != nil {
-			_ = d.del(ctx, pkRotation, r.ID, "", nil)
-			d.releaseSlot(ctx, &r)
+			cctx, cancel := compensating(ctx)
+			defer cancel()
+			_ = d.del(cctx, pkRotation, r.ID, "", nil)
+			d.releaseSlot(cctx, &r)
 			return Rotation{}, err
 		}
 	}
