@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // ev is an Event with strings, for comparing.
@@ -395,5 +396,18 @@ func TestSambaAddressesAndGarbage(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) || st.Bad != 2 {
 		t.Fatalf("events %v (bad %d: %+v), want %v and 2 bad", got, st.Bad, st.Samples, want)
+	}
+}
+
+// TestPrincipalLayout keeps the field order usage.go's comment promises:
+// a 256-byte struct whose first cache line holds what a lookup and a
+// client's ticket touch.
+func TestPrincipalLayout(t *testing.T) {
+	var p Principal
+	if got := unsafe.Sizeof(p); got != 256 {
+		t.Errorf("Principal is %d bytes, want 256 (a size class aligned to cache lines)", got)
+	}
+	if end := unsafe.Offsetof(p.LastTGSAsked) + 8; end > 64 {
+		t.Errorf("the client's counters end at byte %d, past the first cache line", end)
 	}
 }

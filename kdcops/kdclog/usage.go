@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"runtime"
 	"slices"
+	"strings"
 )
 
 // MaxAddrs bounds the distinct addresses kept per principal (and per
@@ -14,28 +15,42 @@ const MaxAddrs = 64
 
 // Principal is what the logs say about one principal. Times are Unix
 // seconds, 0 when never.
+//
+// The field order is for the cache: on a fleet of principals each
+// event's principal is a cache miss, and the fewer lines it touches the
+// better. The struct is 256 bytes, a size class whose objects start on a
+// 64-byte line, so the first 64 bytes (what a lookup and a client's
+// ticket from a known address touch) are one line and a service's ticket
+// touches one more.
 type Principal struct {
-	hot
-	Name string
+	check   uint64 // the name's second hash (shard.get)
+	addr0   uint64 // hash of Addrs[0]: most principals use one address
+	hasAddr bool   // Addrs[0] and addr0 are set
+	refused bool   // Usage.Keep refused it: not aggregated
 
 	// As a client: tickets from AS exchanges (logins) and the TGS
 	// exchanges it made for other services.
+	AddrsTruncated bool // more addresses than MaxAddrs
 	AS             int64
 	FirstAS        int64
 	LastAS         int64
 	TGSAsked       int64
 	LastTGSAsked   int64
-	Addrs          []string // distinct addresses it was issued tickets from, at most MaxAddrs
-	AddrsTruncated bool     // more addresses than MaxAddrs
 
 	// As a service: tickets issued for it.
 	TGS      int64
 	FirstTGS int64
 	LastTGS  int64
 
-	// Refused requests by the KDC's reason (PREAUTH_FAILED, ...).
-	Failures    map[string]int64
 	LastFailure int64
+	Name        string
+	// Refused requests by the KDC's reason (PREAUTH_FAILED, ...).
+	Failures map[string]int64
+
+	Addrs []string // distinct addresses it was issued tickets from, at most MaxAddrs
+	// Hashes of Addrs after the first: a repeat address, the usual case,
+	// is found without touching the strings.
+	addrHashes []uint64
 
 	// Key changes seen (kadmind, kpasswd) and the refused logins after
 	// the last one: the hosts still holding the old key.
@@ -46,21 +61,8 @@ type Principal struct {
 	FailedSinceLast  int64
 	FailedSinceAddrs []string
 
-	// Hashes of FailedSinceAddrs (see hot.addrHashes).
+	// Hashes of FailedSinceAddrs.
 	failedHashes []uint64
-}
-
-// hot is what every event reads of its principal, first in the struct
-// so that one cache line holds it: on a fleet of principals each event's
-// principal is a cache miss, and the fewer lines it touches the better.
-type hot struct {
-	check   uint64 // the name's second hash (shard.get)
-	refused bool   // Usage.Keep refused it: not aggregated
-	// Hashes of Addrs: a repeat address, the usual case, is found
-	// without touching the strings; most principals use one address,
-	// kept inline.
-	addr0      uint64
-	addrHashes []uint64
 }
 
 // Client reports whether the principal logged in (an AS ticket was issued).
@@ -275,7 +277,7 @@ func (sh *shard) get(h uint64, name []byte) *Principal {
 		if !ok {
 			s := string(name)
 			// A refusal is remembered too, so the filter runs once per principal.
-			p = &Principal{Name: s, hot: hot{refused: sh.keep != nil && !sh.keep(s), check: check}}
+			p = &Principal{Name: s, refused: sh.keep != nil && !sh.keep(s), check: check}
 			if _, taken := sh.byHash[h]; taken {
 				sh.collided[s] = p
 			} else {
@@ -328,8 +330,8 @@ func (sh *shard) apply(it *item, p *Principal, arena []byte) {
 		var over bool
 		if len(addr) > 0 {
 			switch h := maphash.Bytes(sh.seed, addr); {
-			case len(p.Addrs) == 0:
-				p.addr0, p.Addrs = h, append(p.Addrs, string(addr))
+			case !p.hasAddr:
+				p.addr0, p.hasAddr, p.Addrs = h, true, append(p.Addrs, string(addr))
 			case h != p.addr0:
 				p.Addrs, p.addrHashes, over = addAddr(p.Addrs, p.addrHashes, addr, h)
 			}
@@ -369,14 +371,6 @@ func (u *Usage) Sorted() []*Principal {
 			out = append(out, p)
 		}
 	}
-	slices.SortFunc(out, func(a, b *Principal) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b *Principal) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
