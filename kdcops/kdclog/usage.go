@@ -123,7 +123,8 @@ type batch struct {
 
 type shard struct {
 	in   chan *batch
-	free chan *batch
+	free chan *batch // every batch made, when not in use (as pipeline.block)
+	made int         // batches made so far (push's own)
 	cur  *batch
 	// byHash finds a principal by its name's hash without reading a key
 	// string (see get). Names whose first hash another name holds already
@@ -146,9 +147,9 @@ func NewUsage(keep func(string) bool) *Usage {
 	n := min(runtime.GOMAXPROCS(0), 4)
 	u := &Usage{Keep: keep, seed: maphash.MakeSeed()}
 	for range n {
-		sh := &shard{in: make(chan *batch, 2), free: make(chan *batch, 3), byHash: map[uint64]*Principal{}, collided: map[string]*Principal{},
+		sh := &shard{in: make(chan *batch, 2), free: make(chan *batch, 4), byHash: map[uint64]*Principal{}, collided: map[string]*Principal{},
 			seed: u.seed, checkSeed: maphash.MakeSeed(), keep: keep, done: make(chan struct{})}
-		sh.cur = &batch{}
+		sh.cur, sh.made = &batch{}, 1
 		go sh.run()
 		u.shards = append(u.shards, sh)
 	}
@@ -199,7 +200,12 @@ func (u *Usage) push(o op, k Kind, t int64, name, addr, status []byte) {
 		select {
 		case sh.cur = <-sh.free:
 		default:
-			sh.cur = &batch{}
+			if sh.made < cap(sh.free) {
+				sh.made++
+				sh.cur = &batch{}
+			} else {
+				sh.cur = <-sh.free // the shard is working on the batches made
+			}
 		}
 	}
 }
