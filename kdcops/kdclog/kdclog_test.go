@@ -411,3 +411,57 @@ func TestPrincipalLayout(t *testing.T) {
 		t.Errorf("the client's counters end at byte %d, past the first cache line", end)
 	}
 }
+
+// A log of more blocks than the reader ever makes is read whole and in
+// order with the blocks recycled, and a reader closed after its first
+// event stops its producer, which may be waiting for a free block.
+func TestBlocksRecycled(t *testing.T) {
+	var b bytes.Buffer
+	n := 0
+	for b.Len() < (4*4+2+4)*blockSize {
+		fmt.Fprintf(&b, "Dec 02 06:00:%02d kdc krb5kdc[1](info): TGS_REQ (1 etypes {x(18)}) 10.0.0.1: ISSUE: authtime 1, etypes {rep=18}, u%d@R for host/a@R\n", n%60, n)
+		n++
+	}
+	path := writeAt(t, "kdc.log", b.Bytes(), time.Now())
+	r, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		ev, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			if i != n {
+				t.Fatalf("%d events of %d", i, n)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("u%d@R", i); string(ev.Client) != want {
+			t.Fatalf("event %d is %s, want %s", i, ev.Client, want)
+		}
+	}
+	if r.pipe.made > cap(r.pipe.free) {
+		t.Errorf("%d blocks made, more than the %d the pipeline recycles", r.pipe.made, cap(r.pipe.free))
+	}
+	r.Close()
+
+	r, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error)
+	go func() { closed <- r.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute): // a hang guard, not a rate
+		t.Fatal("Close hangs: the producer did not stop while waiting for a free block")
+	}
+}
