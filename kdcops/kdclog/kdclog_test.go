@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"os"
 	"path/filepath"
@@ -463,5 +464,29 @@ func TestBlocksRecycled(t *testing.T) {
 		}
 	case <-time.After(time.Minute): // a hang guard, not a rate
 		t.Fatal("Close hangs: the producer did not stop while waiting for a free block")
+	}
+}
+
+// The shard's table finds every principal through growth, and two names
+// under one first hash (forced here; by chance one in 2^64) stay apart.
+func TestShardTable(t *testing.T) {
+	sh := &shard{collided: map[string]*Principal{}, checkSeed: maphash.MakeSeed()}
+	seed := maphash.MakeSeed()
+	names := make([]string, 5000)
+	for i := range names {
+		names[i] = fmt.Sprintf("u%d@R", i)
+		sh.get(maphash.String(seed, names[i]), []byte(names[i]))
+	}
+	a, b := sh.get(42, []byte("a@R")), sh.get(42, []byte("b@R"))
+	if a == b || a.Name != "a@R" || b.Name != "b@R" || sh.get(42, []byte("a@R")) != a || sh.get(42, []byte("b@R")) != b {
+		t.Fatalf("names under one hash: %+v %+v", a, b)
+	}
+	for _, n := range names {
+		if p := sh.get(maphash.String(seed, n), []byte(n)); p.Name != n {
+			t.Fatalf("%s found as %s", n, p.Name)
+		}
+	}
+	if sh.byHash.n != len(names)+1 || len(sh.collided) != 1 || 2*sh.byHash.n > len(sh.byHash.slots) {
+		t.Errorf("%d in the table of %d slots, %d collided", sh.byHash.n, len(sh.byHash.slots), len(sh.collided))
 	}
 }

@@ -3,6 +3,7 @@ package kdclog
 import (
 	"bytes"
 	"hash/maphash"
+	"math/bits"
 	"runtime"
 	"slices"
 	"strings"
@@ -129,7 +130,7 @@ type shard struct {
 	// byHash finds a principal by its name's hash without reading a key
 	// string (see get). Names whose first hash another name holds already
 	// live in collided.
-	byHash    map[uint64]*Principal
+	byHash    hashTable
 	collided  map[string]*Principal
 	seed      maphash.Seed
 	checkSeed maphash.Seed
@@ -147,7 +148,7 @@ func NewUsage(keep func(string) bool) *Usage {
 	n := min(runtime.GOMAXPROCS(0), 4)
 	u := &Usage{Keep: keep, seed: maphash.MakeSeed()}
 	for range n {
-		sh := &shard{in: make(chan *batch, 2), free: make(chan *batch, 4), byHash: map[uint64]*Principal{}, collided: map[string]*Principal{},
+		sh := &shard{in: make(chan *batch, 2), free: make(chan *batch, 4), collided: map[string]*Principal{},
 			seed: u.seed, checkSeed: maphash.MakeSeed(), keep: keep, done: make(chan struct{})}
 		sh.cur, sh.made = &batch{}, 1
 		go sh.run()
@@ -255,8 +256,8 @@ func (u *Usage) Wait() {
 	u.Principals = map[string]*Principal{}
 	for _, sh := range u.shards {
 		<-sh.done
-		for _, p := range sh.byHash {
-			if !p.refused {
+		for _, sl := range sh.byHash.slots {
+			if p := sl.p; p != nil && !p.refused {
 				u.Principals[p.Name] = p
 			}
 		}
@@ -275,7 +276,8 @@ func (u *Usage) Wait() {
 // both hashes are a chance of about one in 2^128.
 func (sh *shard) get(h uint64, name []byte) *Principal {
 	check := maphash.Bytes(sh.checkSeed, name)
-	p, ok := sh.byHash[h]
+	p := sh.byHash.find(h)
+	ok := p != nil
 	if !ok || p.check != check {
 		if ok {
 			p, ok = sh.collided[string(name)]
@@ -284,10 +286,10 @@ func (sh *shard) get(h uint64, name []byte) *Principal {
 			s := string(name)
 			// A refusal is remembered too, so the filter runs once per principal.
 			p = &Principal{Name: s, refused: sh.keep != nil && !sh.keep(s), check: check}
-			if _, taken := sh.byHash[h]; taken {
+			if sh.byHash.find(h) != nil {
 				sh.collided[s] = p
 			} else {
-				sh.byHash[h] = p
+				sh.byHash.insert(h, p)
 			}
 		}
 	}
@@ -379,4 +381,59 @@ func (u *Usage) Sorted() []*Principal {
 	}
 	slices.SortFunc(out, func(a, b *Principal) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// hashTable finds a principal by its name's hash: open addressing with
+// linear probing in one array of (hash, principal) pairs, at most half
+// full. A lookup is one cache line of the array where Go's map reads a
+// group's control word and then its slot; on a fleet of principals each
+// is a cache miss. The hash is already random, so the slot is its top
+// bits (the low bits pick the shard and are the same in every entry).
+type hashTable struct {
+	slots []hashSlot // len a power of two; p nil: empty
+	shift uint       // 64 - log2(len(slots))
+	n     int
+}
+
+type hashSlot struct {
+	h uint64
+	p *Principal
+}
+
+// find returns the principal inserted with h, nil when none.
+func (t *hashTable) find(h uint64) *Principal {
+	if len(t.slots) == 0 {
+		return nil
+	}
+	mask := uint64(len(t.slots) - 1)
+	for i := h >> t.shift; ; i = (i + 1) & mask {
+		if sl := &t.slots[i]; sl.p == nil || sl.h == h {
+			return sl.p
+		}
+	}
+}
+
+// insert adds p under h, which find does not hold.
+func (t *hashTable) insert(h uint64, p *Principal) {
+	if 2*(t.n+1) > len(t.slots) {
+		old := t.slots
+		size := max(1024, 2*len(old))
+		t.slots, t.shift = make([]hashSlot, size), uint(64-bits.TrailingZeros(uint(size)))
+		for _, sl := range old {
+			if sl.p != nil {
+				t.place(sl.h, sl.p)
+			}
+		}
+	}
+	t.place(h, p)
+	t.n++
+}
+
+func (t *hashTable) place(h uint64, p *Principal) {
+	mask := uint64(len(t.slots) - 1)
+	i := h >> t.shift
+	for t.slots[i].p != nil {
+		i = (i + 1) & mask
+	}
+	t.slots[i] = hashSlot{h, p}
 }
