@@ -76,7 +76,11 @@ type JSONSummary struct {
 // normalised (times to RFC 3339 UTC strings, durations to seconds) and any
 // value encoding/json cannot encode becomes its text form, so encoding the
 // result never fails because of one odd piece of evidence.
-func ToJSON(rep *runbook.Report) JSONReport {
+func ToJSON(rep *runbook.Report) JSONReport { return toJSON(rep, true) }
+
+// toJSON is ToJSON; without findings it leaves Findings empty (the
+// caller writes them, see writeReportJSON).
+func toJSON(rep *runbook.Report, findings bool) JSONReport {
 	out := JSONReport{
 		Schema:        runbook.Schema,
 		Command:       rep.Command,
@@ -108,6 +112,9 @@ func ToJSON(rep *runbook.Report) JSONReport {
 		})
 	}
 	out.Findings = make([]JSONFinding, 0, len(rep.Findings))
+	if !findings {
+		return out
+	}
 	for _, f := range rep.Findings {
 		out.Findings = append(out.Findings, JSONFinding{
 			Rule:      f.Rule,
@@ -146,7 +153,7 @@ func renderJSON(w io.Writer, rep *runbook.Report, _ Options) error {
 	if rep == nil {
 		return errNilReport
 	}
-	return EncodeJSON(w, ToJSON(rep))
+	return writeReportJSON(w, rep)
 }
 
 // jsonValue normalises one evidence value for encoding/json.

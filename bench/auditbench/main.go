@@ -7,7 +7,11 @@
 // each size (memory must stay flat: it holds per-principal aggregates
 // only). It asserts nothing except that krbops and grep succeed.
 //
-//	go run ./bench/auditbench --krbops bin/krbops [-lines 10000000] [-principals 100000] [-keep]
+//	go run ./bench/auditbench --krbops bin/krbops [-lines 10000000] [-principals 100000] [-keep] [-dir DIR]
+//
+// With -dir the logs are written to DIR once and reused by later runs
+// with the same -lines and -principals (writing 4 GiB takes longer than
+// timing it), and kept.
 package main
 
 import (
@@ -30,23 +34,33 @@ func main() {
 	lines := flag.Int("lines", 10_000_000, "lines of the large log; a tenth of it is the small one")
 	principals := flag.Int("principals", 100_000, "principals in the logs")
 	keep := flag.Bool("keep", false, "keep the generated logs (their directory is printed)")
+	reuse := flag.String("dir", "", "write the logs to this directory once, reuse them in later runs, and keep them")
 	flag.Parse()
-	if err := run(*bin, *lines, *principals, *keep); err != nil {
+	if err := run(*bin, *lines, *principals, *keep, *reuse); err != nil {
 		fmt.Fprintln(os.Stderr, "auditbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin string, lines, principals int, keep bool) error {
+func run(bin string, lines, principals int, keep bool, reuse string) error {
 	if lines < 1000 || principals < 10 {
 		return errors.New("-lines must be at least 1000 and -principals at least 10")
 	}
 	if _, err := exec.LookPath("grep"); err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "krbops-auditbench-")
-	if err != nil {
-		return err
+	dir := reuse
+	if reuse != "" {
+		keep = true
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+	} else {
+		d, err := os.MkdirTemp("", "krbops-auditbench-")
+		if err != nil {
+			return err
+		}
+		dir = d
 	}
 	if keep {
 		fmt.Printf("logs kept in %s\n", dir)
@@ -55,13 +69,17 @@ func run(bin string, lines, principals int, keep bool) error {
 	}
 	fmt.Printf("auditbench: %d principals, %d CPUs\n", principals, runtime.NumCPU())
 	for _, n := range []int{lines / 10, lines} {
-		path := filepath.Join(dir, fmt.Sprintf("krb5kdc-%d.log", n))
+		path := filepath.Join(dir, fmt.Sprintf("krb5kdc-%d-%d.log", n, principals))
 		began := time.Now()
-		size, err := writeLog(path, n, principals)
+		size, reused, err := logFile(path, n, principals, reuse != "")
 		if err != nil {
 			return err
 		}
-		fmt.Printf("\n%d lines, %s, written in %s\n", n, mib(size), time.Since(began).Round(time.Millisecond))
+		if reused {
+			fmt.Printf("\n%d lines, %s, reused %s\n", n, mib(size), path)
+		} else {
+			fmt.Printf("\n%d lines, %s, written in %s\n", n, mib(size), time.Since(began).Round(time.Millisecond))
+		}
 		// Warm the page cache once so neither tool pays for the first read.
 		if _, err := timed(exec.Command("cat", path)); err != nil {
 			return err
@@ -90,6 +108,23 @@ func run(bin string, lines, principals int, keep bool) error {
 		}
 	}
 	return nil
+}
+
+// logFile writes the log at path, or with reuse keeps one a finished
+// earlier run wrote there (a partial one is written under a temporary
+// name and renamed only when complete).
+func logFile(path string, n, principals int, reuse bool) (size int64, reused bool, err error) {
+	if reuse {
+		if fi, err := os.Stat(path); err == nil {
+			return fi.Size(), true, nil
+		}
+	}
+	tmp := path + ".partial"
+	if size, err = writeLog(tmp, n, principals); err != nil {
+		os.Remove(tmp)
+		return 0, false, err
+	}
+	return size, false, os.Rename(tmp, path)
 }
 
 type measure struct {

@@ -5,12 +5,14 @@ import (
 	"compress/gzip"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // ev is an Event with strings, for comparing.
@@ -395,5 +397,96 @@ func TestSambaAddressesAndGarbage(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) || st.Bad != 2 {
 		t.Fatalf("events %v (bad %d: %+v), want %v and 2 bad", got, st.Bad, st.Samples, want)
+	}
+}
+
+// TestPrincipalLayout keeps the field order usage.go's comment promises:
+// a 256-byte struct whose first cache line holds what a lookup and a
+// client's ticket touch.
+func TestPrincipalLayout(t *testing.T) {
+	var p Principal
+	if got := unsafe.Sizeof(p); got != 256 {
+		t.Errorf("Principal is %d bytes, want 256 (a size class aligned to cache lines)", got)
+	}
+	if end := unsafe.Offsetof(p.LastTGSAsked) + 8; end > 64 {
+		t.Errorf("the client's counters end at byte %d, past the first cache line", end)
+	}
+}
+
+// A log of more blocks than the reader ever makes is read whole and in
+// order with the blocks recycled, and a reader closed after its first
+// event stops its producer, which may be waiting for a free block.
+func TestBlocksRecycled(t *testing.T) {
+	var b bytes.Buffer
+	n := 0
+	for b.Len() < (4*4+2+4)*blockSize {
+		fmt.Fprintf(&b, "Dec 02 06:00:%02d kdc krb5kdc[1](info): TGS_REQ (1 etypes {x(18)}) 10.0.0.1: ISSUE: authtime 1, etypes {rep=18}, u%d@R for host/a@R\n", n%60, n)
+		n++
+	}
+	path := writeAt(t, "kdc.log", b.Bytes(), time.Now())
+	r, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		ev, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			if i != n {
+				t.Fatalf("%d events of %d", i, n)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("u%d@R", i); string(ev.Client) != want {
+			t.Fatalf("event %d is %s, want %s", i, ev.Client, want)
+		}
+	}
+	if r.pipe.made > cap(r.pipe.free) {
+		t.Errorf("%d blocks made, more than the %d the pipeline recycles", r.pipe.made, cap(r.pipe.free))
+	}
+	r.Close()
+
+	r, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error)
+	go func() { closed <- r.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute): // a hang guard, not a rate
+		t.Fatal("Close hangs: the producer did not stop while waiting for a free block")
+	}
+}
+
+// The shard's table finds every principal through growth, and two names
+// under one first hash (forced here; by chance one in 2^64) stay apart.
+func TestShardTable(t *testing.T) {
+	sh := &shard{collided: map[string]*Principal{}, checkSeed: maphash.MakeSeed()}
+	seed := maphash.MakeSeed()
+	names := make([]string, 5000)
+	for i := range names {
+		names[i] = fmt.Sprintf("u%d@R", i)
+		sh.get(maphash.String(seed, names[i]), []byte(names[i]))
+	}
+	a, b := sh.get(42, []byte("a@R")), sh.get(42, []byte("b@R"))
+	if a == b || a.Name != "a@R" || b.Name != "b@R" || sh.get(42, []byte("a@R")) != a || sh.get(42, []byte("b@R")) != b {
+		t.Fatalf("names under one hash: %+v %+v", a, b)
+	}
+	for _, n := range names {
+		if p := sh.get(maphash.String(seed, n), []byte(n)); p.Name != n {
+			t.Fatalf("%s found as %s", n, p.Name)
+		}
+	}
+	if sh.byHash.n != len(names)+1 || len(sh.collided) != 1 || 2*sh.byHash.n > len(sh.byHash.slots) {
+		t.Errorf("%d in the table of %d slots, %d collided", sh.byHash.n, len(sh.byHash.slots), len(sh.collided))
 	}
 }

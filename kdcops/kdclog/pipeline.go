@@ -44,7 +44,8 @@ type block struct {
 type pipeline struct {
 	work    chan *block
 	results chan *block
-	free    chan *block
+	free    chan *block // every block made, when not in use: see block
+	made    int         // blocks made so far (produce's own)
 	done    chan struct{}
 	wg      sync.WaitGroup
 
@@ -96,12 +97,27 @@ func (p *pipeline) stop() {
 	p.wg.Wait()
 }
 
-func (p *pipeline) block() *block {
+// block returns a free block for produce; false when the pipeline stops.
+// At most cap(p.free) blocks are ever made, and each comes back to the
+// free list: a block dropped and made anew would be garbage of a
+// megabyte and its records, and collecting it rescans every principal's
+// aggregate. When all are in use produce waits for one, which also
+// bounds how far reading runs ahead of the consumer.
+func (p *pipeline) block() (*block, bool) {
 	select {
 	case b := <-p.free:
-		return b
+		return b, true
 	default:
-		return &block{buf: make([]byte, 0, blockSize)}
+	}
+	if p.made < cap(p.free) {
+		p.made++
+		return &block{buf: make([]byte, 0, blockSize)}, true
+	}
+	select {
+	case b := <-p.free:
+		return b, true
+	case <-p.done:
+		return nil, false
 	}
 }
 
@@ -110,7 +126,10 @@ func (p *pipeline) produce(src io.Reader) {
 	var carry []byte
 	skipping := false // inside a line longer than a block
 	for seq := 0; ; seq++ {
-		b := p.block()
+		b, ok := p.block()
+		if !ok {
+			return
+		}
 		b.seq, b.err, b.contHead, b.overlong = seq, nil, skipping, false
 		b.buf = append(b.buf[:0], carry...)
 		n, err := io.ReadFull(src, b.buf[len(b.buf):blockSize])

@@ -3,8 +3,10 @@ package kdclog
 import (
 	"bytes"
 	"hash/maphash"
+	"math/bits"
 	"runtime"
 	"slices"
+	"strings"
 )
 
 // MaxAddrs bounds the distinct addresses kept per principal (and per
@@ -14,28 +16,42 @@ const MaxAddrs = 64
 
 // Principal is what the logs say about one principal. Times are Unix
 // seconds, 0 when never.
+//
+// The field order is for the cache: on a fleet of principals each
+// event's principal is a cache miss, and the fewer lines it touches the
+// better. The struct is 256 bytes, a size class whose objects start on a
+// 64-byte line, so the first 64 bytes (what a lookup and a client's
+// ticket from a known address touch) are one line and a service's ticket
+// touches one more.
 type Principal struct {
-	hot
-	Name string
+	check   uint64 // the name's second hash (shard.get)
+	addr0   uint64 // hash of Addrs[0]: most principals use one address
+	hasAddr bool   // Addrs[0] and addr0 are set
+	refused bool   // Usage.Keep refused it: not aggregated
 
 	// As a client: tickets from AS exchanges (logins) and the TGS
 	// exchanges it made for other services.
+	AddrsTruncated bool // more addresses than MaxAddrs
 	AS             int64
 	FirstAS        int64
 	LastAS         int64
 	TGSAsked       int64
 	LastTGSAsked   int64
-	Addrs          []string // distinct addresses it was issued tickets from, at most MaxAddrs
-	AddrsTruncated bool     // more addresses than MaxAddrs
 
 	// As a service: tickets issued for it.
 	TGS      int64
 	FirstTGS int64
 	LastTGS  int64
 
-	// Refused requests by the KDC's reason (PREAUTH_FAILED, ...).
-	Failures    map[string]int64
 	LastFailure int64
+	Name        string
+	// Refused requests by the KDC's reason (PREAUTH_FAILED, ...).
+	Failures map[string]int64
+
+	Addrs []string // distinct addresses it was issued tickets from, at most MaxAddrs
+	// Hashes of Addrs after the first: a repeat address, the usual case,
+	// is found without touching the strings.
+	addrHashes []uint64
 
 	// Key changes seen (kadmind, kpasswd) and the refused logins after
 	// the last one: the hosts still holding the old key.
@@ -46,21 +62,8 @@ type Principal struct {
 	FailedSinceLast  int64
 	FailedSinceAddrs []string
 
-	// Hashes of FailedSinceAddrs (see hot.addrHashes).
+	// Hashes of FailedSinceAddrs.
 	failedHashes []uint64
-}
-
-// hot is what every event reads of its principal, first in the struct
-// so that one cache line holds it: on a fleet of principals each event's
-// principal is a cache miss, and the fewer lines it touches the better.
-type hot struct {
-	check   uint64 // the name's second hash (shard.get)
-	refused bool   // Usage.Keep refused it: not aggregated
-	// Hashes of Addrs: a repeat address, the usual case, is found
-	// without touching the strings; most principals use one address,
-	// kept inline.
-	addr0      uint64
-	addrHashes []uint64
 }
 
 // Client reports whether the principal logged in (an AS ticket was issued).
@@ -121,12 +124,13 @@ type batch struct {
 
 type shard struct {
 	in   chan *batch
-	free chan *batch
+	free chan *batch // every batch made, when not in use (as pipeline.block)
+	made int         // batches made so far (push's own)
 	cur  *batch
 	// byHash finds a principal by its name's hash without reading a key
 	// string (see get). Names whose first hash another name holds already
 	// live in collided.
-	byHash    map[uint64]*Principal
+	byHash    hashTable
 	collided  map[string]*Principal
 	seed      maphash.Seed
 	checkSeed maphash.Seed
@@ -144,9 +148,9 @@ func NewUsage(keep func(string) bool) *Usage {
 	n := min(runtime.GOMAXPROCS(0), 4)
 	u := &Usage{Keep: keep, seed: maphash.MakeSeed()}
 	for range n {
-		sh := &shard{in: make(chan *batch, 2), free: make(chan *batch, 3), byHash: map[uint64]*Principal{}, collided: map[string]*Principal{},
+		sh := &shard{in: make(chan *batch, 2), free: make(chan *batch, 4), collided: map[string]*Principal{},
 			seed: u.seed, checkSeed: maphash.MakeSeed(), keep: keep, done: make(chan struct{})}
-		sh.cur = &batch{}
+		sh.cur, sh.made = &batch{}, 1
 		go sh.run()
 		u.shards = append(u.shards, sh)
 	}
@@ -197,7 +201,12 @@ func (u *Usage) push(o op, k Kind, t int64, name, addr, status []byte) {
 		select {
 		case sh.cur = <-sh.free:
 		default:
-			sh.cur = &batch{}
+			if sh.made < cap(sh.free) {
+				sh.made++
+				sh.cur = &batch{}
+			} else {
+				sh.cur = <-sh.free // the shard is working on the batches made
+			}
 		}
 	}
 }
@@ -247,8 +256,8 @@ func (u *Usage) Wait() {
 	u.Principals = map[string]*Principal{}
 	for _, sh := range u.shards {
 		<-sh.done
-		for _, p := range sh.byHash {
-			if !p.refused {
+		for _, sl := range sh.byHash.slots {
+			if p := sl.p; p != nil && !p.refused {
 				u.Principals[p.Name] = p
 			}
 		}
@@ -267,7 +276,8 @@ func (u *Usage) Wait() {
 // both hashes are a chance of about one in 2^128.
 func (sh *shard) get(h uint64, name []byte) *Principal {
 	check := maphash.Bytes(sh.checkSeed, name)
-	p, ok := sh.byHash[h]
+	p := sh.byHash.find(h)
+	ok := p != nil
 	if !ok || p.check != check {
 		if ok {
 			p, ok = sh.collided[string(name)]
@@ -275,11 +285,11 @@ func (sh *shard) get(h uint64, name []byte) *Principal {
 		if !ok {
 			s := string(name)
 			// A refusal is remembered too, so the filter runs once per principal.
-			p = &Principal{Name: s, hot: hot{refused: sh.keep != nil && !sh.keep(s), check: check}}
-			if _, taken := sh.byHash[h]; taken {
+			p = &Principal{Name: s, refused: sh.keep != nil && !sh.keep(s), check: check}
+			if sh.byHash.find(h) != nil {
 				sh.collided[s] = p
 			} else {
-				sh.byHash[h] = p
+				sh.byHash.insert(h, p)
 			}
 		}
 	}
@@ -328,8 +338,8 @@ func (sh *shard) apply(it *item, p *Principal, arena []byte) {
 		var over bool
 		if len(addr) > 0 {
 			switch h := maphash.Bytes(sh.seed, addr); {
-			case len(p.Addrs) == 0:
-				p.addr0, p.Addrs = h, append(p.Addrs, string(addr))
+			case !p.hasAddr:
+				p.addr0, p.hasAddr, p.Addrs = h, true, append(p.Addrs, string(addr))
 			case h != p.addr0:
 				p.Addrs, p.addrHashes, over = addAddr(p.Addrs, p.addrHashes, addr, h)
 			}
@@ -369,14 +379,61 @@ func (u *Usage) Sorted() []*Principal {
 			out = append(out, p)
 		}
 	}
-	slices.SortFunc(out, func(a, b *Principal) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b *Principal) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// hashTable finds a principal by its name's hash: open addressing with
+// linear probing in one array of (hash, principal) pairs, at most half
+// full. A lookup is one cache line of the array where Go's map reads a
+// group's control word and then its slot; on a fleet of principals each
+// is a cache miss. The hash is already random, so the slot is its top
+// bits (the low bits pick the shard and are the same in every entry).
+type hashTable struct {
+	slots []hashSlot // len a power of two; p nil: empty
+	shift uint       // 64 - log2(len(slots))
+	n     int
+}
+
+type hashSlot struct {
+	h uint64
+	p *Principal
+}
+
+// find returns the principal inserted with h, nil when none.
+func (t *hashTable) find(h uint64) *Principal {
+	if len(t.slots) == 0 {
+		return nil
+	}
+	mask := uint64(len(t.slots) - 1)
+	for i := h >> t.shift; ; i = (i + 1) & mask {
+		if sl := &t.slots[i]; sl.p == nil || sl.h == h {
+			return sl.p
+		}
+	}
+}
+
+// insert adds p under h, which find does not hold.
+func (t *hashTable) insert(h uint64, p *Principal) {
+	if 2*(t.n+1) > len(t.slots) {
+		old := t.slots
+		size := max(1024, 2*len(old))
+		t.slots, t.shift = make([]hashSlot, size), uint(64-bits.TrailingZeros(uint(size)))
+		for _, sl := range old {
+			if sl.p != nil {
+				t.place(sl.h, sl.p)
+			}
+		}
+	}
+	t.place(h, p)
+	t.n++
+}
+
+func (t *hashTable) place(h uint64, p *Principal) {
+	mask := uint64(len(t.slots) - 1)
+	i := h >> t.shift
+	for t.slots[i].p != nil {
+		i = (i + 1) & mask
+	}
+	t.slots[i] = hashSlot{h, p}
 }

@@ -172,6 +172,13 @@ func describeFileErr(err error) string {
 
 func stamp(unix int64) string { return time.Unix(unix, 0).UTC().Format(time.RFC3339) }
 
+// stampIf sets ev[key] to the time t unless t is 0 (never).
+func stampIf(ev runbook.Evidence, key string, t int64) {
+	if t != 0 {
+		ev[key] = stamp(t)
+	}
+}
+
 // role is the role rotate should use, "" when the logs show no use.
 func role(p *kdclog.Principal) string {
 	client := p.AS > 0 || p.TGSAsked > 0
@@ -188,9 +195,10 @@ func role(p *kdclog.Principal) string {
 
 func (c Check) usage(r *run) runbook.Result {
 	now := c.Now()
-	var fs []runbook.Finding
 	var metrics []runbook.Metric
 	ps := r.usage.Sorted()
+	// One role finding per principal and a few others: one allocation.
+	fs := make([]runbook.Finding, 0, len(ps)+len(ps)/8)
 	for _, p := range ps {
 		if c.Metrics {
 			metrics = append(metrics, principalMetrics(p)...)
@@ -199,12 +207,10 @@ func (c Check) usage(r *run) runbook.Result {
 		// rotate needs, so a fleet's report stays small. The other
 		// findings, rare, carry everything the logs say.
 		rl := role(p)
-		short := runbook.Evidence{"role": rl, "as": p.AS, "tgs": p.TGS}
-		for k, t := range map[string]int64{"last_as": p.LastAS, "last_tgs": p.LastTGS} {
-			if t != 0 {
-				short[k] = stamp(t)
-			}
-		}
+		short := make(runbook.Evidence, 5)
+		short["role"], short["as"], short["tgs"] = rl, p.AS, p.TGS
+		stampIf(short, "last_as", p.LastAS)
+		stampIf(short, "last_tgs", p.LastTGS)
 		switch rl {
 		case "client":
 			fs = append(fs, finding("AU002", "", p.Name, fmt.Sprintf("logs in (%d AS) and is never asked for as a service", p.AS), short))
@@ -244,13 +250,15 @@ func (c Check) usage(r *run) runbook.Result {
 func principalEvidence(p *kdclog.Principal) runbook.Evidence {
 	ev := runbook.Evidence{"as": p.AS, "tgs": p.TGS, "tgs_asked": p.TGSAsked, "addresses": slices.Clone(p.Addrs),
 		"addresses_truncated": p.AddrsTruncated, "role": role(p)}
-	for k, t := range map[string]int64{"first_as": p.FirstAS, "last_as": p.LastAS, "first_tgs": p.FirstTGS, "last_tgs": p.LastTGS,
-		"last_tgs_asked": p.LastTGSAsked, "last_failure": p.LastFailure, "last_key_change": p.LastKeyChange,
-		"failed_since_first": p.FailedSinceFirst, "failed_since_last": p.FailedSinceLast} {
-		if t != 0 {
-			ev[k] = stamp(t)
-		}
-	}
+	stampIf(ev, "first_as", p.FirstAS)
+	stampIf(ev, "last_as", p.LastAS)
+	stampIf(ev, "first_tgs", p.FirstTGS)
+	stampIf(ev, "last_tgs", p.LastTGS)
+	stampIf(ev, "last_tgs_asked", p.LastTGSAsked)
+	stampIf(ev, "last_failure", p.LastFailure)
+	stampIf(ev, "last_key_change", p.LastKeyChange)
+	stampIf(ev, "failed_since_first", p.FailedSinceFirst)
+	stampIf(ev, "failed_since_last", p.FailedSinceLast)
 	if len(p.Failures) > 0 {
 		var f []string
 		for _, k := range sortedKeys(p.Failures) {
