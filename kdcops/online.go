@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -155,28 +156,22 @@ func (c *OnlineClient) Check(ctx context.Context, entries []KeytabEntry) (*Onlin
 	cname := types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: first.Components}
 
 	// 1. The KDC's keys.
-	for _, et := range etypes {
-		key, has, err := c.probeEnctype(ctx, first.Realm, cname, et)
-		if err != nil {
-			var ke *KDCError
-			if errors.As(err, &ke) {
-				switch ke.Code {
-				case errorcode.KDC_ERR_C_PRINCIPAL_UNKNOWN:
-					res.Unknown = true
-					return res, nil
-				case errorcode.KDC_ERR_CLIENT_REVOKED, errorcode.KDC_ERR_KEY_EXPIRED, errorcode.KDC_ERR_POLICY:
-					res.Refused = ke.Name
-					return res, nil
-				}
+	keys, missing, err := c.probeKeys(ctx, first.Realm, cname, etypes)
+	if err != nil {
+		var ke *KDCError
+		if errors.As(err, &ke) {
+			switch ke.Code {
+			case errorcode.KDC_ERR_C_PRINCIPAL_UNKNOWN:
+				res.Unknown = true
+				return res, nil
+			case errorcode.KDC_ERR_CLIENT_REVOKED, errorcode.KDC_ERR_KEY_EXPIRED, errorcode.KDC_ERR_POLICY:
+				res.Refused = ke.Name
+				return res, nil
 			}
-			return res, err
 		}
-		if has {
-			res.KDCKeys = append(res.KDCKeys, key)
-		} else {
-			res.Unsupported = append(res.Unsupported, et)
-		}
+		return res, err
 	}
+	res.KDCKeys, res.Unsupported = keys, missing
 
 	// 2. The KDC's kvno: with the operator's TGT, else with the keytab's.
 	if tgt, skey, client, ok := c.ccacheTGT(first.Realm); ok {
@@ -339,66 +334,137 @@ func (c *OnlineClient) ccacheTGT(realm string) (messages.Ticket, types.Encryptio
 	return tkt, types.EncryptionKey{KeyType: cr.SessionEnctype, KeyValue: cr.sessionKey}, client, true
 }
 
-// probeEnctype asks whether the KDC holds a key of enctype et for cname.
-func (c *OnlineClient) probeEnctype(ctx context.Context, realm string, cname types.PrincipalName, et int32) (KDCKey, bool, error) {
+// probeKeys asks which of etypes the KDC holds a key of for cname, with
+// AS-REQs without pre-authentication. The AES enctypes go together: each
+// request lists every one not yet settled, and the KDC names at least
+// one it holds among them (MIT and Heimdal name only the one they would
+// use, the first they hold in request order); the named ones are settled
+// as held and asked again without them, and a reply naming none settles
+// all that are left as not held. A principal with k of n AES enctypes
+// costs k+1 requests instead of n. The weak ones (DES, RC4) are asked one
+// per request as before: a realm may refuse a request listing only a
+// weak enctype while naming that key in a list with others, and a key
+// the KDC will not use must not count as held. keys and missing follow
+// the order of etypes.
+func (c *OnlineClient) probeKeys(ctx context.Context, realm string, cname types.PrincipalName, etypes []int32) (keys []KDCKey, missing []int32, err error) {
+	held := map[int32]KDCKey{}
+	settle := func(left []int32) error {
+		for len(left) > 0 {
+			named, err := c.probeEnctypes(ctx, realm, cname, left)
+			if err != nil {
+				return err
+			}
+			if len(named) == 0 {
+				return nil
+			}
+			for _, k := range named {
+				held[k.Enctype] = k
+			}
+			left = slices.DeleteFunc(left, func(et int32) bool { _, ok := held[et]; return ok })
+		}
+		return nil
+	}
+	var aes []int32
+	for _, et := range etypes {
+		if AESEnctype(et) {
+			aes = append(aes, et)
+		}
+	}
+	if err := settle(aes); err != nil {
+		return nil, nil, err
+	}
+	for _, et := range etypes {
+		if !AESEnctype(et) {
+			if err := settle([]int32{et}); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	for _, et := range etypes {
+		if k, ok := held[et]; ok {
+			keys = append(keys, k)
+		} else {
+			missing = append(missing, et)
+		}
+	}
+	return keys, missing, nil
+}
+
+// probeEnctypes sends one AS-REQ without pre-authentication listing
+// etypes and returns the keys among them the reply names (none when the
+// KDC holds a key of none of them).
+func (c *OnlineClient) probeEnctypes(ctx context.Context, realm string, cname types.PrincipalName, etypes []int32) ([]KDCKey, error) {
 	req, err := messages.NewASReqForTGT(realm, c.Config.Config, cname)
 	if err != nil {
-		return KDCKey{}, false, fmt.Errorf("build AS-REQ: %w", err)
+		return nil, fmt.Errorf("build AS-REQ: %w", err)
 	}
-	req.ReqBody.EType = []int32{et}
+	req.ReqBody.EType = slices.Clone(etypes)
 	raw, err := req.Marshal()
 	if err != nil {
-		return KDCKey{}, false, fmt.Errorf("marshal AS-REQ: %w", err)
+		return nil, fmt.Errorf("marshal AS-REQ: %w", err)
 	}
-	reply, err := c.send(ctx, realm, raw, "AS-REQ", principalString(cname, realm), "etype probe "+EnctypeName(et))
+	names := make([]string, len(etypes))
+	for i, et := range etypes {
+		names[i] = EnctypeName(et)
+	}
+	reply, err := c.send(ctx, realm, raw, "AS-REQ", principalString(cname, realm), "etype probe "+strings.Join(names, ","))
 	if err != nil {
-		return KDCKey{}, false, err
+		return nil, err
 	}
 	defSalt := realm + strings.Join(cname.NameString, "")
+	key := func(et int32, salt string) KDCKey {
+		return KDCKey{Enctype: et, Salt: salt, DefaultSalt: salt == defSalt}
+	}
 	switch reply[0] {
 	case tagASRep:
-		// No pre-authentication required: the KDC issued a ticket in this
-		// enctype, so it has the key; a salt may ride in the padata.
+		// No pre-authentication required: the KDC issued a ticket in one
+		// of the enctypes, so it has that key; a salt may ride in the
+		// padata.
 		var rep messages.ASRep
 		if err := rep.Unmarshal(reply); err != nil {
-			return KDCKey{}, false, &BadReplyError{KDC: realm, Msg: "cannot decode AS-REP"}
+			return nil, &BadReplyError{KDC: realm, Msg: "cannot decode AS-REP"}
 		}
-		if rep.EncPart.EType != et {
-			return KDCKey{}, false, nil
+		et := rep.EncPart.EType
+		if !slices.Contains(etypes, et) {
+			return nil, nil
 		}
 		salt, ok := saltFrom(rep.PAData, et)
 		if !ok {
 			salt = defSalt
 		}
-		return KDCKey{Enctype: et, Salt: salt, DefaultSalt: salt == defSalt}, true, nil
+		return []KDCKey{key(et, salt)}, nil
 	case tagKRBError:
 		var kerr messages.KRBError
 		if err := kerr.Unmarshal(reply); err != nil {
-			return KDCKey{}, false, &BadReplyError{KDC: realm, Msg: "cannot decode KRB-ERROR"}
+			return nil, &BadReplyError{KDC: realm, Msg: "cannot decode KRB-ERROR"}
 		}
 		switch kerr.ErrorCode {
 		case errorcode.KDC_ERR_PREAUTH_REQUIRED:
 			var pas types.PADataSequence
 			if err := pas.Unmarshal(kerr.EData); err != nil {
-				return KDCKey{}, false, &BadReplyError{KDC: realm, Msg: "cannot decode the PA-DATA of PREAUTH_REQUIRED"}
+				return nil, &BadReplyError{KDC: realm, Msg: "cannot decode the PA-DATA of PREAUTH_REQUIRED"}
 			}
 			// MIT answers PREAUTH_REQUIRED even when the principal has no
-			// key of the one enctype asked for; it then leaves that
-			// enctype out of ETYPE-INFO2.
-			salt, ok := saltFrom(pas, et)
-			if !ok {
-				return KDCKey{}, false, nil
+			// key of the enctypes asked for; it then lists none of them
+			// in ETYPE-INFO2.
+			var out []KDCKey
+			for _, et := range etypes {
+				salt, ok := saltFrom(pas, et)
+				if !ok {
+					continue
+				}
+				if salt == "" {
+					salt = defSalt
+				}
+				out = append(out, key(et, salt))
 			}
-			if salt == "" {
-				salt = defSalt
-			}
-			return KDCKey{Enctype: et, Salt: salt, DefaultSalt: salt == defSalt}, true, nil
+			return out, nil
 		case errorcode.KDC_ERR_ETYPE_NOSUPP:
-			return KDCKey{}, false, nil
+			return nil, nil
 		}
-		return KDCKey{}, false, kdcError(kerr)
+		return nil, kdcError(kerr)
 	}
-	return KDCKey{}, false, &BadReplyError{KDC: realm, Msg: fmt.Sprintf("unexpected reply to AS-REQ (first byte 0x%02x)", reply[0])}
+	return nil, &BadReplyError{KDC: realm, Msg: fmt.Sprintf("unexpected reply to AS-REQ (first byte 0x%02x)", reply[0])}
 }
 
 // saltFrom reads the salt of enctype et from ETYPE-INFO2 (or the older

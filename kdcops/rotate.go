@@ -77,21 +77,15 @@ func KVNOs(entries []KeytabEntry) []uint32 {
 var keyEnctypes = []int32{18, 17, 20, 19, 16, 23}
 
 // KDCKeys asks the KDC which enctypes and salts it holds for the
-// principal now, one AS-REQ without pre-authentication per enctype (the
-// KDC's ETYPE-INFO2 answers for the current kvno). A rotation asks again
+// principal now, with AS-REQs without pre-authentication (the KDC's
+// ETYPE-INFO2 answers for the current kvno; see probeKeys). A rotation asks again
 // after the key change: MIT gives a changed password the realm's
 // supported_enctypes with the normal salt, whatever the old keys were.
 func (c *OnlineClient) KDCKeys(ctx context.Context, realm string, components []string) ([]KDCKey, error) {
 	cname := types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: components}
-	var out []KDCKey
-	for _, et := range keyEnctypes {
-		key, has, err := c.probeEnctype(ctx, realm, cname, et)
-		if err != nil {
-			return nil, err
-		}
-		if has {
-			out = append(out, key)
-		}
+	out, _, err := c.probeKeys(ctx, realm, cname, keyEnctypes)
+	if err != nil {
+		return nil, err
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("the KDC reports no key of %s that krbops can derive", unparsePrincipal(components, realm))

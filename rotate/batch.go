@@ -155,7 +155,7 @@ type targetRun struct {
 // cancelled ctx no further target starts; running ones stop at a safe
 // point as a single rotation does.
 func (b *Batch) Run(ctx context.Context, opts runbook.Options) *runbook.Report {
-	dom := &domains{until: map[string]time.Time{}}
+	dom := &domains{until: map[string]time.Time{}, clocks: newClockCache(b.now)}
 	return b.each(ctx, opts, "rotate --targets", func(i int) targetRun { return b.runTarget(ctx, i, opts, dom) })
 }
 
@@ -269,6 +269,8 @@ func (b *Batch) targetReport(i int, tr targetRun, opts runbook.Options) *runbook
 type domains struct {
 	mu    sync.Mutex
 	until map[string]time.Time
+	// clocks holds the batch's KDC clock samples (preflight.clock).
+	clocks *clockCache
 }
 
 func domainKey(r *Rotation) string {
@@ -318,6 +320,9 @@ func (b *Batch) tryTarget(ctx context.Context, i int, opts runbook.Options, dom 
 		return failed(runbook.Failf("%s", err).WithHint("%s", fault.HintOf(err))), time.Time{}
 	}
 	defer closeFn()
+	if r.ClockProbe == nil {
+		r.ClockProbe = dom.clocks.probe(r.Realm, r.quickClockProbe)
+	}
 	sub := opts
 	sub.OnStep = nil
 	j, err := LoadJournal(b.JournalDir, r.Principal)

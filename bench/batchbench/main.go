@@ -55,6 +55,11 @@ func run(bin string, n, conc int) error {
 		return err
 	}
 
+	kdcLog := l.R.KDCs[0].Log
+	reqs0, err := kdcRequests(kdcLog)
+	if err != nil {
+		return err
+	}
 	begin := time.Now()
 	// Limits off: the window and the breaker's per-cluster cap must not
 	// be what is measured (one cluster, so the cap is the concurrency).
@@ -67,8 +72,16 @@ func run(bin string, n, conc int) error {
 		return fmt.Errorf("krbops rotate --targets: %v\n%s", err, tail(out))
 	}
 	krbops := time.Since(begin)
+	reqs1, err := kdcRequests(kdcLog)
+	if err != nil {
+		return err
+	}
 
 	k5, err := l.K5srvutilLoop(ctx, "k5srv", n)
+	if err != nil {
+		return err
+	}
+	reqs2, err := kdcRequests(kdcLog)
 	if err != nil {
 		return err
 	}
@@ -78,7 +91,19 @@ func run(bin string, n, conc int) error {
 	fmt.Printf("krbops rotate --targets (c=%d)      %.1f rotations/s (%s)\n", conc, kr, krbops.Round(time.Millisecond))
 	fmt.Printf("k5srvutil change loop               %.1f rotations/s (%s)\n", mr, k5.Round(time.Millisecond))
 	fmt.Printf("ratio krbops/k5srvutil              %.2f (goal >= 5)\n", kr/mr)
+	fmt.Printf("KDC requests per rotation (AS+TGS)  krbops %.1f, k5srvutil %.1f (kpasswd/kadmin not counted)\n",
+		float64(reqs1-reqs0)/float64(n), float64(reqs2-reqs1)/float64(n))
 	return nil
+}
+
+// kdcRequests counts the AS and TGS requests the KDC has logged so far
+// (krb5kdc logs one AS_REQ or TGS_REQ line per request).
+func kdcRequests(log string) (int, error) {
+	b, err := os.ReadFile(log)
+	if err != nil {
+		return 0, err
+	}
+	return strings.Count(string(b), " AS_REQ ") + strings.Count(string(b), " TGS_REQ "), nil
 }
 
 // tail is the end of a long report: enough to see what failed.
