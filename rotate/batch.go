@@ -328,7 +328,12 @@ func (b *Batch) tryTarget(ctx context.Context, i int, opts runbook.Options, dom 
 	j, err := LoadJournal(b.JournalDir, r.Principal)
 	switch {
 	case errors.Is(err, ErrNoJournal):
-		if rot, ok := b.doneEarlier(ctx, r.Principal); ok {
+		rot, ok, err := b.doneEarlier(ctx, r.Principal)
+		if err != nil {
+			return failed(ledgerResult(err, "could not read the ledger to learn whether this batch rotated %s already: %s", r.Principal, err).
+				WithHint("run the batch again once the ledger answers; targets it finished are skipped then")), time.Time{}
+		}
+		if ok {
 			return targetRun{outcome: OutcomeDone, verdict: runbook.Passf("already rotated by this batch: rotation %s, kvno %d to %d (%s)", rot.ID, rot.OldKVNO, rot.NewKVNO, rot.Outcome).
 				With(runbook.Evidence{"ledger_id": rot.ID, "old_kvno": rot.OldKVNO, "new_kvno": rot.NewKVNO})}, time.Time{}
 		}
@@ -407,14 +412,19 @@ func Deferral(rep *runbook.Report) (time.Time, bool) {
 
 // doneEarlier is the principal's last ledger record when this batch made
 // it and it ended (phase 1 included): the target needs nothing more.
-func (b *Batch) doneEarlier(ctx context.Context, principal string) (ledger.Rotation, bool) {
+func (b *Batch) doneEarlier(ctx context.Context, principal string) (ledger.Rotation, bool, error) {
 	last, err := b.Ledger.List(ctx, ledger.Filter{Principal: principal, Limit: 1})
-	if err != nil || len(last) == 0 {
-		return ledger.Rotation{}, false
+	if err != nil {
+		// Not knowing is not "not done": starting again could rotate a
+		// principal this batch already rotated.
+		return ledger.Rotation{}, false, err
+	}
+	if len(last) == 0 {
+		return ledger.Rotation{}, false, nil
 	}
 	rot := last[0]
 	ok := rot.CorrelationID == b.ID && (rot.Outcome == ledger.Succeeded || rot.Outcome == ledger.AwaitingPhase2)
-	return rot, ok
+	return rot, ok, nil
 }
 
 // finishTarget is phase 2 of target i when it serves: waiting (not a

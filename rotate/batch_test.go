@@ -2,8 +2,11 @@ package rotate
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
+
+	"github.com/krbops/krbops/ledger"
 )
 
 // The breaker's scheduler: at most max rotations of a cluster run at once,
@@ -41,5 +44,26 @@ func TestSchedulerBreaker(t *testing.T) {
 	s.done("b", false)
 	if k := s.next(ctx, cluster, skip); k != -1 || len(skipped) != 2 || skipped[0] != 3 || skipped[1] != 5 {
 		t.Fatalf("after two failures: next %d, skipped %v; want -1 and [3 5]", k, skipped)
+	}
+}
+
+// listFails is a ledger whose reads fail (a throttled or unreachable
+// DynamoDB table).
+type listFails struct{ ledger.Ledger }
+
+func (listFails) List(context.Context, ledger.Filter) ([]ledger.Rotation, error) {
+	return nil, errors.New("ledger: throttled")
+}
+
+// A ledger that cannot be read is not "not done yet": the batch must not
+// start a target it may already have rotated.
+func TestDoneEarlierLedgerErrorIsNotNotDone(t *testing.T) {
+	b := &Batch{Ledger: listFails{ledger.Empty()}, ID: "b1"}
+	if _, done, err := b.doneEarlier(context.Background(), "alice@R"); err == nil || done {
+		t.Fatalf("doneEarlier with an unreadable ledger: done %v, err %v; want an error", done, err)
+	}
+	b.Ledger = ledger.Empty()
+	if _, done, err := b.doneEarlier(context.Background(), "alice@R"); err != nil || done {
+		t.Fatalf("doneEarlier with an empty ledger: done %v, err %v; want not done, no error", done, err)
 	}
 }
