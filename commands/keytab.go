@@ -139,7 +139,7 @@ func (o *KeytabPullOptions) validate() error {
 	if o.Owner != "" {
 		uid, gid, err := parseOwner(o.Owner)
 		if err != nil {
-			return usageError(fmt.Errorf("--owner %q: %w", o.Owner, err), "for example --owner apache:apache or --owner 48:48")
+			return usageError(fmt.Errorf("--owner %q: %w", o.Owner, err), ownerHint)
 		}
 		o.uid, o.gid = uid, gid
 	}
@@ -152,6 +152,12 @@ func (o *KeytabPullOptions) validate() error {
 	}
 	return nil
 }
+
+// ownerHint explains a name --owner could not resolve. Release builds are
+// CGO_ENABLED=0, so os/user reads /etc/passwd and /etc/group only and
+// never asks NSS: a directory (SSSD, LDAP, winbind) account is unknown to
+// it by name, but its numbers work.
+const ownerHint = "for example --owner apache:apache or --owner 48:48; names are looked up in /etc/passwd and /etc/group only, so for a directory (SSSD/LDAP) account pass the numeric uid:gid (id -u NAME, id -g NAME print them)"
 
 // parseOwner reads USER:GROUP, USER or :GROUP, by name or number.
 func parseOwner(s string) (uid, gid int, err error) {
@@ -207,8 +213,8 @@ func parseKeytabMode(s string) (os.FileMode, error) {
 	switch {
 	case m&0o400 == 0:
 		return 0, errors.New("the owner could not read the keytab")
-	case m&0o027 != 0:
-		return 0, errors.New("a keytab must not be writable by its group nor readable by other users")
+	case m&0o137 != 0:
+		return 0, errors.New("at most 0640: a keytab is not executable, not writable by its group, nothing for other users")
 	}
 	return m, nil
 }
@@ -241,7 +247,7 @@ func keytabPullRun(ctx context.Context, o *KeytabPullOptions) error {
 		NewKDC: func() keytabpull.KDC { return &kdcops.OnlineClient{Config: cfg, Timeout: o.Timeout, Log: log} },
 	}
 	o.Log.Info("run start", slog.String("command", "keytab pull"), slog.String("keytab", keytab), slog.String("secret", o.Secret))
-	rep := runbook.Run(ctx, p.Runbook(), o.runOptions())
+	rep := p.Run(ctx, o.runOptions())
 	rep.Metrics = append(rep.Metrics, p.Metrics()...)
 	if o.Output == "" && !o.Verbose {
 		return quietReport(o.Globals, rep)
@@ -368,5 +374,6 @@ func keytabPruneRun(ctx context.Context, o *KeytabPruneOptions) error {
 		}
 		p.NewKDC = func() keytabpull.KDC { return &kdcops.OnlineClient{Config: cfg, Timeout: o.Timeout, Log: log} }
 	}
-	return o.runReport(ctx, p.Runbook())
+	o.Log.Info("run start", slog.String("command", "keytab prune"), slog.String("keytab", keytab))
+	return o.renderReport(p.Run(ctx, o.runOptions()))
 }
