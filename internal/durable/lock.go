@@ -22,6 +22,11 @@ var ErrLocked = errors.New("locked by another process")
 // takes the same one.
 func LockPath(path string) string { return path + ".lock" }
 
+// DefaultLockWait bounds how long a keytab's writers wait for each other:
+// keytab pull holds the lock for its KDC exchanges, seconds, so a minute
+// only runs out when something hangs.
+const DefaultLockWait = time.Minute
+
 // lockPoll is how often [Lock] retries a busy lock: flock has no wait
 // that a context can cancel.
 const lockPoll = 25 * time.Millisecond

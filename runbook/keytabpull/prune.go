@@ -111,7 +111,7 @@ type Prune struct {
 	Now     func() time.Time
 	Log     *slog.Logger
 	// LockWait bounds the wait for another krbops rewriting the keytab
-	// (0: [DefaultLockWait]).
+	// (0: [durable.DefaultLockWait]).
 	LockWait time.Duration
 
 	guard   guard

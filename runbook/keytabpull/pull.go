@@ -43,11 +43,6 @@ const (
 // any real keytab, far below what could hurt.
 const MaxKeytabSize = 16 << 20
 
-// DefaultLockWait bounds how long pull and prune wait for another krbops
-// rewriting the same keytab: a pull holds the lock for its KDC exchanges,
-// seconds, so a minute only runs out when something hangs.
-const DefaultLockWait = time.Minute
-
 // KDC is what the runbooks ask the KDC; *kdcops.OnlineClient is one.
 type KDC interface {
 	LoginPerKVNO(ctx context.Context, entries []kdcops.KeytabEntry) (*kdcops.Session, []kdcops.LoginAttempt, error)
@@ -77,7 +72,7 @@ type Pull struct {
 	NewKDC func() KDC
 	Log    *slog.Logger
 	// LockWait bounds the wait for another krbops rewriting the keytab
-	// (0: [DefaultLockWait]).
+	// (0: [durable.DefaultLockWait]).
 	LockWait time.Duration
 
 	// What the steps learn, in order.
@@ -208,7 +203,7 @@ func openKeytab(ctx context.Context, path, verb string, missingOK, replace bool,
 	}
 	if replace {
 		if wait <= 0 {
-			wait = DefaultLockWait
+			wait = durable.DefaultLockWait
 		}
 		unlock, err := durable.Lock(ctx, durable.LockPath(path), "krbops keytab "+verb, wait)
 		switch {
