@@ -81,21 +81,28 @@ must hold the kvno the KDC issues tickets under now.
 --keytab must be in a directory owned by this user and writable by no one
 else; a link at --keytab is refused, never followed.
 
+The run holds KEYTAB.lock (next to the keytab) from its read to its rename,
+as keytab prune and rotate do, so concurrent writers never drop each
+other's keys; a writer still holding it after a minute ends the run with
+exit 3, naming the holder. A file changed meanwhile by a writer without
+the lock (ktutil) is not overwritten: exit 3, run again.
+
 Quiet by default: nothing on success, one error line and a hint on
 failure. -v or -o table|plain|json|junit|markdown show the report;
 -o prometheus writes node_exporter textfile metrics
 (krbops_keytab_pull_changed, krbops_keytab_newest_kvno, krbops_run_*).
 
 Steps, in order:
-  pull.keytab   the directory is trusted; the existing file (if any) is a
-                regular, replaceable keytab
+  pull.keytab   the directory is trusted; the keytab's lock is held; the
+                existing file (if any) is a regular, replaceable keytab
   pull.fetch    the store's version parses; compared by fingerprint with
                 the file ("already current" ends the run here)
   pull.as       the KDC accepts the version's newest kvno (--pending: the
                 kvno the KDC has now)
   pull.ap       a service ticket for the principal decrypts with the
                 version (skipped for a client the KDC issues no tickets to)
-  pull.install  old file backed up, new one renamed into place
+  pull.install  only when pull.as and pull.ap passed for every principal:
+                old file backed up, new one renamed into place
 
 See docs/keytab.md.` + exitStatusHelp,
 		Example: `  krbops keytab pull --secret-store file:///var/lib/krbops/keytabs \
@@ -120,7 +127,7 @@ See docs/keytab.md.` + exitStatusHelp,
 	f.StringVar(&opts.SecretStore, "secret-store", "", "secret store holding the keytab: file://DIR or awssm://PREFIX?region=R (required)")
 	f.StringVar(&opts.Secret, "secret", "", "name of the keytab's secret, e.g. the principal name@REALM (required)")
 	f.StringVar(&opts.Keytab, "keytab", "", "keytab file to install (required)")
-	f.StringVar(&opts.Owner, "owner", "", "set the file's owner and group, USER:GROUP, USER or :GROUP, by name or number (default: keep; a new file is this user's)")
+	f.StringVar(&opts.Owner, "owner", "", "set the file's owner and group, USER:GROUP, USER or :GROUP, by name (from /etc/passwd, /etc/group) or number; directory (SSSD/LDAP) accounts by number (default: keep; a new file is this user's)")
 	f.StringVar(&opts.Mode, "mode", "", "set the file's mode, octal, at most 0640 (default: keep; a new file gets 0600)")
 	f.StringVar(&opts.Principal, "principal", "", "install only this principal's keys from the secret (default: all of them)")
 	f.BoolVar(&opts.Pending, "pending", false, "install the pending version (phase 1 of a server rotation) instead of the current one")
@@ -310,9 +317,12 @@ of a principal. Prune a server's old kvno only after the longest ticket
 lifetime has passed since its rotation: tickets under it are still in use
 until then. --dry-run lists what would go and changes nothing.
 
+Like keytab pull, a prune holds KEYTAB.lock from its read to its rename
+(not with --dry-run) and does not overwrite a file changed meanwhile.
+
 Steps, in order:
-  prune.keytab  the directory is trusted; the file is a regular keytab; the
-                kvnos selected
+  prune.keytab  the directory is trusted; the keytab's lock is held; the
+                file is a regular keytab; the kvnos selected
   prune.guard   the KDC's current kvno (--offline: the newest) is not among
                 them, and each principal keeps a kvno
   prune.write   the file rewritten atomically (skipped with --dry-run)
