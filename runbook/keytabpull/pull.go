@@ -207,6 +207,8 @@ func openKeytab(ctx context.Context, path, verb string, missingOK, replace bool,
 		}
 		unlock, err := durable.Lock(ctx, durable.LockPath(path), "krbops keytab "+verb, wait)
 		switch {
+		case err == nil:
+			f.unlock = unlock
 		case ctx.Err() != nil:
 			return f, runbook.Errorf("interrupted").With(ev), false
 		case errors.Is(err, durable.ErrLocked):
@@ -215,7 +217,6 @@ func openKeytab(ctx context.Context, path, verb string, missingOK, replace bool,
 		case err != nil:
 			return fail(err, "the keytab's lock file must be a regular file owned by the user running krbops")
 		}
-		f.unlock = unlock
 	}
 	a, err := durable.ReadAttrs(path)
 	switch {
