@@ -81,21 +81,28 @@ must hold the kvno the KDC issues tickets under now.
 --keytab must be in a directory owned by this user and writable by no one
 else; a link at --keytab is refused, never followed.
 
+The run holds KEYTAB.lock (next to the keytab) from its read to its rename,
+as keytab prune and rotate do, so concurrent writers never drop each
+other's keys; a writer still holding it after a minute ends the run with
+exit 3, naming the holder. A file changed meanwhile by a writer without
+the lock (ktutil) is not overwritten: exit 3, run again.
+
 Quiet by default: nothing on success, one error line and a hint on
 failure. -v or -o table|plain|json|junit|markdown show the report;
 -o prometheus writes node_exporter textfile metrics
 (krbops_keytab_pull_changed, krbops_keytab_newest_kvno, krbops_run_*).
 
 Steps, in order:
-  pull.keytab   the directory is trusted; the existing file (if any) is a
-                regular, replaceable keytab
+  pull.keytab   the directory is trusted; the keytab's lock is held; the
+                existing file (if any) is a regular, replaceable keytab
   pull.fetch    the store's version parses; compared by fingerprint with
                 the file ("already current" ends the run here)
   pull.as       the KDC accepts the version's newest kvno (--pending: the
                 kvno the KDC has now)
   pull.ap       a service ticket for the principal decrypts with the
                 version (skipped for a client the KDC issues no tickets to)
-  pull.install  old file backed up, new one renamed into place
+  pull.install  only when pull.as and pull.ap passed for every principal:
+                old file backed up, new one renamed into place
 
 See docs/keytab.md.` + exitStatusHelp,
 		Example: `  krbops keytab pull --secret-store file:///var/lib/krbops/keytabs \
@@ -120,7 +127,7 @@ See docs/keytab.md.` + exitStatusHelp,
 	f.StringVar(&opts.SecretStore, "secret-store", "", "secret store holding the keytab: file://DIR or awssm://PREFIX?region=R (required)")
 	f.StringVar(&opts.Secret, "secret", "", "name of the keytab's secret, e.g. the principal name@REALM (required)")
 	f.StringVar(&opts.Keytab, "keytab", "", "keytab file to install (required)")
-	f.StringVar(&opts.Owner, "owner", "", "set the file's owner and group, USER:GROUP, USER or :GROUP, by name or number (default: keep; a new file is this user's)")
+	f.StringVar(&opts.Owner, "owner", "", "set the file's owner and group, USER:GROUP, USER or :GROUP, by name (from /etc/passwd, /etc/group) or number; directory (SSSD/LDAP) accounts by number (default: keep; a new file is this user's)")
 	f.StringVar(&opts.Mode, "mode", "", "set the file's mode, octal, at most 0640 (default: keep; a new file gets 0600)")
 	f.StringVar(&opts.Principal, "principal", "", "install only this principal's keys from the secret (default: all of them)")
 	f.BoolVar(&opts.Pending, "pending", false, "install the pending version (phase 1 of a server rotation) instead of the current one")
@@ -139,7 +146,7 @@ func (o *KeytabPullOptions) validate() error {
 	if o.Owner != "" {
 		uid, gid, err := parseOwner(o.Owner)
 		if err != nil {
-			return usageError(fmt.Errorf("--owner %q: %w", o.Owner, err), "for example --owner apache:apache or --owner 48:48")
+			return usageError(fmt.Errorf("--owner %q: %w", o.Owner, err), ownerHint)
 		}
 		o.uid, o.gid = uid, gid
 	}
@@ -152,6 +159,12 @@ func (o *KeytabPullOptions) validate() error {
 	}
 	return nil
 }
+
+// ownerHint explains a name --owner could not resolve. Release builds are
+// CGO_ENABLED=0, so os/user reads /etc/passwd and /etc/group only and
+// never asks NSS: a directory (SSSD, LDAP, winbind) account is unknown to
+// it by name, but its numbers work.
+const ownerHint = "for example --owner apache:apache or --owner 48:48; names are looked up in /etc/passwd and /etc/group only, so for a directory (SSSD/LDAP) account pass the numeric uid:gid (id -u NAME, id -g NAME print them)"
 
 // parseOwner reads USER:GROUP, USER or :GROUP, by name or number.
 func parseOwner(s string) (uid, gid int, err error) {
@@ -207,8 +220,8 @@ func parseKeytabMode(s string) (os.FileMode, error) {
 	switch {
 	case m&0o400 == 0:
 		return 0, errors.New("the owner could not read the keytab")
-	case m&0o027 != 0:
-		return 0, errors.New("a keytab must not be writable by its group nor readable by other users")
+	case m&0o137 != 0:
+		return 0, errors.New("at most 0640: a keytab is not executable, not writable by its group, nothing for other users")
 	}
 	return m, nil
 }
@@ -241,7 +254,7 @@ func keytabPullRun(ctx context.Context, o *KeytabPullOptions) error {
 		NewKDC: func() keytabpull.KDC { return &kdcops.OnlineClient{Config: cfg, Timeout: o.Timeout, Log: log} },
 	}
 	o.Log.Info("run start", slog.String("command", "keytab pull"), slog.String("keytab", keytab), slog.String("secret", o.Secret))
-	rep := runbook.Run(ctx, p.Runbook(), o.runOptions())
+	rep := p.Run(ctx, o.runOptions())
 	rep.Metrics = append(rep.Metrics, p.Metrics()...)
 	if o.Output == "" && !o.Verbose {
 		return quietReport(o.Globals, rep)
@@ -304,9 +317,12 @@ of a principal. Prune a server's old kvno only after the longest ticket
 lifetime has passed since its rotation: tickets under it are still in use
 until then. --dry-run lists what would go and changes nothing.
 
+Like keytab pull, a prune holds KEYTAB.lock from its read to its rename
+(not with --dry-run) and does not overwrite a file changed meanwhile.
+
 Steps, in order:
-  prune.keytab  the directory is trusted; the file is a regular keytab; the
-                kvnos selected
+  prune.keytab  the directory is trusted; the keytab's lock is held; the
+                file is a regular keytab; the kvnos selected
   prune.guard   the KDC's current kvno (--offline: the newest) is not among
                 them, and each principal keeps a kvno
   prune.write   the file rewritten atomically (skipped with --dry-run)
@@ -368,5 +384,6 @@ func keytabPruneRun(ctx context.Context, o *KeytabPruneOptions) error {
 		}
 		p.NewKDC = func() keytabpull.KDC { return &kdcops.OnlineClient{Config: cfg, Timeout: o.Timeout, Log: log} }
 	}
-	return o.runReport(ctx, p.Runbook())
+	o.Log.Info("run start", slog.String("command", "keytab prune"), slog.String("keytab", keytab))
+	return o.renderReport(p.Run(ctx, o.runOptions()))
 }

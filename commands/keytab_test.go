@@ -11,7 +11,9 @@ import (
 
 func TestParseKeytabMode(t *testing.T) {
 	for s, ok := range map[string]bool{"0600": true, "600": true, "0400": true, "0640": true, "0440": true,
-		"0644": false, "0660": false, "0200": false, "0700": true, "1600": false, "rw": false, "0o600": false} {
+		"0644": false, "0660": false, "0200": false, "1600": false, "rw": false, "0o600": false,
+		// at most 0640, as --help says: no execute bit anywhere.
+		"0700": false, "0500": false, "0740": false, "0650": false, "0610": false} {
 		if _, err := parseKeytabMode(s); (err == nil) != ok {
 			t.Errorf("parseKeytabMode(%q): %v, want ok %v", s, err, ok)
 		}
@@ -57,8 +59,15 @@ func TestKeytabFlags(t *testing.T) {
 	if err != nil || prune.KVNO != 0 {
 		t.Errorf("--kvno 0: %+v %v", prune, err)
 	}
+	// A name os/user cannot resolve (a directory account in a cgo-less
+	// build) points at the numbers.
+	_, _, err = run("pull", "--secret-store", "file:///s", "--secret", "svc@R", "--keytab", "/k", "--owner", "no-such-user-krbops:0")
+	if h := fault.HintOf(err); !strings.Contains(h, "numeric uid:gid") || !strings.Contains(h, "SSSD/LDAP") {
+		t.Errorf("--owner unknown name: hint %q", h)
+	}
 	for _, args := range [][]string{
 		{"pull", "--secret", "svc@R", "--keytab", "/k"},
+		{"pull", "--secret-store", "file:///s", "--secret", "svc@R", "--keytab", "/k", "--mode", "0740"},
 		{"pull", "--secret-store", "file:///s", "--secret", "bad name!", "--keytab", "/k"},
 		{"pull", "--secret-store", "file:///s", "--secret", "svc@R", "--keytab", "/k", "--mode", "0666"},
 		{"prune", "--keytab", "/k"},

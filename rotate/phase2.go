@@ -77,8 +77,8 @@ func (r *Rotation) Finish(force bool) runbook.Runbook {
 			}
 			return runbook.Passf("version %s with kvno %d only is current", v.ID, rot.NewKVNO)
 		}},
-		{ID: StepPhase2Keytb, Title: "keytab file holds the new kvno only", Needs: []string{StepPhase2Store}, Run: func(context.Context, *runbook.State) runbook.Result {
-			backup, err := publish(r.Keytab, r.Principal, only, BackupPath(r.Keytab, rot.OldKVNO)+".phase1", "", nil)
+		{ID: StepPhase2Keytb, Title: "keytab file holds the new kvno only", Needs: []string{StepPhase2Store}, Run: func(ctx context.Context, _ *runbook.State) runbook.Result {
+			backup, err := publish(ctx, r.Keytab, r.Principal, only, BackupPath(r.Keytab, rot.OldKVNO)+".phase1", "", nil)
 			if err != nil {
 				return runbook.Usagef("write %s: %s", r.Keytab, describe(err))
 			}

@@ -1218,7 +1218,14 @@ const maxKeytabSize = 16 << 20
 // backup an earlier, interrupted run already saved; saved is called with
 // the new backup's name before the keytab changes. It returns the backup's
 // name.
-func publish(path, principal string, data []byte, backup, made string, saved func(string) error) (string, error) {
+func publish(ctx context.Context, path, principal string, data []byte, backup, made string, saved func(string) error) (string, error) {
+	// The lock keytab pull and prune take: one of them rewriting the file
+	// from an older read would drop the kvno published here.
+	unlock, err := durable.Lock(ctx, durable.LockPath(path), "krbops rotate "+principal, durable.DefaultLockWait)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	attrs, err := durable.ReadAttrs(path)
 	if err != nil {
 		return "", err
@@ -1261,12 +1268,12 @@ func publish(path, principal string, data []byte, backup, made string, saved fun
 	return made, durable.WriteFileAs(path, out, attrs, nil)
 }
 
-func (r *Rotation) stepPublish(context.Context, *runbook.State) runbook.Result {
+func (r *Rotation) stepPublish(ctx context.Context, _ *runbook.State) runbook.Result {
 	j := r.journal
 	if j.State >= StatePublished {
 		return runbook.Passf("%s already holds the new keytab; the old file is %s", r.Keytab, j.Backup)
 	}
-	backup, err := publish(r.Keytab, r.Principal, j.Pending, BackupPath(r.Keytab, j.OldKVNO), j.Backup, func(name string) error {
+	backup, err := publish(ctx, r.Keytab, r.Principal, j.Pending, BackupPath(r.Keytab, j.OldKVNO), j.Backup, func(name string) error {
 		j.Backup = name
 		return r.saveJournal(j.State)
 	})

@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jcmturner/gokrb5/v8/iana/errorcode"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/types"
 
+	"github.com/krbops/krbops/internal/durable"
 	"github.com/krbops/krbops/internal/fakekdc"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/runbook"
@@ -26,10 +28,18 @@ const realm = "UNIT.TEST"
 type fake struct {
 	k     *fakekdc.KDC
 	calls int
+	// onLogin, when set, runs at each AS exchange: what happens on the
+	// host while a run talks to the KDC.
+	onLogin func()
+	// ticketErr, when set, is the KDC's answer to every TGS request.
+	ticketErr error
 }
 
 func (f *fake) LoginPerKVNO(ctx context.Context, entries []kdcops.KeytabEntry) (*kdcops.Session, []kdcops.LoginAttempt, error) {
 	f.calls++
+	if f.onLogin != nil {
+		f.onLogin()
+	}
 	s, err := f.k.Login(ctx, entries)
 	if err != nil || s == nil {
 		return nil, []kdcops.LoginAttempt{{KeyCheck: kdcops.KeyCheck{KVNO: kdcops.KVNOs(entries)[0]}}}, err
@@ -39,6 +49,9 @@ func (f *fake) LoginPerKVNO(ctx context.Context, entries []kdcops.KeytabEntry) (
 
 func (f *fake) ServiceTicket(ctx context.Context, s *kdcops.Session, sname types.PrincipalName) (messages.Ticket, error) {
 	f.calls++
+	if f.ticketErr != nil {
+		return messages.Ticket{}, f.ticketErr
+	}
 	return f.k.ServiceTicket(ctx, s, sname)
 }
 
@@ -90,7 +103,7 @@ func (g *pullRig) pull(t *testing.T, mod ...func(*Pull)) (*runbook.Report, *Pull
 	for _, m := range mod {
 		m(p)
 	}
-	return runbook.Run(context.Background(), p.Runbook(), runbook.Options{}), p
+	return p.Run(context.Background(), runbook.Options{}), p
 }
 
 // rotate changes the key at the KDC and makes the store's current version
@@ -343,7 +356,7 @@ func TestPruneGuard(t *testing.T) {
 	}
 	run := func(sel Selection, offline, dry bool) *runbook.Report {
 		p := &Prune{Keytab: path, Selection: sel, Offline: offline, DryRun: dry, NewKDC: func() KDC { return &fake{k: k} }}
-		return runbook.Run(context.Background(), p.Runbook(), runbook.Options{})
+		return p.Run(context.Background(), runbook.Options{})
 	}
 	// --keep 1 would keep the pending kvno 4 and drop the KDC's kvno 3.
 	rep := run(Selection{Keep: 1}, false, false)
@@ -382,4 +395,186 @@ func TestPruneGuard(t *testing.T) {
 	if got := kdcops.KVNOs(kt.Entries); len(got) != 1 || got[0] != 3 {
 		t.Errorf("after --keep 1: %v", got)
 	}
+}
+
+// seedSecret makes data the store's current version of the secret.
+func (g *pullRig) seedSecret(t *testing.T, data ...[]byte) {
+	t.Helper()
+	var all []kdcops.KeytabEntry
+	for _, d := range data {
+		kt, err := kdcops.ParseKeytab(d, kdcops.KeytabOptions{KeepKeys: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, kt.Entries...)
+	}
+	b, err := kdcops.MarshalKeytab(all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.rotate(t, "", b)
+}
+
+// One secret, two principals: the KDC accepts svc/a and refuses svc/b.
+// The proof of svc/a must not carry svc/b's refused keys into the file.
+func TestPullInstallsNothingWhenOnePrincipalIsRefused(t *testing.T) {
+	g := newPullRig(t)
+	if err := g.kdc.k.Put(fakekdc.Principal{Name: "svc/b", Password: "pw-b", KVNO: 4}); err != nil {
+		t.Fatal(err)
+	}
+	g.seedSecret(t, keytabOf(t, g.kdc.k, "svc/a", "pw-2", 2), keytabOf(t, g.kdc.k, "svc/b", "never-set", 4))
+	rep, p := g.pull(t)
+	if st, msg := status(rep, StepPullAS); st != runbook.Fail || !strings.Contains(msg, "svc/b") {
+		t.Errorf("as: %s %q, want svc/b refused", st, msg)
+	}
+	for _, id := range []string{StepPullAP, StepPullInstall} {
+		if st, _ := status(rep, id); st != runbook.Skip {
+			t.Errorf("%s: %s, want skip after a refused principal", id, st)
+		}
+	}
+	if _, err := os.Lstat(g.keytab); !os.IsNotExist(err) || p.Changed() {
+		t.Errorf("a keytab with keys the KDC refused was installed (changed %v, %v)", p.Changed(), err)
+	}
+}
+
+// A KDC that issues no service tickets to the principal (unknown as a
+// service, user-to-user only, policy) marks a client keytab, proved by
+// the AS exchange.
+func TestPullClientKeytab(t *testing.T) {
+	for _, code := range []int32{errorcode.KDC_ERR_S_PRINCIPAL_UNKNOWN, errorcode.KDC_ERR_MUST_USE_USER2USER, errorcode.KDC_ERR_POLICY} {
+		t.Run(kdcops.ErrorName(code), func(t *testing.T) {
+			g := newPullRig(t)
+			g.kdc.ticketErr = &kdcops.KDCError{Code: code, Name: kdcops.ErrorName(code)}
+			rep, p := g.pull(t)
+			if st, msg := status(rep, StepPullAP); st != runbook.Skip || !strings.Contains(msg, "client keytab") {
+				t.Errorf("ap: %s %q", st, msg)
+			}
+			if rep.Status != "pass" || !p.Changed() {
+				t.Errorf("client keytab: %s, changed %v %+v", rep.Status, p.Changed(), rep.Steps)
+			}
+		})
+	}
+}
+
+// holdLock takes path's keytab lock as another krbops would.
+func holdLock(t *testing.T, path, holder string) func() {
+	t.Helper()
+	unlock, err := durable.Lock(context.Background(), durable.LockPath(path), holder, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return unlock
+}
+
+// Two writers of one keytab: while a pull talks to the KDC it holds the
+// keytab's lock, so a prune (or a second pull) waits for it instead of
+// rewriting the file from an older read; one that waits too long is
+// refused, naming the holder, and writes nothing.
+func TestKeytabLockSerialisesWriters(t *testing.T) {
+	g := newPullRig(t)
+	if rep, _ := g.pull(t); rep.Status != "pass" {
+		t.Fatalf("first pull: %+v", rep.Steps)
+	}
+	g.rotate(t, "pw-3", keytabOf(t, g.kdc.k, "svc/a", "pw-3", 3))
+	var during *runbook.Report
+	g.kdc.onLogin = func() {
+		g.kdc.onLogin = nil
+		p := &Prune{Keytab: g.keytab, Selection: Selection{Keep: 1}, Offline: true, LockWait: time.Millisecond}
+		during = p.Run(context.Background(), runbook.Options{})
+	}
+	if rep, p := g.pull(t); rep.Status != "pass" || !p.Changed() {
+		t.Fatalf("pull: %+v", rep.Steps)
+	}
+	if st, msg := status(during, StepPruneKeytab); st != runbook.Error || !strings.Contains(msg, "krbops keytab pull, pid") || during.Class.String() != "unreachable" {
+		t.Errorf("prune during a pull: %s %q class %s", st, msg, during.Class)
+	}
+	// The pull released its lock: the next writer gets it at once.
+	unlock := holdLock(t, g.keytab, "test")
+	unlock()
+
+	// A held lock: pull and prune are refused, naming the holder, and
+	// the file is untouched.
+	before, _ := os.ReadFile(g.keytab)
+	unlock = holdLock(t, g.keytab, "krbops rotate svc/a@UNIT.TEST")
+	defer unlock()
+	g.rotate(t, "pw-4", keytabOf(t, g.kdc.k, "svc/a", "pw-4", 4))
+	rep, _ := g.pull(t, func(p *Pull) { p.LockWait = time.Millisecond })
+	if st, msg := status(rep, StepPullKeytab); st != runbook.Error || !strings.Contains(msg, "krbops rotate svc/a@UNIT.TEST") {
+		t.Errorf("pull while locked: %s %q", st, msg)
+	}
+	if after, _ := os.ReadFile(g.keytab); !bytes.Equal(before, after) {
+		t.Error("a pull refused the lock wrote the file")
+	}
+	// A dry run reads only: it needs no lock.
+	dry := &Prune{Keytab: g.keytab, Selection: Selection{Keep: 1}, Offline: true, DryRun: true}
+	if rep := dry.Run(context.Background(), runbook.Options{}); rep.Status != "pass" {
+		t.Errorf("dry run while locked: %+v", rep.Steps)
+	}
+}
+
+// A writer that ignores the lock (ktutil, an operator) changes the file
+// while the run talks to the KDC: the rewrite from the old read would
+// lose that change, so nothing is written.
+func TestRewriteStopsWhenTheFileChanged(t *testing.T) {
+	other := func(t *testing.T, path string, data []byte) func() {
+		return func() {
+			if err := os.WriteFile(path+".new", data, 0o600); err != nil {
+				t.Error(err)
+			}
+			if err := os.Rename(path+".new", path); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Run("pull", func(t *testing.T) {
+		g := newPullRig(t)
+		if rep, _ := g.pull(t); rep.Status != "pass" {
+			t.Fatalf("first pull: %+v", rep.Steps)
+		}
+		g.rotate(t, "pw-3", keytabOf(t, g.kdc.k, "svc/a", "pw-3", 3))
+		theirs := keytabOf(t, g.kdc.k, "svc/a", "pw-3", 3)
+		g.kdc.onLogin = other(t, g.keytab, theirs)
+		rep, p := g.pull(t)
+		if st, msg := status(rep, StepPullInstall); st != runbook.Error || !strings.Contains(msg, "changed since krbops read it") || p.Changed() {
+			t.Errorf("install: %s %q changed %v", st, msg, p.Changed())
+		}
+		if b, _ := os.ReadFile(g.keytab); !bytes.Equal(b, theirs) {
+			t.Error("the other writer's file was replaced")
+		}
+		// A file created meanwhile where there was none is kept too.
+		os.Remove(g.keytab)
+		g.kdc.onLogin = other(t, g.keytab, theirs)
+		if err := g.kdc.k.SetPassword("svc/a", "pw-5"); err != nil {
+			t.Fatal(err)
+		}
+		g.rotate(t, "", keytabOf(t, g.kdc.k, "svc/a", "pw-5", g.kdc.k.KVNO("svc/a")))
+		if st, msg := status(func() *runbook.Report { r, _ := g.pull(t); return r }(), StepPullInstall); st != runbook.Error || !strings.Contains(msg, "created") {
+			t.Errorf("install over a new file: %s %q", st, msg)
+		}
+	})
+	t.Run("prune", func(t *testing.T) {
+		k := fakekdc.New(realm)
+		if err := k.Put(fakekdc.Principal{Name: "HTTP/web", Password: "pw-3", KVNO: 3}); err != nil {
+			t.Fatal(err)
+		}
+		old, _ := kdcops.ParseKeytab(keytabOf(t, k, "HTTP/web", "pw-2", 2), kdcops.KeytabOptions{KeepKeys: true})
+		cur, _ := kdcops.ParseKeytab(keytabOf(t, k, "HTTP/web", "pw-3", 3), kdcops.KeytabOptions{KeepKeys: true})
+		data, _ := kdcops.MarshalKeytab(append(old.Entries, cur.Entries...))
+		path := filepath.Join(t.TempDir(), "web.keytab")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// kvno 4 arrives (a pull without the lock) during the guard's
+		// exchange with the KDC.
+		withNew, _ := kdcops.MarshalKeytab(append(append(old.Entries, cur.Entries...), cur.Entries[0]))
+		f := &fake{k: k, onLogin: other(t, path, withNew)}
+		p := &Prune{Keytab: path, Selection: Selection{Keep: 1}, NewKDC: func() KDC { return f }}
+		rep := p.Run(context.Background(), runbook.Options{})
+		if st, msg := status(rep, StepPruneWrite); st != runbook.Error || !strings.Contains(msg, "changed since krbops read it") {
+			t.Errorf("write: %s %q", st, msg)
+		}
+		if b, _ := os.ReadFile(path); !bytes.Equal(b, withNew) {
+			t.Error("the other writer's file was replaced")
+		}
+	})
 }

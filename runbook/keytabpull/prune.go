@@ -110,7 +110,11 @@ type Prune struct {
 	NewKDC  func() KDC
 	Now     func() time.Time
 	Log     *slog.Logger
+	// LockWait bounds the wait for another krbops rewriting the keytab
+	// (0: [durable.DefaultLockWait]).
+	LockWait time.Duration
 
+	guard   guard
 	attrs   durable.Attrs
 	entries []kdcops.KeytabEntry
 	plan    []Removal
@@ -128,11 +132,19 @@ func (p *Prune) Runbook() runbook.Runbook {
 // Removed is the plan the run made (what went, or with DryRun what would).
 func (p *Prune) Removed() []Removal { return p.plan }
 
-func (p *Prune) stepKeytab(context.Context, *runbook.State) runbook.Result {
-	f, res, ok := openKeytab(p.Keytab, "prune", false, !p.DryRun)
+// Run runs the prune checklist and releases the keytab's lock, however
+// the run ends.
+func (p *Prune) Run(ctx context.Context, opts runbook.Options) *runbook.Report {
+	defer p.guard.release()
+	return runbook.Run(ctx, p.Runbook(), opts)
+}
+
+func (p *Prune) stepKeytab(ctx context.Context, _ *runbook.State) runbook.Result {
+	f, res, ok := openKeytab(ctx, p.Keytab, "prune", false, !p.DryRun, p.LockWait)
 	if !ok {
 		return res
 	}
+	p.guard = f.guard
 	ev := res.Evidence
 	kt := kdcops.Keytab{Entries: f.entries}
 	p.attrs, p.entries = f.attrs, f.entries
@@ -227,10 +239,14 @@ func (p *Prune) stepWrite(context.Context, *runbook.State) runbook.Result {
 	if err != nil {
 		return runbook.Errorf("%s", err)
 	}
+	if err := p.guard.unchanged(); err != nil {
+		return changedResult(p.Keytab, err, ev)
+	}
 	if err := durable.WriteFileAs(p.Keytab, data, p.attrs, nil); err != nil {
 		return runbook.Usagef("write %s: %s", p.Keytab, describe(err)).With(ev).
 			WithHint("fix the directory (space, permissions); the file is unchanged")
 	}
+	p.guard.release()
 	if p.Log != nil {
 		p.Log.Info("keytab pruned", "keytab", p.Keytab, "removed", describeRemovals(p.plan), "kept_kvnos", kdcops.KVNOs(keep))
 	}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/jcmturner/gokrb5/v8/iana/nametype"
 	"github.com/jcmturner/gokrb5/v8/messages"
@@ -70,8 +71,12 @@ type Pull struct {
 	// share; a fresh client also sees a key that just changed).
 	NewKDC func() KDC
 	Log    *slog.Logger
+	// LockWait bounds the wait for another krbops rewriting the keytab
+	// (0: [durable.DefaultLockWait]).
+	LockWait time.Duration
 
 	// What the steps learn, in order.
+	guard    guard
 	exists   bool
 	oldAttrs durable.Attrs
 	oldData  []byte
@@ -81,7 +86,8 @@ type Pull struct {
 	keysSame bool                 // the file already holds exactly newKeys
 	attrsOK  bool                 // and the owner, group and mode asked for
 	sessions []*kdcops.Session    // one TGT per principal of the version
-	proved   bool                 // the KDC accepted the version and its tickets decrypt
+	asOK     bool                 // the KDC accepted every principal of the version
+	proved   bool                 // and their tickets decrypt
 	written  bool
 	kdc      KDC
 }
@@ -103,11 +109,19 @@ func (p *Pull) Runbook() runbook.Runbook {
 // Changed reports whether the run replaced (or created) the file.
 func (p *Pull) Changed() bool { return p.written }
 
-func (p *Pull) stepKeytab(context.Context, *runbook.State) runbook.Result {
-	f, res, ok := openKeytab(p.Keytab, "pull", true, true)
+// Run runs the pull checklist and releases the keytab's lock, however
+// the run ends.
+func (p *Pull) Run(ctx context.Context, opts runbook.Options) *runbook.Report {
+	defer p.guard.release()
+	return runbook.Run(ctx, p.Runbook(), opts)
+}
+
+func (p *Pull) stepKeytab(ctx context.Context, _ *runbook.State) runbook.Result {
+	f, res, ok := openKeytab(ctx, p.Keytab, "pull", true, true, p.LockWait)
 	if !ok {
 		return res
 	}
+	p.guard = f.guard
 	if !f.exists {
 		p.oldAttrs = durable.Attrs{Mode: 0o600, UID: -1, GID: -1}
 		return runbook.Passf("%s does not exist yet: it will be created", p.Keytab).With(res.Evidence)
@@ -119,31 +133,99 @@ func (p *Pull) stepKeytab(context.Context, *runbook.State) runbook.Result {
 
 // keytabFile is a keytab krbops is about to rewrite, as it was read.
 type keytabFile struct {
+	guard
 	exists  bool
 	attrs   durable.Attrs
 	data    []byte
 	entries []kdcops.KeytabEntry // with keys
 }
 
+// guard is what keeps a rewrite from losing another writer's change: the
+// keytab's lock, held from the read to the rename, and the file as it
+// was read, compared again before the rename (a writer that does not
+// take the lock: ktutil, an older krbops, an operator).
+type guard struct {
+	path   string
+	unlock func()
+	read   os.FileInfo // nil: the file did not exist
+}
+
+func (g *guard) release() {
+	if g.unlock != nil {
+		g.unlock()
+		g.unlock = nil
+	}
+}
+
+// unchanged reports an error when the file is not the one read: replaced,
+// rewritten, created or removed since.
+func (g *guard) unchanged() error {
+	now, err := os.Lstat(g.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && g.read == nil:
+		return nil
+	case err != nil && g.read == nil:
+		return err
+	case err != nil:
+		return fmt.Errorf("it was removed since krbops read it")
+	case g.read == nil:
+		return fmt.Errorf("it was created since krbops found none")
+	case !os.SameFile(g.read, now) || g.read.Size() != now.Size() || !g.read.ModTime().Equal(now.ModTime()):
+		return fmt.Errorf("it changed since krbops read it (another writer)")
+	}
+	return nil
+}
+
+// changedResult is the result of a rewrite that found the file changed
+// since the read: nothing is written, so the other change is kept.
+func changedResult(path string, err error, ev runbook.Evidence) runbook.Result {
+	return runbook.Errorf("--keytab %s: %s; nothing was written", path, describe(err)).With(ev).
+		WithHint("something rewrote the keytab without krbops' lock (%s): run the command again, it reads the new file", durable.LockPath(path))
+}
+
 // openKeytab reads the keytab a command (pull, prune) rewrites, with the
 // checks every rewrite needs: its directory is trusted (whoever can write
 // it could swap the file between the read and the rename), the file is a
 // regular file and not a link, and, when replace, krbops can give a new
-// file its owner and group. missingOK lets a file that does not exist yet
-// pass. ok false: res is the step's failure.
-func openKeytab(path, verb string, missingOK, replace bool) (f keytabFile, res runbook.Result, ok bool) {
+// file its owner and group and holds the keytab's lock (released by
+// f.release) so another krbops cannot rewrite it between this read and
+// the rename. missingOK lets a file that does not exist yet pass. ok
+// false: res is the step's failure.
+func openKeytab(ctx context.Context, path, verb string, missingOK, replace bool, wait time.Duration) (f keytabFile, res runbook.Result, ok bool) {
 	ev := runbook.Evidence{"keytab": path}
+	f.path = path
 	fail := func(err error, hint string) (keytabFile, runbook.Result, bool) {
+		f.release()
 		return f, runbook.Usagef("--keytab %s: %s", path, describe(err)).With(ev).WithHint("%s", hint), false
 	}
 	if err := durable.TrustDir(filepath.Dir(path)); err != nil {
 		return fail(err, "keep keytabs in a directory owned by the user running krbops and writable by no one else (e.g. /etc/security/keytabs, 0755 root)")
+	}
+	if replace {
+		if wait <= 0 {
+			wait = durable.DefaultLockWait
+		}
+		unlock, err := durable.Lock(ctx, durable.LockPath(path), "krbops keytab "+verb, wait)
+		switch {
+		case err == nil:
+			f.unlock = unlock
+		case ctx.Err() != nil:
+			return f, runbook.Errorf("interrupted").With(ev), false
+		case errors.Is(err, durable.ErrLocked):
+			return f, runbook.Errorf("--keytab %s: %s", path, err).With(ev).
+				WithHint("another krbops is rewriting the keytab: let it finish and run again; if it is gone, its lock went with it"), false
+		case err != nil:
+			return fail(err, "the keytab's lock file must be a regular file owned by the user running krbops")
+		}
 	}
 	a, err := durable.ReadAttrs(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && missingOK:
 		return f, runbook.Result{Evidence: ev}, true
 	case err != nil:
+		return fail(err, "point --keytab at a regular keytab file (not a link)")
+	}
+	if f.read, err = os.Lstat(path); err != nil {
 		return fail(err, "point --keytab at a regular keytab file (not a link)")
 	}
 	if err := durable.CanReplace(path, a); err != nil && replace {
@@ -162,7 +244,8 @@ func openKeytab(path, verb string, missingOK, replace bool) (f keytabFile, res r
 		return fail(err, hint)
 	}
 	ev["mode"], ev["uid"], ev["gid"], ev["kvnos"] = fmt.Sprintf("%04o", a.Mode), a.UID, a.GID, kdcops.KVNOs(kt.Entries)
-	return keytabFile{exists: true, attrs: a, data: data, entries: kt.Entries}, runbook.Result{Evidence: ev}, true
+	f.exists, f.attrs, f.data, f.entries = true, a, data, kt.Entries
+	return f, runbook.Result{Evidence: ev}, true
 }
 
 func (p *Pull) stepFetch(ctx context.Context, _ *runbook.State) runbook.Result {
@@ -259,6 +342,7 @@ func (p *Pull) stepAS(ctx context.Context, _ *runbook.State) runbook.Result {
 		p.sessions = append(p.sessions, sess)
 		accepted = append(accepted, fmt.Sprintf("%s kvno %d", principal, sess.KVNO))
 	}
+	p.asOK = true
 	msg := "the KDC accepts " + strings.Join(accepted, ", ")
 	if p.Stage == secretstore.StagePending {
 		msg += " (pending version: newer kvnos are for the coming key change)"
@@ -274,7 +358,9 @@ func (p *Pull) stepAP(ctx context.Context, _ *runbook.State) runbook.Result {
 	if p.keysSame {
 		return runbook.Result{Status: runbook.Skip, Message: "already current: the installed keys are not proved again"}
 	}
-	if len(p.sessions) == 0 {
+	// A principal the KDC refused stops the AS step after the ones it
+	// accepted: proving those would let install write the refused keys.
+	if !p.asOK {
 		return runbook.Result{Status: runbook.Skip, Message: "skipped: needs " + StepPullAS}
 	}
 	var proved, clients []string
@@ -283,7 +369,7 @@ func (p *Pull) stepAP(ctx context.Context, _ *runbook.State) runbook.Result {
 		ev := runbook.Evidence{"service": spn}
 		sname := types.PrincipalName{NameType: nametype.KRB_NT_PRINCIPAL, NameString: s.Client.NameString}
 		tkt, err := p.kdc.ServiceTicket(ctx, s, sname)
-		if kdcops.IsKDCCode(err, kdcops.ErrServerUnknown) || kdcops.IsKDCCode(err, kdcops.ErrPolicy) {
+		if kdcops.IsNoService(err) || kdcops.IsKDCCode(err, kdcops.ErrPolicy) {
 			clients = append(clients, spn)
 			continue
 		}
@@ -315,12 +401,15 @@ func (p *Pull) stepInstall(context.Context, *runbook.State) runbook.Result {
 	switch {
 	case p.keysSame && p.attrsOK:
 		return runbook.Result{Status: runbook.Skip, Message: "already current: nothing written"}.With(ev)
-	case !p.keysSame && !p.proved:
+	case !p.keysSame && !(p.asOK && p.proved):
 		return runbook.Result{Status: runbook.Skip, Message: "skipped: not proved by " + StepPullAS + " and " + StepPullAP + "; nothing written"}.With(ev)
 	}
 	if err := durable.CanReproduce(want); err != nil {
 		return runbook.Usagef("--keytab %s: %s", p.Keytab, describe(err)).With(ev).
 			WithHint("--owner needs root: run krbops keytab pull as root")
+	}
+	if err := p.guard.unchanged(); err != nil {
+		return changedResult(p.Keytab, err, ev)
 	}
 	// Other principals' keys in the file stay as they were.
 	var keep []kdcops.KeytabEntry
@@ -347,6 +436,7 @@ func (p *Pull) stepInstall(context.Context, *runbook.State) runbook.Result {
 			WithHint("fix the directory (space, permissions); the old file is unchanged")
 	}
 	p.written = true
+	p.guard.release()
 	msg := fmt.Sprintf("%s holds version %s (kvno %v), mode %04o", p.Keytab, p.version.ID, kdcops.KVNOs(p.newKeys), want.Mode)
 	if b, ok := ev["backup"]; ok {
 		msg += fmt.Sprintf("; the old file is %s", b)
