@@ -1278,8 +1278,15 @@ func (r *Rotation) stepPublish(ctx context.Context, _ *runbook.State) runbook.Re
 		return r.saveJournal(j.State)
 	})
 	if err != nil {
-		return runbook.Usagef("write %s: %s", r.Keytab, describe(err)).
+		res := runbook.Usagef("write %s: %s", r.Keytab, describe(err)).
 			WithHint("the store's current version is the new keytab; fix the file or its directory, then %s", r.command("rotate --resume"))
+		if errors.Is(err, durable.ErrLocked) {
+			// Another writer (keytab pull or prune) held KEYTAB.lock past the
+			// wait: transient, as it is for those commands.
+			res.Class = fault.Unreachable
+			res = res.WithHint("another krbops process holds the keytab's lock; the store's current version is the new keytab: %s once it is done", r.command("rotate --resume"))
+		}
+		return res
 	}
 	if err := r.saveJournal(StatePublished); err != nil {
 		return journalError(err)
