@@ -926,15 +926,31 @@ func (d *Dynamo) Locks(ctx context.Context) ([]Lock, error) {
 	if err := d.usable(false); err != nil {
 		return nil, err
 	}
-	var out []Lock
+	return queryDocs[Lock](ctx, d, partition(pkLock), "lock of")
+}
+
+// ofPrincipal filters in to principal's items; "" keeps them all.
+func ofPrincipal(in *dynamodb.QueryInput, principal string) *dynamodb.QueryInput {
+	if principal != "" {
+		in.FilterExpression = aws.String("#p = :p")
+		in.ExpressionAttributeNames = map[string]string{"#p": attrPrinc}
+		in.ExpressionAttributeValues[":p"] = str(principal)
+	}
+	return in
+}
+
+// queryDocs decodes the JSON document (attrDoc) of every item in's query
+// reads; what names the kind of item in a parse error.
+func queryDocs[T any](ctx context.Context, d *Dynamo, in *dynamodb.QueryInput, what string) ([]T, error) {
+	var out []T
 	var derr error
-	err := d.query(ctx, partition(pkLock), func(it item) bool {
-		var l Lock
-		if derr = json.Unmarshal([]byte(getS(it, attrDoc)), &l); derr != nil {
-			derr = fmt.Errorf("ledger: lock of %s does not parse: %w", getS(it, attrSK), derr)
+	err := d.query(ctx, in, func(it item) bool {
+		var v T
+		if derr = json.Unmarshal([]byte(getS(it, attrDoc)), &v); derr != nil {
+			derr = fmt.Errorf("ledger: %s %s does not parse: %w", what, getS(it, attrSK), derr)
 			return true
 		}
-		out = append(out, l)
+		out = append(out, v)
 		return false
 	})
 	if err == nil {
@@ -971,27 +987,7 @@ func (d *Dynamo) Events(ctx context.Context, principal string) ([]Event, error) 
 	if err := d.usable(false); err != nil {
 		return nil, err
 	}
-	in := partition(pkEvent)
-	if principal != "" {
-		in.FilterExpression = aws.String("#p = :p")
-		in.ExpressionAttributeNames = map[string]string{"#p": attrPrinc}
-		in.ExpressionAttributeValues[":p"] = str(principal)
-	}
-	var out []Event
-	var derr error
-	err := d.query(ctx, in, func(it item) bool {
-		var e Event
-		if derr = json.Unmarshal([]byte(getS(it, attrDoc)), &e); derr != nil {
-			derr = fmt.Errorf("ledger: audit event %s does not parse: %w", getS(it, attrSK), derr)
-			return true
-		}
-		out = append(out, e)
-		return false
-	})
-	if err == nil {
-		err = derr
-	}
-	return out, err
+	return queryDocs[Event](ctx, d, ofPrincipal(partition(pkEvent), principal), "audit event")
 }
 
 // Change is one entry of the DynamoDB ledger's change log: every state
@@ -1029,12 +1025,7 @@ func (d *Dynamo) Changes(ctx context.Context, principal string) ([]Change, error
 	if err := d.usable(false); err != nil {
 		return nil, err
 	}
-	in := partition(pkAudit)
-	if principal != "" {
-		in.FilterExpression = aws.String("#p = :p")
-		in.ExpressionAttributeNames = map[string]string{"#p": attrPrinc}
-		in.ExpressionAttributeValues[":p"] = str(principal)
-	}
+	in := ofPrincipal(partition(pkAudit), principal)
 	var out []Change
 	err := d.query(ctx, in, func(it item) bool {
 		var c Change
