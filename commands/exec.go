@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/krbops/krbops/internal/durable"
 	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/kdcops/keeper"
@@ -238,6 +239,9 @@ func startError(ctx context.Context, err error) error {
 			hint = "check --keytab: it must be a readable keytab holding --principal's key"
 		}
 		return fault.New(class, fmt.Errorf("%s; the command was not started", e.Error()), hint)
+	}
+	if errors.Is(err, durable.ErrUntrusted) {
+		return usageError(err, "pass --ccache-dir a directory owned by you (or root) that no one else may write (chmod go-w), or a sticky one such as /tmp")
 	}
 	return usageError(err, "check --ccache-dir: krbops makes a private directory there")
 }
