@@ -179,6 +179,8 @@ func execRun(ctx context.Context, o *ExecOptions) error {
 	child := exec.Command(o.Command[0], o.Command[1:]...)
 	child.Env = append(envWithout(os.Environ(), "KRB5CCNAME"), "KRB5CCNAME=FILE:"+k.Path())
 	child.Stdin, child.Stdout, child.Stderr = o.IO.In, o.IO.Out, o.IO.ErrOut
+	foreground := execForeground(o.IO.In)
+	execPlace(child, foreground)
 	if err := child.Start(); err != nil {
 		return usageError(fmt.Errorf("command %s: %w", o.Command[0], errors.Unwrap(err)), "check the command's name and PATH")
 	}
@@ -198,7 +200,7 @@ func execRun(ctx context.Context, o *ExecOptions) error {
 				return
 			}
 			log.LogAttrs(kctx, slog.LevelWarn, "child signalled", slog.String("signal", "SIGTERM"), slog.String("reason", "ticket expired"))
-			child.Process.Signal(syscall.SIGTERM)
+			execForward(child.Process, syscall.SIGTERM, foreground)
 		})
 	})
 	var werr error
@@ -206,8 +208,12 @@ wait:
 	for {
 		select {
 		case s := <-sigs:
-			log.LogAttrs(ctx, slog.LevelInfo, "signal forwarded", slog.String("signal", s.String()), slog.Int("pid", child.Process.Pid))
-			child.Process.Signal(s)
+			if execForward(child.Process, s, foreground) {
+				log.LogAttrs(ctx, slog.LevelInfo, "signal forwarded", slog.String("signal", s.String()), slog.Int("pid", child.Process.Pid))
+			} else {
+				log.LogAttrs(ctx, slog.LevelInfo, "signal not forwarded", slog.String("signal", s.String()), slog.Int("pid", child.Process.Pid),
+					slog.String("reason", "the terminal sent it to the command too"))
+			}
 		case werr = <-waited:
 			break wait
 		}

@@ -346,7 +346,7 @@ func (l *Login) try(ctx context.Context, log *slog.Logger, id *ident, reason str
 	cl := client.NewWithKeytab(id.name.PrincipalNameString(), id.realm, kt, l.cfg, client.DisablePAFXFAST(true))
 	tkt, part, err := l.online(log).LoginTGT(ctx, id.realm, id.name, keys)
 	if err != nil {
-		if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.Canceled) {
 			return nil, ctx.Err()
 		}
 		e := classifyKDC(id.full, "login", err)
@@ -377,7 +377,7 @@ func (l *Login) Renew(ctx context.Context, t *Ticket) (*Ticket, error) {
 		slog.Time("renew_till", t.Part.RenewTill))
 	tkt, part, err := l.online(log).RenewTGT(ctx, t.Realm, t.CName, t.Ticket, t.Part.Key)
 	if err != nil {
-		if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.Canceled) {
 			return nil, ctx.Err()
 		}
 		e := classifyKDC(t.Principal, "renewal", err)
@@ -404,7 +404,7 @@ func classifyKDC(principal, op string, err error) *Error {
 	var ue *kdcops.UnreachableError
 	var ce *kdcops.ConfigError
 	switch {
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.Is(err, context.DeadlineExceeded):
 		return &Error{Principal: principal, Op: op, Unreachable: true, Reason: "no KDC answered"}
 	case errors.As(err, &ce):
 		return &Error{Principal: principal, Op: op, Reason: "krb5.conf lists no KDC for the realm"}
