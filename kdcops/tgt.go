@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jcmturner/gokrb5/v8/iana/errorcode"
 	"github.com/jcmturner/gokrb5/v8/iana/nametype"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/types"
@@ -15,7 +16,8 @@ import (
 // (gokrb5's ASExchange takes no ctx) and no gokrb5 error text, which can
 // embed key material, reaches the caller. When the KDC refuses every key
 // the error is a *KDCError named after the last refusal
-// (KDC_ERR_PREAUTH_FAILED ...).
+// (KDC_ERR_PREAUTH_FAILED ...); after a refusal other than
+// KDC_ERR_ETYPE_NOSUPP no further key is offered.
 func (c *OnlineClient) LoginTGT(ctx context.Context, realm string, cname types.PrincipalName, entries []KeytabEntry) (messages.Ticket, messages.EncKDCRepPart, error) {
 	var refused []string
 	last := ""
@@ -29,6 +31,12 @@ func (c *OnlineClient) LoginTGT(ctx context.Context, realm string, cname types.P
 		}
 		refused = append(refused, EnctypeName(e.Enctype)+": "+kc.Error)
 		last = kc.Error
+		// Only an enctype the KDC lacks is worth another key: a refused
+		// key means the kvno is stale, its other enctypes come from the
+		// same password, and a KDC with lockout counts every refusal.
+		if kc.Error != ErrorName(errorcode.KDC_ERR_ETYPE_NOSUPP) {
+			break
+		}
 	}
 	if last == "" {
 		return messages.Ticket{}, messages.EncKDCRepPart{}, fmt.Errorf("no key of %s to log in with", principalString(cname, realm))
