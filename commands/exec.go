@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/krbops/krbops/internal/durable"
 	"github.com/krbops/krbops/internal/fault"
 	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/kdcops/keeper"
@@ -178,6 +179,8 @@ func execRun(ctx context.Context, o *ExecOptions) error {
 	child := exec.Command(o.Command[0], o.Command[1:]...)
 	child.Env = append(envWithout(os.Environ(), "KRB5CCNAME"), "KRB5CCNAME=FILE:"+k.Path())
 	child.Stdin, child.Stdout, child.Stderr = o.IO.In, o.IO.Out, o.IO.ErrOut
+	foreground := execForeground(o.IO.In)
+	execPlace(child, foreground)
 	if err := child.Start(); err != nil {
 		return usageError(fmt.Errorf("command %s: %w", o.Command[0], errors.Unwrap(err)), "check the command's name and PATH")
 	}
@@ -197,7 +200,7 @@ func execRun(ctx context.Context, o *ExecOptions) error {
 				return
 			}
 			log.LogAttrs(kctx, slog.LevelWarn, "child signalled", slog.String("signal", "SIGTERM"), slog.String("reason", "ticket expired"))
-			child.Process.Signal(syscall.SIGTERM)
+			execForward(child.Process, syscall.SIGTERM, foreground)
 		})
 	})
 	var werr error
@@ -205,8 +208,12 @@ wait:
 	for {
 		select {
 		case s := <-sigs:
-			log.LogAttrs(ctx, slog.LevelInfo, "signal forwarded", slog.String("signal", s.String()), slog.Int("pid", child.Process.Pid))
-			child.Process.Signal(s)
+			if execForward(child.Process, s, foreground) {
+				log.LogAttrs(ctx, slog.LevelInfo, "signal forwarded", slog.String("signal", s.String()), slog.Int("pid", child.Process.Pid))
+			} else {
+				log.LogAttrs(ctx, slog.LevelInfo, "signal not forwarded", slog.String("signal", s.String()), slog.Int("pid", child.Process.Pid),
+					slog.String("reason", "the terminal sent it to the command too"))
+			}
 		case werr = <-waited:
 			break wait
 		}
@@ -238,6 +245,9 @@ func startError(ctx context.Context, err error) error {
 			hint = "check --keytab: it must be a readable keytab holding --principal's key"
 		}
 		return fault.New(class, fmt.Errorf("%s; the command was not started", e.Error()), hint)
+	}
+	if errors.Is(err, durable.ErrUntrusted) {
+		return usageError(err, "pass --ccache-dir a directory owned by you (or root) that no one else may write (chmod go-w), or a sticky one such as /tmp")
 	}
 	return usageError(err, "check --ccache-dir: krbops makes a private directory there")
 }

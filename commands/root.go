@@ -267,7 +267,11 @@ func (g *Globals) TLS() (*tls.Config, error) {
 	g.tlsOnce.Do(func() {
 		g.tlsCfg, g.tlsErr = cabundle.Load(g.CABundle)
 		if g.tlsErr != nil {
-			g.tlsErr = usageError(fmt.Errorf("--ca-bundle %s", strings.TrimPrefix(g.tlsErr.Error(), "ca bundle ")), "pass a PEM file of the CA certificates to trust")
+			hint := "pass a PEM file of the CA certificates to trust"
+			if errors.Is(g.tlsErr, durable.ErrUntrusted) {
+				hint = "keep the CA bundle owned by you or root, writable by no one else (chmod go-w), and pass the file itself, not a symbolic link"
+			}
+			g.tlsErr = usageError(fmt.Errorf("--ca-bundle %s", strings.TrimPrefix(g.tlsErr.Error(), "ca bundle ")), hint)
 		}
 	})
 	return g.tlsCfg, g.tlsErr

@@ -74,7 +74,7 @@ func (o *RotateOptions) validateBatch(fl *pflag.FlagSet) error {
 			o.Deny = append(o.Deny, p.Text)
 		}
 	}
-	ts, err := ReadRotateTargets(o.Targets)
+	ts, err := ReadRotateTargets(o.Targets, o.targetsRealm())
 	if err != nil {
 		return err
 	}
@@ -114,6 +114,21 @@ func (o *RotateOptions) checkBatchFlags(fl *pflag.FlagSet) error {
 		return usageError(fmt.Errorf("--max-failures-per-cluster must be at least 1, not %d", o.MaxFailuresPerCluster), "")
 	}
 	return nil
+}
+
+// targetsRealm is the realm a target's principal without one gets: --realm,
+// else default_realm; "" when neither is known (the target's own checks
+// then report it).
+func (o *RotateOptions) targetsRealm() string {
+	if o.Realm != "" {
+		return o.Realm
+	}
+	cfg, err := o.krb5Config()
+	if err != nil {
+		return ""
+	}
+	realm, _ := cfg.DefaultRealm("")
+	return realm
 }
 
 // forTarget is a copy of the options with target t's values in place of
@@ -210,7 +225,7 @@ func (o *RotateOptions) validateFinishBatch(fl *pflag.FlagSet) error {
 	if o.Concurrency < 1 {
 		return usageError(fmt.Errorf("--concurrency must be at least 1, not %d", o.Concurrency), "")
 	}
-	ts, err := ReadRotateTargets(o.Targets)
+	ts, err := ReadRotateTargets(o.Targets, o.targetsRealm())
 	if err != nil {
 		return err
 	}

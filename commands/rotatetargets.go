@@ -8,13 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/krbops/krbops/internal/durable"
-	"github.com/krbops/krbops/internal/readcap"
+	"github.com/krbops/krbops/kdcops"
 	"github.com/krbops/krbops/rotate"
 )
 
@@ -38,21 +37,25 @@ const rotateTargetsHint = `a CSV file with the header principal,keytab,role,clus
 // so it must be a regular file owned by this user (or root) that no other
 // user may write. Every problem is a usage error (exit 2) naming the file
 // and, for its content, the line and field; nothing has started then.
-func ReadRotateTargets(path string) ([]RotateTarget, error) {
-	if err := trustTargetsFile(path); err != nil {
-		return nil, err
-	}
-	data, err := readcap.ReadFile(path, maxTargetsFile)
+//
+// defaultRealm qualifies a principal without a realm before duplicates are
+// looked for, so svc and svc@REALM are the same principal; "" compares
+// the names as written.
+func ReadRotateTargets(path, defaultRealm string) ([]RotateTarget, error) {
+	data, err := durable.ReadTrusted(path, maxTargetsFile)
 	if err != nil {
-		return nil, usageError(fmt.Errorf("--targets %s: %s", path, describeFileError(err)), "pass a regular, readable targets file")
+		hint := "pass a regular, readable targets file"
+		if errors.Is(err, durable.ErrUntrusted) {
+			hint = "keep the targets file owned by the user who rotates (or root), writable by no one else (chmod go-w), and not a symbolic link"
+		}
+		return nil, usageError(fmt.Errorf("--targets %s: %s", path, describeFileError(err)), hint)
 	}
 	data = bytes.TrimPrefix(data, []byte("\ufeff"))
 	if line, err := checkTargetsText(data); err != nil {
 		return nil, usageError(fmt.Errorf("--targets %s:%d: %w", path, line, err), rotateTargetsHint)
 	}
-	trimmed := bytes.TrimLeft(data, " \t\r\n")
 	var ts []RotateTarget
-	if len(trimmed) > 0 && trimmed[0] == '{' {
+	if looksLikeJSONLines(data) {
 		ts, err = readRotateJSONL(data)
 	} else {
 		ts, err = readRotateCSV(data)
@@ -61,32 +64,12 @@ func ReadRotateTargets(path string) ([]RotateTarget, error) {
 		return nil, usageError(fmt.Errorf("--targets %s: no targets", path), rotateTargetsHint)
 	}
 	if err == nil {
-		err = checkDuplicates(ts)
+		err = checkDuplicates(ts, defaultRealm)
 	}
 	if err != nil {
 		return nil, usageError(fmt.Errorf("--targets %s:%w", path, err), rotateTargetsHint)
 	}
 	return ts, nil
-}
-
-// trustTargetsFile refuses a targets file another user could have written:
-// it decides which keys change.
-func trustTargetsFile(path string) error {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return usageError(fmt.Errorf("--targets %s: %s", path, describeFileError(err)), "pass a readable targets file")
-	}
-	hint := "keep the targets file owned by the user who rotates (or root) and writable by no one else (chmod go-w)"
-	if !fi.Mode().IsRegular() {
-		return usageError(fmt.Errorf("--targets %s: %w: it is a %s, not a regular file", path, durable.ErrUntrusted, readcap.DescribeMode(fi.Mode())), hint)
-	}
-	if uid, ok := durable.Owner(fi); ok && uid != os.Geteuid() && uid != 0 {
-		return usageError(fmt.Errorf("--targets %s: %w: it belongs to uid %d, not to this user (uid %d) or root", path, durable.ErrUntrusted, uid, os.Geteuid()), hint)
-	}
-	if m := fi.Mode().Perm(); m&0o022 != 0 {
-		return usageError(fmt.Errorf("--targets %s: %w: its mode %04o lets other users write it", path, durable.ErrUntrusted, m), hint)
-	}
-	return nil
 }
 
 // lineError is an error of line n of the file: "N: ..." so the caller's
@@ -231,13 +214,31 @@ func (t RotateTarget) validate() error {
 
 // checkDuplicates refuses a principal listed twice: the batch would
 // rotate it twice.
-func checkDuplicates(ts []RotateTarget) error {
+func checkDuplicates(ts []RotateTarget, defaultRealm string) error {
 	seen := map[string]int{}
 	for _, t := range ts {
-		if first, ok := seen[t.Principal]; ok {
+		p := t.Principal
+		if _, r := kdcops.SplitPrincipal(p); r == "" && defaultRealm != "" {
+			p += "@" + defaultRealm
+		}
+		if first, ok := seen[p]; ok {
 			return lineError(t.Line, "field principal: %s is already on line %d", quoteField(t.Principal), first)
 		}
-		seen[t.Principal] = t.Line
+		seen[p] = t.Line
 	}
 	return nil
+}
+
+// looksLikeJSONLines decides the format from the first line that is
+// neither blank nor a # comment: a JSON-lines file may open with a
+// comment, which a CSV file may too.
+func looksLikeJSONLines(data []byte) bool {
+	for line := range bytes.Lines(data) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		return line[0] == '{'
+	}
+	return false
 }

@@ -21,7 +21,7 @@ func TestReadRotateTargets(t *testing.T) {
 				{Principal: "svc-b", Keytab: "/k/b.kt", Role: "client", Cluster: "c2", Line: 3}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ReadRotateTargets(writeTargets(t, tc.body))
+			got, err := ReadRotateTargets(writeTargets(t, tc.body), "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -55,7 +55,7 @@ func TestReadRotateTargetsErrorsNameFileLineAndField(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := writeTargets(t, tc.body)
-			_, err := ReadRotateTargets(p)
+			_, err := ReadRotateTargets(p, "")
 			if err == nil || err.Error() != "--targets "+p+tc.want {
 				t.Fatalf("error %v\nwant  --targets %s%s", err, p, tc.want)
 			}
@@ -73,7 +73,7 @@ func TestReadRotateTargetsRefusesWritableByOthers(t *testing.T) {
 	if err := os.Chmod(p, 0o664); err != nil {
 		t.Fatal(err)
 	}
-	_, err := ReadRotateTargets(p)
+	_, err := ReadRotateTargets(p, "")
 	if err == nil || !strings.Contains(err.Error(), "not trusted: its mode 0664 lets other users write it") || fault.ClassOf(err) != fault.Usage {
 		t.Fatalf("error %v (class %s)", err, fault.ClassOf(err))
 	}
@@ -81,23 +81,45 @@ func TestReadRotateTargetsRefusesWritableByOthers(t *testing.T) {
 	if err := os.Symlink(p, link); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadRotateTargets(link); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+	if _, err := ReadRotateTargets(link, ""); err == nil || !strings.Contains(err.Error(), "not trusted: it is a symbolic link") {
 		t.Fatalf("symlink: error %v", err)
+	}
+}
+
+// A principal without a realm is the same as the one with the default
+// realm: listing both would rotate it twice.
+func TestReadRotateTargetsDuplicateAfterQualifying(t *testing.T) {
+	p := writeTargets(t, "principal,keytab,role,cluster\nsvc,/k/a.kt,client,c1\nsvc@EXAMPLE.COM,/k/b.kt,client,c2\n")
+	_, err := ReadRotateTargets(p, "EXAMPLE.COM")
+	if want := "--targets " + p + `:3: field principal: "svc@EXAMPLE.COM" is already on line 2`; err == nil || err.Error() != want {
+		t.Fatalf("error %v\nwant  %s", err, want)
+	}
+	if _, err := ReadRotateTargets(p, "OTHER.ORG"); err != nil {
+		t.Fatalf("different realms: %v", err)
+	}
+}
+
+// A JSON-lines file may open with a comment: the format comes from the
+// first line that is neither blank nor a comment.
+func TestReadRotateTargetsJSONLinesAfterComment(t *testing.T) {
+	ts, err := ReadRotateTargets(writeTargets(t, "\n# fleet eu1\n{\"principal\":\"svc-a\",\"keytab\":\"/k/a.kt\",\"role\":\"client\",\"cluster\":\"c1\"}\n"), "")
+	if err != nil || len(ts) != 1 || ts[0].Principal != "svc-a" || ts[0].Line != 3 {
+		t.Fatalf("targets %+v, error %v", ts, err)
 	}
 }
 
 // Batch IDs depend on the targets, not on comments or blank lines: the
 // same fleet run again is the same batch.
 func TestBatchIDIgnoresComments(t *testing.T) {
-	a, err := ReadRotateTargets(writeTargets(t, "principal,keytab,role,cluster\nsvc-a,/k/a.kt,client,c1\n"))
+	a, err := ReadRotateTargets(writeTargets(t, "principal,keytab,role,cluster\nsvc-a,/k/a.kt,client,c1\n"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := ReadRotateTargets(writeTargets(t, "# rerun\nprincipal,keytab,role,cluster\n\nsvc-a,/k/a.kt,client,c1\n"))
+	b, err := ReadRotateTargets(writeTargets(t, "# rerun\nprincipal,keytab,role,cluster\n\nsvc-a,/k/a.kt,client,c1\n"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ReadRotateTargets(writeTargets(t, "principal,keytab,role,cluster\nsvc-a,/k/a.kt,client,c2\n"))
+	c, err := ReadRotateTargets(writeTargets(t, "principal,keytab,role,cluster\nsvc-a,/k/a.kt,client,c2\n"), "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,17 @@ func GokrbKeytab(entries []KeytabEntry) (*keytab.Keytab, error) {
 // principal's entries of its newest kvno, with that kvno. principal is
 // name@REALM; without a realm any realm matches.
 func LoadLoginKeytab(path, principal string) (*keytab.Keytab, uint32, error) {
+	keys, kvno, err := LoadLoginKeys(path, principal)
+	if err != nil {
+		return nil, 0, err
+	}
+	gk, err := GokrbKeytab(keys)
+	return gk, kvno, err
+}
+
+// LoadLoginKeys is LoadLoginKeytab's entries (with their keys), for
+// [OnlineClient.LoginTGT].
+func LoadLoginKeys(path, principal string) ([]KeytabEntry, uint32, error) {
 	kt, err := ReadKeytabFile(path, KeytabOptions{KeepKeys: true})
 	if err != nil {
 		var fe *FormatError
@@ -61,6 +72,5 @@ func LoadLoginKeytab(path, principal string) (*keytab.Keytab, uint32, error) {
 		return nil, 0, fmt.Errorf("keytab %s has no key for %s", path, principal)
 	}
 	newest := kvnos[len(kvnos)-1]
-	gk, err := GokrbKeytab(AtKVNO(mine, newest))
-	return gk, newest, err
+	return AtKVNO(mine, newest), newest, nil
 }

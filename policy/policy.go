@@ -16,10 +16,8 @@ package policy
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -28,7 +26,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/krbops/krbops/internal/durable"
-	"github.com/krbops/krbops/internal/readcap"
 )
 
 // MaxSize caps a policy file: thousands of clusters and patterns fit in
@@ -139,52 +136,18 @@ func Load(path string) (*Policy, error) {
 }
 
 func readTrusted(path string) ([]byte, error) {
-	fail := func(err error, hint string) error {
-		return &Error{File: path, Msg: describe(err), Hint: hint, Err: err}
+	data, err := durable.ReadTrusted(path, MaxSize)
+	if err == nil {
+		return data, nil
 	}
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return nil, fail(err, "pass --policy with the rotation policy file, or --no-policy")
+	hint := "pass the policy file itself (a regular file under 1 MiB)"
+	switch {
+	case errors.Is(err, durable.ErrUntrusted):
+		hint = "keep the policy owned by root or the user who rotates, mode 0644 or stricter (chmod go-w), and not a symbolic link"
+	case errors.Is(err, fs.ErrNotExist):
+		hint = "pass --policy with the rotation policy file, or --no-policy"
 	}
-	if err := trust(fi); err != nil {
-		return nil, fail(err, "keep the policy owned by root or the user who rotates, mode 0644 or stricter (chmod go-w), and not a symbolic link")
-	}
-	f, ofi, err := readcap.Open(path, MaxSize)
-	if err != nil {
-		return nil, fail(err, "pass the policy file itself (a regular file under 1 MiB)")
-	}
-	defer f.Close()
-	// The file checked above must be the one read: a swap between the
-	// two would slip an untrusted policy past the check.
-	if !os.SameFile(fi, ofi) {
-		return nil, fail(errors.New("the file changed while it was opened"), "run again")
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
-	if err == nil && len(data) > MaxSize {
-		err = &readcap.TooLargeError{Size: int64(len(data)), Limit: MaxSize}
-	}
-	if err != nil {
-		return nil, fail(err, "pass the policy file itself (a regular file under 1 MiB)")
-	}
-	return data, nil
-}
-
-// trust accepts root's files as well as this user's: /etc/krbops belongs
-// to root, and root can change anything this process reads anyway.
-func trust(fi fs.FileInfo) error {
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return fmt.Errorf("%w: it is a symbolic link, which krbops does not follow for a policy", durable.ErrUntrusted)
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%w: it is a %s, not a regular file", durable.ErrUntrusted, readcap.DescribeMode(fi.Mode()))
-	}
-	if uid, ok := durable.Owner(fi); ok && uid != 0 && uid != os.Geteuid() {
-		return fmt.Errorf("%w: it belongs to uid %d, neither root nor this user (uid %d)", durable.ErrUntrusted, uid, os.Geteuid())
-	}
-	if m := fi.Mode().Perm(); m&0o022 != 0 {
-		return fmt.Errorf("%w: its mode %04o lets other users write it", durable.ErrUntrusted, m)
-	}
-	return nil
+	return nil, &Error{File: path, Msg: describe(err), Hint: hint, Err: err}
 }
 
 func describe(err error) string {

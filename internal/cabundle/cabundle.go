@@ -14,7 +14,7 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 
-	"github.com/krbops/krbops/internal/readcap"
+	"github.com/krbops/krbops/internal/durable"
 )
 
 // maxBundle bounds what is read: a full public CA bundle is ~250 KiB.
@@ -27,7 +27,9 @@ func Load(path string) (*tls.Config, error) {
 	if path == "" {
 		return nil, nil
 	}
-	b, err := readcap.ReadFile(path, maxBundle)
+	// The bundle decides which TLS servers receive keytabs and ledger
+	// writes: another user's file (or a link to one) must not decide that.
+	b, err := durable.ReadTrusted(path, maxBundle)
 	if err != nil {
 		return nil, fmt.Errorf("ca bundle %s: %w", path, err)
 	}

@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/krbops/krbops/internal/durable"
 	"github.com/krbops/krbops/internal/tlstest"
 )
 
@@ -46,5 +48,40 @@ func TestLoadTrustsTheBundle(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "missing.pem")); err == nil {
 		t.Error("a missing bundle loaded")
+	}
+}
+
+// The bundle decides which servers receive keytabs: a file another user
+// could write, or a link krbops would follow, is refused before it is read.
+func TestLoadRefusesUntrustedBundle(t *testing.T) {
+	srv, _ := tlstest.UntrustedServer(t)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.pem")
+	if err := os.Symlink(ca, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(link); !errors.Is(err, durable.ErrUntrusted) || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("symlink: %v", err)
+	}
+	if err := os.Chmod(ca, 0o664); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(ca); !errors.Is(err, durable.ErrUntrusted) || !strings.Contains(err.Error(), "mode 0664 lets other users write it") {
+		t.Errorf("group-writable: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		if err := os.Chmod(ca, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(ca, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(ca); !errors.Is(err, durable.ErrUntrusted) || !strings.Contains(err.Error(), "belongs to uid 65534") {
+			t.Errorf("another user's file: %v", err)
+		}
 	}
 }

@@ -66,3 +66,24 @@ func verbFor(m os.FileMode) string {
 // Owner returns the uid that owns the file fi describes, and false where
 // the platform has no uid (Windows).
 func Owner(fi os.FileInfo) (int, bool) { return ownerOf(fi) }
+
+// TrustTempParent reports whether private directories may be made in dir:
+// no other user may rename or replace an entry of it. That holds for a
+// TrustDir directory, and for a sticky directory (such as /tmp) owned by
+// this user or root, where only an entry's owner may rename it. In a
+// group- or world-writable directory without the sticky bit another user
+// could swap krbops' private directory for one of theirs.
+func TrustTempParent(dir string) error {
+	err := TrustDir(dir)
+	if err == nil || !errors.Is(err, ErrUntrusted) {
+		return err
+	}
+	fi, serr := os.Lstat(dir)
+	if serr != nil || !fi.IsDir() || fi.Mode()&os.ModeSticky == 0 {
+		return err
+	}
+	if uid, ok := ownerOf(fi); ok && uid != 0 && uid != os.Geteuid() {
+		return fmt.Errorf("%s: %w: it belongs to uid %d, neither root nor this user (uid %d)", dir, ErrUntrusted, uid, os.Geteuid())
+	}
+	return nil
+}

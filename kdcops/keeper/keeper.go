@@ -75,7 +75,15 @@ func (k *Keeper) Ticket() *keylogin.Ticket {
 // Start makes the private directory, logs in and writes the cache. Its
 // error is the login's (*keylogin.Error) or the directory's.
 func (k *Keeper) Start(ctx context.Context) error {
-	dir, err := os.MkdirTemp(k.o.Dir, "krbops-exec-")
+	parent := k.o.Dir
+	if parent == "" {
+		parent = os.TempDir()
+	}
+	// Another error (a missing directory) is MkdirTemp's to report.
+	if err := durable.TrustTempParent(parent); errors.Is(err, durable.ErrUntrusted) {
+		return fmt.Errorf("ccache directory %w", err) // err names parent
+	}
+	dir, err := os.MkdirTemp(parent, "krbops-exec-")
 	if err != nil {
 		return fmt.Errorf("ccache directory in %s: %w", k.o.Dir, err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/config"
 	"github.com/jcmturner/gokrb5/v8/iana/flags"
 	"github.com/jcmturner/gokrb5/v8/iana/nametype"
+	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/types"
 
@@ -321,7 +322,11 @@ func (l *Login) try(ctx context.Context, log *slog.Logger, id *ident, reason str
 	// The keytab is read at every login: a rotation replaces it while a
 	// long job runs, and the bytes read at start hold a key the KDC no
 	// longer has (Hadoop's checkTGTAndReloginFromKeytab does the same).
-	kt, kvno, err := kdcops.LoadLoginKeytab(id.Keytab, id.full)
+	keys, kvno, err := kdcops.LoadLoginKeys(id.Keytab, id.full)
+	var kt *keytab.Keytab
+	if err == nil {
+		kt, err = kdcops.GokrbKeytab(keys)
+	}
 	if err != nil {
 		return fail(&Error{Principal: id.full, Op: "login", Key: true, Reason: "keytab " + strings.TrimPrefix(err.Error(), "keytab ")})
 	}
@@ -335,14 +340,16 @@ func (l *Login) try(ctx context.Context, log *slog.Logger, id *ident, reason str
 		return nil, &again
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "ticket request", slog.String("principal", id.full), slog.String("reason", reason), slog.Int("kvno", int(kvno)))
+	// krbops' own AS exchange: ctx (SIGINT) cancels it at once, where
+	// gokrb5's ASExchange would wait out every KDC's and transport's
+	// timeout. The gokrb5 client is kept for the caller's service tickets.
 	cl := client.NewWithKeytab(id.name.PrincipalNameString(), id.realm, kt, l.cfg, client.DisablePAFXFAST(true))
-	req, err := messages.NewASReqForTGT(id.realm, l.cfg, id.name)
+	tkt, part, err := l.online(log).LoginTGT(ctx, id.realm, id.name, keys)
 	if err != nil {
-		return fail(Classify(id.full, "login", err))
-	}
-	rep, err := cl.ASExchange(id.realm, req, 0)
-	if err != nil {
-		e := Classify(id.full, "login", err)
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return nil, ctx.Err()
+		}
+		e := classifyKDC(id.full, "login", err)
 		if e.Key {
 			id.refused, id.refusedAt, id.refusedBy = e, time.Now(), stampOf(id.Keytab)
 		}
@@ -350,7 +357,7 @@ func (l *Login) try(ctx context.Context, log *slog.Logger, id *ident, reason str
 	}
 	id.refused = nil
 	id.kvno = kvno
-	t := &Ticket{Principal: id.full, KVNO: kvno, CName: id.name, Realm: id.realm, Ticket: rep.Ticket, Part: rep.DecryptedEncPart, Client: cl}
+	t := &Ticket{Principal: id.full, KVNO: kvno, CName: id.name, Realm: id.realm, Ticket: tkt, Part: part, Client: cl}
 	log.LogAttrs(ctx, slog.LevelInfo, "ticket granted", slog.String("principal", id.full), slog.Int("kvno", int(kvno)),
 		slog.Time("end_time", t.Part.EndTime), slog.Float64("lifetime_seconds", t.Lifetime().Seconds()),
 		slog.Bool("renewable", t.Renewable(t.Part.AuthTime)))
@@ -368,19 +375,41 @@ func (l *Login) Renew(ctx context.Context, t *Ticket) (*Ticket, error) {
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "ticket renewal request", slog.String("principal", t.Principal),
 		slog.Time("renew_till", t.Part.RenewTill))
-	tgs := types.NewPrincipalName(nametype.KRB_NT_SRV_INST, "krbtgt/"+t.Realm)
-	_, rep, err := t.Client.TGSREQGenerateAndExchange(tgs, t.Realm, t.Ticket, t.Part.Key, true)
+	tkt, part, err := l.online(log).RenewTGT(ctx, t.Realm, t.CName, t.Ticket, t.Part.Key)
 	if err != nil {
-		e := Classify(t.Principal, "renewal", err)
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return nil, ctx.Err()
+		}
+		e := classifyKDC(t.Principal, "renewal", err)
 		log.LogAttrs(ctx, slog.LevelWarn, "ticket error", slog.String("principal", t.Principal), slog.String("op", e.Op),
 			slog.String("error", e.Reason), slog.Bool("unreachable", e.Unreachable))
 		return nil, e
 	}
 	n := *t
-	n.Ticket, n.Part = rep.Ticket, rep.DecryptedEncPart
+	n.Ticket, n.Part = tkt, part
 	log.LogAttrs(ctx, slog.LevelInfo, "ticket renewed", slog.String("principal", t.Principal),
 		slog.Time("end_time", n.Part.EndTime), slog.Time("renew_till", n.Part.RenewTill))
 	return &n, nil
+}
+
+// online is the ctx-aware KDC client of one exchange, on this Login's
+// own krb5.conf.
+func (l *Login) online(log *slog.Logger) *kdcops.OnlineClient {
+	return &kdcops.OnlineClient{Config: &kdcops.Config{Config: l.cfg}, Log: log}
+}
+
+// classifyKDC is Classify for kdcops' errors: an unreachable KDC and a
+// krb5.conf without one are told by type, the KDC's answers by name.
+func classifyKDC(principal, op string, err error) *Error {
+	var ue *kdcops.UnreachableError
+	var ce *kdcops.ConfigError
+	switch {
+	case errors.As(err, &ue), errors.Is(err, context.DeadlineExceeded):
+		return &Error{Principal: principal, Op: op, Unreachable: true, Reason: "no KDC answered"}
+	case errors.As(err, &ce):
+		return &Error{Principal: principal, Op: op, Reason: "krb5.conf lists no KDC for the realm"}
+	}
+	return Classify(principal, op, err)
 }
 
 // fileStamp tells whether a keytab file was replaced or rewritten.

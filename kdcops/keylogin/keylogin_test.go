@@ -3,11 +3,16 @@ package keylogin
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jcmturner/gokrb5/v8/config"
+	"github.com/jcmturner/gokrb5/v8/iana/etypeID"
+	"github.com/jcmturner/gokrb5/v8/keytab"
 
 	"github.com/krbops/krbops/internal/fault"
 )
@@ -57,5 +62,59 @@ func TestLoginBothKeytabsUnreadable(t *testing.T) {
 func TestNewNeedsARealm(t *testing.T) {
 	if _, err := New(Options{Primary: Identity{Principal: "svc", Keytab: "k"}, Config: config.New()}); err == nil {
 		t.Error("a principal without a realm and no default_realm was accepted")
+	}
+}
+
+// A KDC that never answers does not hold a login: cancelling ctx (SIGINT)
+// ends it at once with context.Canceled, not after every KDC's and
+// transport's timeout with "no KDC answered".
+func TestLoginCancelledAgainstASilentKDC(t *testing.T) {
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	asked := make(chan struct{})
+	go func() {
+		buf := make([]byte, 65536)
+		if _, _, err := udp.ReadFrom(buf); err == nil {
+			close(asked) // read, never answered
+		}
+	}()
+	cfg, err := config.NewFromString("[libdefaults]\n default_realm = KRBOPS.TEST\n udp_preference_limit = 1465\n[realms]\n KRBOPS.TEST = {\n  kdc = " + udp.LocalAddr().String() + "\n }\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kt := keytab.New()
+	if err := kt.AddEntry("svc", "KRBOPS.TEST", "password", time.Unix(1700000000, 0), 1, etypeID.AES256_CTS_HMAC_SHA1_96); err != nil {
+		t.Fatal(err)
+	}
+	b, err := kt.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "svc.keytab")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := New(Options{Primary: Identity{Principal: "svc", Keytab: path}, Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.Login(ctx, "initial")
+		done <- err
+	}()
+	<-asked
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Login = %v, want context.Canceled", err)
+		}
+	case <-time.After(time.Minute): // hang guard only
+		t.Fatal("Login did not return after cancel")
 	}
 }

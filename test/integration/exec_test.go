@@ -23,6 +23,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/credentials"
 
 	"github.com/krbops/krbops/internal/lab"
+	"github.com/krbops/krbops/internal/shquote"
 	"github.com/krbops/krbops/internal/spawn"
 )
 
@@ -32,6 +33,10 @@ type execRig struct {
 	keytab string
 	ccdir  string
 	log    string
+	// ownGroup starts krbops in a process group of its own, as a shell
+	// starts a job, so a test can signal the whole job as a terminal or a
+	// service manager does.
+	ownGroup bool
 }
 
 // newExecRig makes principal svc-exec with tickets of maxlife (not
@@ -80,6 +85,9 @@ func (r *execRig) start(t *testing.T, script string, extra ...string) (*exec.Cmd
 	cmd.Env = append(rqEnv(r.realm.Env()...), "JOB_DIR="+r.dir, "REALM="+r.realm.Name)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	if r.ownGroup {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -308,6 +316,46 @@ func TestExecForwardsSignalsAndPassesTheStatusOn(t *testing.T) {
 	_, code = waitExit(cmd)
 	if c := code(); c != 128+9 {
 		t.Fatalf("exit %d, want 137 for a job killed by SIGKILL\n%s", c, out)
+	}
+}
+
+// A signal sent to the whole job (kill -INT -PGID, as Ctrl-C does, or a
+// service manager stopping a process group) reaches the command exactly
+// once: krbops, not attached to a terminal, runs it in its own process
+// group and forwards what it gets. The job records every signal's sender
+// (sigwaitinfo), so a duplicate cannot hide in a coalesced delivery.
+func TestExecJobSignalReachesTheCommandOnce(t *testing.T) {
+	r := newExecRig(t, "")
+	r.ownGroup = true
+	job := `import os, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+d = os.environ["JOB_DIR"]
+open(d + "/ready", "w").close()
+while True:
+    i = signal.sigwaitinfo({signal.SIGINT, signal.SIGTERM})
+    with open(d + "/got", "a") as f:
+        f.write("%d %d\n" % (i.si_signo, i.si_pid))
+    if i.si_signo == signal.SIGTERM:
+        sys.exit(42)
+`
+	cmd, out := r.start(t, "exec python3 -c "+shquote.Quote(job))
+	exited, code := waitExit(cmd)
+	awaitFile(t, filepath.Join(r.dir, "ready"), exited)
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	r.awaitLog(t, "signal forwarded", time.Minute, exited, func(recs []map[string]any) bool {
+		return count(recs, "signal forwarded", func(m map[string]any) bool { return m["signal"] == "interrupt" }) == 1
+	})
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if c := code(); c != 42 {
+		t.Fatalf("exit %d, want the job's 42\n%s", c, out)
+	}
+	got, _ := os.ReadFile(filepath.Join(r.dir, "got"))
+	if want := fmt.Sprintf("%d %d\n%d %d\n", syscall.SIGINT, cmd.Process.Pid, syscall.SIGTERM, cmd.Process.Pid); string(got) != want {
+		t.Errorf("the job got (signal, sender pid):\n%s\nwant one SIGINT and one SIGTERM, both from krbops (pid %d)", got, cmd.Process.Pid)
 	}
 }
 
