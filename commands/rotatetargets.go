@@ -1,10 +1,8 @@
 package commands
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -79,35 +77,8 @@ func lineError(n int, format string, a ...any) error {
 }
 
 func readRotateJSONL(data []byte) ([]RotateTarget, error) {
-	var out []RotateTarget
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), maxTargetsLine+1)
-	line := 0
-	for sc.Scan() {
-		line++
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || strings.HasPrefix(text, "#") {
-			continue
-		}
-		dec := json.NewDecoder(strings.NewReader(text))
-		dec.DisallowUnknownFields()
-		var t RotateTarget
-		if err := dec.Decode(&t); err != nil {
-			return nil, lineError(line, "%s", describeJSONError(err))
-		}
-		if dec.More() {
-			return nil, lineError(line, "more than one JSON object")
-		}
-		t.Line = line
-		if err := t.validate(); err != nil {
-			return nil, lineError(line, "%s", err)
-		}
-		out = append(out, t)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, lineError(line+1, "%s", err)
-	}
-	return out, nil
+	return decodeJSONL(data, func(line int, t *RotateTarget) error { t.Line = line; return t.validate() },
+		func(line int, err error) error { return lineError(line, "%s", err) })
 }
 
 func readRotateCSV(data []byte) ([]RotateTarget, error) {

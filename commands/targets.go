@@ -95,7 +95,16 @@ func checkTargetsText(data []byte) (int, error) {
 }
 
 func readTargetsJSONL(data []byte) ([]Target, error) {
-	var out []Target
+	return decodeJSONL(data, func(line int, t *Target) error { return t.validate() },
+		func(line int, err error) error { return fmt.Errorf("line %d: %w", line, err) })
+}
+
+// decodeJSONL decodes one T per line of data that is neither blank nor a
+// # comment, refusing unknown fields and a second object on a line, and
+// checks each with check. Every error goes through wrap with its 1-based
+// line number, so each targets format words its own "FILE:LINE".
+func decodeJSONL[T any](data []byte, check func(line int, t *T) error, wrap func(line int, err error) error) ([]T, error) {
+	var out []T
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64*1024), maxTargetsLine+1)
 	line := 0
@@ -107,21 +116,21 @@ func readTargetsJSONL(data []byte) ([]Target, error) {
 		}
 		dec := json.NewDecoder(strings.NewReader(text))
 		dec.DisallowUnknownFields()
-		var t Target
+		var t T
 		if err := dec.Decode(&t); err != nil {
-			return nil, fmt.Errorf("line %d: %s", line, describeJSONError(err))
+			return nil, wrap(line, errors.New(describeJSONError(err)))
 		}
 		if dec.More() {
-			return nil, fmt.Errorf("line %d: more than one JSON object", line)
+			return nil, wrap(line, errors.New("more than one JSON object"))
 		}
-		if err := t.validate(); err != nil {
-			return nil, fmt.Errorf("line %d: %w", line, err)
+		if err := check(line, &t); err != nil {
+			return nil, wrap(line, err)
 		}
 		out = append(out, t)
 	}
 	if err := sc.Err(); err != nil {
-		// checkTargetsText has refused long lines; this is a read error.
-		return nil, fmt.Errorf("line %d: %w", line+1, err)
+		// The callers refused long lines already; this is a read error.
+		return nil, wrap(line+1, err)
 	}
 	return out, nil
 }
