@@ -345,15 +345,21 @@ func conflictPause(ctx context.Context, attempt int) error {
 // --- rotations ---
 
 func (d *Dynamo) getRotation(ctx context.Context, id string) (*Rotation, int64, error) {
-	it, err := d.get(ctx, pkRotation, id)
+	return getDoc[Rotation](ctx, d, pkRotation, id, "rotation "+id)
+}
+
+// getDoc reads the item (pk, sk) and decodes its JSON document with its
+// version; a missing item is nil. what names it in a parse error.
+func getDoc[T any](ctx context.Context, d *Dynamo, pk, sk, what string) (*T, int64, error) {
+	it, err := d.get(ctx, pk, sk)
 	if err != nil || it == nil {
 		return nil, 0, err
 	}
-	var r Rotation
-	if err := json.Unmarshal([]byte(getS(it, attrDoc)), &r); err != nil {
-		return nil, 0, fmt.Errorf("ledger: rotation %s does not parse: %w", id, err)
+	var v T
+	if err := json.Unmarshal([]byte(getS(it, attrDoc)), &v); err != nil {
+		return nil, 0, fmt.Errorf("ledger: %s does not parse: %w", what, err)
 	}
-	return &r, getN(it, attrVer), nil
+	return &v, getN(it, attrVer), nil
 }
 
 func rotationItem(r *Rotation, ver int64) (item, error) {
@@ -800,15 +806,7 @@ func (d *Dynamo) CountSince(ctx context.Context, cluster, role string, since tim
 // --- locks ---
 
 func (d *Dynamo) getLock(ctx context.Context, principal string) (*Lock, int64, error) {
-	it, err := d.get(ctx, pkLock, principal)
-	if err != nil || it == nil {
-		return nil, 0, err
-	}
-	var l Lock
-	if err := json.Unmarshal([]byte(getS(it, attrDoc)), &l); err != nil {
-		return nil, 0, fmt.Errorf("ledger: lock of %s does not parse: %w", principal, err)
-	}
-	return &l, getN(it, attrVer), nil
+	return getDoc[Lock](ctx, d, pkLock, principal, "lock of "+principal)
 }
 
 // Lock takes or renews the lock with a versioned write of the principal's
